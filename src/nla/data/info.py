@@ -1,0 +1,43 @@
+"""`nla info`: the shape of a target and its activation norms at a layer."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nla.data.corpus import load_corpus
+from nla.data.extract import encode_document
+from nla.data.norms import norm_stats, suggest_injection_scale
+from nla.models import Target
+from nla.models.activations import batched_residual_stream
+
+
+def layer_norm_stats(target: Target, texts_ids: list[list[int]], layer: int, min_position: int,
+                     batch_tokens: int = 8192) -> dict:
+    """Norm statistics over every non-special position >= min_position."""
+    special = target.special_ids
+    norms = []
+    for indices, hidden in batched_residual_stream(target, texts_ids, layer, batch_tokens):
+        for row, i in enumerate(indices):
+            keep = [p for p in range(min_position, len(texts_ids[i])) if texts_ids[i][p] not in special]
+            norms.append(hidden[row, keep].norm(dim=-1).numpy())
+    return norm_stats(np.concatenate(norms))
+
+
+def target_info(target: Target, *, layer: int | None, corpus: str, max_docs: int, min_position: int,
+                max_doc_tokens: int = 512) -> dict:
+    layer = target.resolve_layer(layer)
+    docs = load_corpus(corpus, limit=max_docs)
+    ids = [encode_document(target, d, max_doc_tokens) for d in docs]
+    ids = [x for x in ids if len(x) > min_position]
+    info = {
+        "model": target.name, "family": target.adapter.family, "architecture": type(target.model).__name__,
+        "layers": target.num_layers, "d_model": target.d_model, "default_layer": target.default_layer,
+        "layer": layer, "embed_scale": target.adapter.embed_scale(target.model.config),
+        "chat_template": target.has_chat_template, "dtype": str(target.model.dtype).removeprefix("torch."),
+        "device": str(target.device),
+    }
+    if ids:
+        stats = layer_norm_stats(target, ids, layer, min_position)
+        info["activation_norm"] = {"documents": len(ids), "min_position": min_position, **stats}
+        info["suggested_injection_scale"] = suggest_injection_scale(stats["mean"])
+    return info

