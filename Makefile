@@ -23,7 +23,7 @@ test: $(STAMP)
 	$(BIN)/pytest
 
 test-fast: $(STAMP)
-	$(BIN)/pytest -m "not real"
+	$(BIN)/pytest -m "not real and not slow"
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/extract_throughput.py

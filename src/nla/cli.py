@@ -160,7 +160,7 @@ def demo(
     typer.echo("\nA few held-out activations (context ... [token] -> norm):")
     for i in range(0, table.num_rows, max(1, table.num_rows // 5))[:5]:
         row = {k: table.column(k)[i].as_py() for k in ("detokenized_text_truncated", "token", "genre", "source")}
-        context = row["detokenized_text_truncated"][: -len(row["token"]) or None].replace("\n", " ")
+        context = row["detokenized_text_truncated"].removesuffix(row["token"]).replace("\n", " ")
         snippet = textwrap.shorten(context[-90:], 90, placeholder="...")
         typer.echo(f"  [{row['source']}/{row['genre']}] ...{snippet}[{row['token']}] -> {norms[i]:.1f}")
     typer.echo("\nNext: the activation dataset is ready for NLA training (train-ar / train-av, coming next).")
@@ -172,11 +172,12 @@ def build_corpus(
     out: Path = typer.Option(..., help="Output .jsonl.gz (the shipped one is src/nla/data/default_corpus.jsonl.gz)."),
     model: str = typer.Option("smollm2-135m", help="Instruction-tuned model that writes the generated part."),
     limit: Optional[int] = typer.Option(None, help="Generate only the first N documents (for a quick look)."),
+    batch_size: int = typer.Option(64, help="Documents generated together."),
 ):
     """Regenerate the embedded default corpus (resumable; ~40 min on 2 CPU cores)."""
     from nla.data.build_corpus import BuildConfig, build_corpus as run_build
 
-    typer.echo(json.dumps(run_build(BuildConfig(out=out, model=model, limit=limit)), indent=2))
+    typer.echo(json.dumps(run_build(BuildConfig(out=out, model=model, limit=limit, batch_size=batch_size)), indent=2))
 
 
 def main() -> None:

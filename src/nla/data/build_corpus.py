@@ -113,7 +113,7 @@ class BuildConfig:
     out: Path
     model: str = "smollm2-135m"
     seed: int = 42
-    batch_size: int = 32
+    batch_size: int = 64
     max_new_tokens: int = 160
     temperature: float = 0.7
     top_p: float = 0.9

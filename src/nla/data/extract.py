@@ -19,16 +19,18 @@ import json
 import logging
 import shutil
 import time
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from nla.atomic import atomic_path, write_json, write_yaml
 from nla.data.corpus import DEFAULT_CORPUS, Document, load_corpus
-from nla.data.dataset import rows_to_table, vectors_of, write_sidecar
+from nla.data.dataset import rows_to_table, schema, vectors_of, write_sidecar
 from nla.data.norms import norm_stats, suggest_injection_scale
 from nla.data.sampling import SPLITS, SplitFractions, assign_split, sample_positions
 from nla.errors import NLAError
@@ -151,70 +153,79 @@ def extract_chunk(target: Target, chunk: list[PlannedDocument], layer: int, batc
     return rows_to_table(np.concatenate([vectors[i] for i in range(len(chunk))]), columns, target.d_model)
 
 
-def _check_output(cfg: ExtractConfig) -> Path:
-    """Refuse to replace a finished extraction; resume or reset an unfinished one. Returns the partial folder."""
-    partial = cfg.out / PARTIAL
-    if (cfg.out / SUMMARY).exists() and not cfg.overwrite:
-        raise NLAError(f"{cfg.out} already holds an extraction; pass --overwrite to replace it, or choose another --out")
-    settings_file = partial / "settings.json"
-    if settings_file.exists():
-        saved = json.loads(settings_file.read_text())
-        if saved != json.loads(json.dumps(cfg.settings())):
-            if not cfg.overwrite:
-                changed = sorted(k for k in saved.keys() | cfg.settings().keys()
-                                 if saved.get(k) != json.loads(json.dumps(cfg.settings())).get(k))
-                raise NLAError(f"{cfg.out} holds an unfinished extraction with other settings ({', '.join(changed)}); "
-                               "rerun with the same settings to resume, or pass --overwrite to start over")
-            shutil.rmtree(partial)
+def _refuse_finished_output(cfg: ExtractConfig) -> None:
     if cfg.out.exists() and not cfg.out.is_dir():
         raise NLAError(f"--out {cfg.out} is a file; pass a folder path")
+    if (cfg.out / SUMMARY).exists() and not cfg.overwrite:
+        raise NLAError(f"{cfg.out} already holds an extraction; pass --overwrite to replace it, or choose another --out")
+
+
+def _prepare_partial(cfg: ExtractConfig) -> Path:
+    """The folder of finished chunks: kept when its settings match (resume), else refused or reset."""
+    partial = cfg.out / PARTIAL
+    settings_file = partial / "settings.json"
+    current = json.loads(json.dumps(cfg.settings()))  # as it reads back from JSON
+    if settings_file.exists():
+        saved = json.loads(settings_file.read_text())
+        if saved != current and not cfg.overwrite:
+            changed = sorted(k for k in saved.keys() | current.keys() if saved.get(k) != current.get(k))
+            raise NLAError(f"{cfg.out} holds an unfinished extraction with other settings ({', '.join(changed)}); "
+                           "rerun with the same settings to resume, or pass --overwrite to start over")
+        if saved != current:
+            shutil.rmtree(partial)
     partial.mkdir(parents=True, exist_ok=True)
-    write_json(settings_file, cfg.settings())
+    write_json(settings_file, current)
     return partial
 
 
 def _finalize(cfg: ExtractConfig, target: Target, layer: int, partial: Path, chunk_files: list[Path],
               counts: dict) -> dict:
-    """Merge chunks into one parquet per split, with sidecars, config.yaml and (last) summary.json."""
-    tables = [pq.read_table(f) for f in chunk_files]
+    """Merge chunks into one parquet per split, with sidecars, config.yaml and (last) summary.json.
+
+    Streams one chunk at a time into five open writers, so memory stays at one chunk.
+    """
+    split_rows = dict.fromkeys(SPLITS, 0)
+    norms, genres = [], {}
+    with ExitStack() as stack:
+        writers = {}
+        for split in SPLITS:
+            tmp = stack.enter_context(atomic_path(cfg.out / f"{split}.parquet"))
+            # Entered after its temp path, so each writer closes before that file is renamed.
+            writers[split] = stack.enter_context(pq.ParquetWriter(tmp, schema(target.d_model)))
+        for path in chunk_files:
+            table = pq.read_table(path)
+            for split in SPLITS:
+                part = table.filter(pc.equal(table["split"], split))
+                writers[split].write_table(part)
+                split_rows[split] += part.num_rows
+            norms.append(np.linalg.norm(vectors_of(table), axis=1))
+            for source, genre in zip(table["source"].to_pylist(), table["genre"].to_pylist()):
+                genres[f"{source}/{genre}"] = genres.get(f"{source}/{genre}", 0) + 1
     extraction = {
         "base_model": cfg.model, "d_model": target.d_model, "layer_index": layer, "norm": "none",
         "corpus": cfg.corpus, "corpus_slice": f"0:{cfg.max_docs}" if cfg.max_docs else "all",
         "positions_per_doc": cfg.positions_per_doc, "min_position": cfg.min_position, "seed": cfg.seed,
         "max_doc_tokens": cfg.max_doc_tokens,
     }
-    split_rows = {}
     for split in SPLITS:
-        parts = [t.filter(np.asarray(t.column("split").to_pylist()) == split) for t in tables]
-        with atomic_path(cfg.out / f"{split}.parquet") as tmp:
-            writer = pq.ParquetWriter(tmp, tables[0].schema)
-            for part in parts:
-                writer.write_table(part)
-            writer.close()
-        split_rows[split] = sum(p.num_rows for p in parts)
-        write_sidecar(cfg.out / f"{split}.parquet", dataset_id=f"{Path(cfg.model).name}-L{layer}-{cfg.fingerprint()}-{split}",
-                      split=split, row_count=split_rows[split], extraction=extraction)
-    norms = np.concatenate([np.linalg.norm(vectors_of(t), axis=1) for t in tables])
-    genres: dict[str, int] = {}
-    for t in tables:
-        for source, genre in zip(t.column("source").to_pylist(), t.column("genre").to_pylist()):
-            genres[f"{source}/{genre}"] = genres.get(f"{source}/{genre}", 0) + 1
-    stats = norm_stats(norms)
+        write_sidecar(cfg.out / f"{split}.parquet", split=split, row_count=split_rows[split], extraction=extraction,
+                      dataset_id=f"{Path(cfg.model).name}-L{layer}-{cfg.fingerprint()}-{split}")
+    stats = norm_stats(np.concatenate(norms))
     summary = {
         "model": cfg.model, "layer": layer, "d_model": target.d_model, **counts,
-        "rows": int(norms.size), "rows_per_split": split_rows,
+        "rows": stats["count"], "rows_per_split": split_rows,
         "activation_norm": stats, "suggested_injection_scale": suggest_injection_scale(stats["mean"]),
         "rows_per_source_genre": dict(sorted(genres.items())),
     }
     write_yaml(cfg.out / CONFIG, {**asdict(cfg), "out": str(cfg.out), "resolved_layer": layer})
-    write_json(cfg.out / SUMMARY, summary)
+    write_json(cfg.out / SUMMARY, summary)  # last: marks the output complete
     shutil.rmtree(partial, ignore_errors=True)
     return summary
 
 
 def extract(cfg: ExtractConfig, *, progress: bool = True) -> dict:
     """Run (or resume) an extraction; returns the summary also written to OUT/summary.json."""
-    partial = _check_output(cfg)
+    _refuse_finished_output(cfg)
     docs = load_corpus(cfg.corpus, text_field=cfg.text_field, limit=cfg.max_docs)
     target = load_target(cfg.model, device=cfg.device, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)
     layer = target.resolve_layer(cfg.layer)
@@ -222,6 +233,7 @@ def extract(cfg: ExtractConfig, *, progress: bool = True) -> dict:
     if not planned:
         raise NLAError(f"no document in {cfg.corpus} has a usable position at or after --min-position "
                        f"{cfg.min_position} ({too_short} too short); lower --min-position or use longer documents")
+    partial = _prepare_partial(cfg)  # only now: bad input above leaves nothing behind
     chunks = [planned[i : i + cfg.chunk_docs] for i in range(0, len(planned), cfg.chunk_docs)]
     total_tokens = sum(len(p.token_ids) for p in planned)
     bar = tqdm(total=total_tokens, unit="tok", unit_scale=True, desc=f"extracting layer {layer}", disable=not progress)

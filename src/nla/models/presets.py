@@ -77,8 +77,8 @@ def preset_folder(name: str, convert: Callable[[Path, Path], None]) -> Path:
         return folder
     gguf = PRESETS[name].gguf_path()
     log.info("first use of preset %s: converting its GGUF to %s (once, up to a minute)", name, folder)
-    tmp = folder.with_name(f".{name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = folder.with_name(f".{name}.converting")
+    shutil.rmtree(tmp, ignore_errors=True)  # left by a conversion that was killed
     try:
         convert(gguf, tmp)
         shutil.rmtree(folder, ignore_errors=True)

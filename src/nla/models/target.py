@@ -152,7 +152,7 @@ def load_target(
         model = AutoModelForCausalLM.from_pretrained(
             source, dtype=torch_dtype, trust_remote_code=trust_remote_code, **kwargs
         )
-    except OSError as err:
+    except (OSError, ValueError) as err:  # missing files or repo; unsupported or broken config
         raise NLAError(
             f"could not load model '{spec}' ({str(err).splitlines()[0]}); "
             "check the hub id and your network, or pass a preset, local folder or .gguf file"

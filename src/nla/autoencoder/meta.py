@@ -1,0 +1,106 @@
+"""The `nla_meta.yaml` sidecar of an AV or AR checkpoint folder (the released NLAs' format).
+
+We write schema version 2 with `av`/`ar` names; we read both that and the older
+files, which say `actor`/`critic` and keep the extraction layer in other places.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import yaml
+
+from nla.atomic import write_yaml
+from nla.errors import NLAError
+
+META_FILE = "nla_meta.yaml"
+SCHEMA_VERSION = 2
+ROLE_ALIASES = {"av": "av", "ar": "ar", "actor": "av", "critic": "ar"}
+STAGES = ("init", "sl", "rl")
+
+
+@dataclass
+class ModelMeta:
+    role: str  # "av" (verbalizer) or "ar" (reconstructor)
+    d_model: int
+    extraction_layer_index: int
+    injection_scale: float | None  # None for the AR
+    mse_scale: float | None
+    tokens: dict = field(default_factory=dict)  # injection_char, injection_token_id, neighbour ids, critic_suffix_ids
+    prompt_templates: dict = field(default_factory=dict)  # {"av": ..., "ar": ...}
+    base_checkpoint: str = ""
+    stage: str = "init"
+    trained_on: list = field(default_factory=list)
+    parent_checkpoints: list = field(default_factory=list)
+    training: dict = field(default_factory=dict)  # lr, loss_type, global_batch_size
+    created_at: str = ""
+
+    def to_yaml_dict(self) -> dict:
+        data = asdict(self)
+        layer = data.pop("extraction_layer_index")
+        injection_scale, mse_scale = data.pop("injection_scale"), data.pop("mse_scale")
+        return {"kind": "nla_model", "schema_version": SCHEMA_VERSION, "role": data.pop("role"),
+                "d_model": data.pop("d_model"), "extraction_layer_index": layer,
+                "extraction": {"injection_scale": injection_scale, "mse_scale": mse_scale}, **data,
+                "created_at": self.created_at or datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def _layer_index(raw: dict, folder: Path) -> int:
+    """Top-level key, else critic.extraction_layer_index, else legacy critic.num_hidden_layers (= K+1),
+    else the folder's config (an AR holds blocks 0..K)."""
+    if raw.get("extraction_layer_index") is not None:
+        return int(raw["extraction_layer_index"])
+    critic = raw.get("critic") or {}
+    if critic.get("extraction_layer_index") is not None:
+        return int(critic["extraction_layer_index"])
+    if critic.get("num_hidden_layers") is not None:
+        return int(critic["num_hidden_layers"]) - 1
+    config = folder / "config.json"
+    if config.exists():
+        data = json.loads(config.read_text())
+        layers = (data.get("text_config") or data).get("num_hidden_layers")
+        if layers:
+            return int(layers) - 1
+    raise NLAError(f"{folder / META_FILE} names no extraction layer and the folder has no config.json to infer it")
+
+
+def read_model_meta(folder: str | Path) -> ModelMeta:
+    folder = Path(folder)
+    path = folder / META_FILE
+    if not path.exists():
+        raise NLAError(f"{folder} has no {META_FILE}; pass an NLA checkpoint folder (AV or AR)")
+    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if raw.get("kind") not in (None, "nla_model"):
+        raise NLAError(f"{path} is a '{raw.get('kind')}' sidecar, not an nla_model one")
+    role = ROLE_ALIASES.get(str(raw.get("role", "")).lower())
+    if role is None:
+        raise NLAError(f"{path} has role '{raw.get('role')}'; expected av, ar, actor or critic")
+    templates = raw.get("prompt_templates") or {}
+    extraction = raw.get("extraction") or {}
+    return ModelMeta(
+        role=role,
+        d_model=int(raw["d_model"]),
+        extraction_layer_index=_layer_index(raw, folder),
+        injection_scale=extraction.get("injection_scale"),
+        mse_scale=extraction.get("mse_scale"),
+        tokens=raw.get("tokens") or {},
+        prompt_templates={"av": templates.get("av", templates.get("actor")),
+                          "ar": templates.get("ar", templates.get("critic"))},
+        base_checkpoint=raw.get("base_checkpoint") or "",
+        stage=raw.get("stage") or "init",
+        trained_on=raw.get("trained_on") or [],
+        parent_checkpoints=raw.get("parent_checkpoints") or [],
+        training=raw.get("training") or {},
+        created_at=str(raw.get("created_at") or ""),
+    )
+
+
+def write_model_meta(folder: str | Path, meta: ModelMeta) -> None:
+    if meta.role not in ("av", "ar"):
+        raise ValueError(f"role must be av or ar, got {meta.role}")
+    if meta.stage not in STAGES:
+        raise ValueError(f"stage must be one of {STAGES}, got {meta.stage}")
+    write_yaml(Path(folder) / META_FILE, meta.to_yaml_dict())
