@@ -19,6 +19,8 @@ from typing import Optional
 
 import typer
 
+from nla.data.config import ExtractConfig, defaults
+from nla.data.sampling import SplitFractions
 from nla.errors import NLAError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -26,6 +28,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 MODEL_HELP = "Preset (smollm2-135m, gemma3-270m), local HF folder, .gguf file, or hub id."
 CORPUS_HELP = "'default' (embedded), a .txt/.jsonl/.parquet file, or hf:NAME[:CONFIG][@SPLIT]."
+# Option defaults come from the config dataclasses, so they are stated once.
+EXTRACT = defaults(ExtractConfig)
+SPLIT = defaults(SplitFractions)
 
 
 def _quiet_libraries() -> None:
@@ -58,12 +63,12 @@ def user_errors(command):
 @app.command()
 @user_errors
 def info(
-    model: str = typer.Option("smollm2-135m", help=MODEL_HELP),
+    model: str = typer.Option(EXTRACT["model"], help=MODEL_HELP),
     layer: Optional[int] = typer.Option(None, help="Layer K (output of block K); default floor(2L/3)."),
-    corpus: str = typer.Option("default", help=CORPUS_HELP),
+    corpus: str = typer.Option(EXTRACT["corpus"], help=CORPUS_HELP),
     max_docs: int = typer.Option(64, help="Documents used for the norm statistics."),
-    min_position: int = typer.Option(16, help="Ignore earlier positions (they carry outlier norms)."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),
+    min_position: int = typer.Option(EXTRACT["min_position"], help="Ignore earlier positions (outlier norms)."),
+    device: str = typer.Option(EXTRACT["device"], help="auto, cpu, cuda, cuda:N."),
     trust_remote_code: bool = typer.Option(False, help="Run a hub model's own code (only if you trust it)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ):
@@ -91,27 +96,26 @@ def info(
 @user_errors
 def extract(
     out: Path = typer.Option(..., help="Output folder (one parquet + sidecar per split)."),
-    model: str = typer.Option("smollm2-135m", help=MODEL_HELP),
-    corpus: str = typer.Option("default", help=CORPUS_HELP),
-    text_field: str = typer.Option("text", help="Text field (.jsonl) or column (.parquet)."),
+    model: str = typer.Option(EXTRACT["model"], help=MODEL_HELP),
+    corpus: str = typer.Option(EXTRACT["corpus"], help=CORPUS_HELP),
+    text_field: str = typer.Option(EXTRACT["text_field"], help="Text field (.jsonl) or column (.parquet)."),
     layer: Optional[int] = typer.Option(None, help="Layer K (output of block K); default floor(2L/3)."),
-    positions_per_doc: int = typer.Option(8, help="Positions sampled per document."),
-    min_position: int = typer.Option(16, help="Earliest token position that may be sampled."),
-    max_doc_tokens: int = typer.Option(512, help="Cut longer documents to this many tokens."),
+    positions_per_doc: int = typer.Option(EXTRACT["positions_per_doc"], help="Positions sampled per document."),
+    min_position: int = typer.Option(EXTRACT["min_position"], help="Earliest token position that may be sampled."),
+    max_doc_tokens: int = typer.Option(EXTRACT["max_doc_tokens"], help="Cut longer documents to this many tokens."),
     max_docs: Optional[int] = typer.Option(None, help="Use only the first N documents."),
-    seed: int = typer.Option(42, help="Keys position sampling and splits (with the doc id)."),
-    validation: float = typer.Option(0.05, help="Fraction of documents held out for validation."),
-    test: float = typer.Option(0.05, help="Fraction of documents held out for test."),
-    batch_tokens: int = typer.Option(8192, help="Tokens per forward pass (rows x longest row)."),
-    chunk_docs: int = typer.Option(256, help="Documents per resumable chunk."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),
-    dtype: str = typer.Option("auto", help="auto (fp32 on CPU, bf16 on CUDA), float32, bfloat16."),
+    seed: int = typer.Option(EXTRACT["seed"], help="Keys position sampling and splits (with the doc id)."),
+    validation: float = typer.Option(SPLIT["validation"], help="Fraction of documents held out for validation."),
+    test: float = typer.Option(SPLIT["test"], help="Fraction of documents held out for test."),
+    batch_tokens: int = typer.Option(EXTRACT["batch_tokens"], help="Tokens per forward pass (rows x longest row)."),
+    chunk_docs: int = typer.Option(EXTRACT["chunk_docs"], help="Documents per resumable chunk."),
+    device: str = typer.Option(EXTRACT["device"], help="auto, cpu, cuda, cuda:N."),
+    dtype: str = typer.Option(EXTRACT["dtype"], help="auto (fp32 on CPU, bf16 on CUDA), float32, bfloat16."),
     trust_remote_code: bool = typer.Option(False, help="Run a hub model's own code (only if you trust it)."),
     overwrite: bool = typer.Option(False, help="Replace an existing extraction in --out."),
 ):
     """Extract residual-stream activations from a corpus into a training-ready dataset."""
-    from nla.data.extract import ExtractConfig, extract as run_extract
-    from nla.data.sampling import SplitFractions
+    from nla.data.extract import extract as run_extract
 
     cfg = ExtractConfig(out=out, model=model, corpus=corpus, text_field=text_field, layer=layer,
                         positions_per_doc=positions_per_doc, min_position=min_position,
@@ -146,7 +150,7 @@ def demo(
 ):
     """The main job on the embedded default: extract activations and show what was extracted."""
     from nla.data.dataset import read_dataset, vectors_of
-    from nla.data.extract import SUMMARY, ExtractConfig, extract as run_extract
+    from nla.data.extract import SUMMARY, extract as run_extract
 
     if (out / SUMMARY).exists():
         typer.echo(f"reusing the finished extraction in {out}/ (delete it to run again)")
@@ -170,7 +174,7 @@ def demo(
 @user_errors
 def build_corpus(
     out: Path = typer.Option(..., help="Output .jsonl.gz (the shipped one is src/nla/data/default_corpus.jsonl.gz)."),
-    model: str = typer.Option("smollm2-135m", help="Instruction-tuned model that writes the generated part."),
+    model: str = typer.Option(EXTRACT["model"], help="Instruction-tuned model that writes the generated part."),
     limit: Optional[int] = typer.Option(None, help="Generate only the first N documents (for a quick look)."),
     batch_size: int = typer.Option(64, help="Documents generated together."),
 ):

@@ -73,3 +73,23 @@ def test_default_corpus_is_large_diverse_and_labelled():
     assert len(chats) >= 800 and all(m["content"].strip() for d in chats for m in d.messages)
     # Shuffled when built, so any prefix (as `--max-docs` takes) mixes sources.
     assert len({d.source for d in docs[:100]}) >= 3
+
+
+def test_hub_dataset_spec_is_parsed_and_rows_become_documents(monkeypatch):
+    """The hub is unreachable here, so a stand-in `datasets` module records the call."""
+    import sys
+    import types
+
+    calls = []
+
+    def load_dataset(name, config, split):
+        calls.append((name, config, split))
+        return [{"text": "first row"}, {"text": "second row", "genre": "wiki"}]
+
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
+    docs = load_corpus("hf:wikitext:wikitext-2-raw-v1@validation")
+    assert calls == [("wikitext", "wikitext-2-raw-v1", "validation")]
+    assert [d.text for d in docs] == ["first row", "second row"] and docs[1].genre == "wiki"
+    assert docs[0].doc_id == "wikitext:0" and docs[0].source == "wikitext"
+    load_corpus("hf:someone/corpus")
+    assert calls[-1] == ("someone/corpus", None, "train")

@@ -119,6 +119,9 @@ def _load_hf(spec: str, text_field: str) -> list[Document]:
 def load_corpus(spec: str = DEFAULT_CORPUS, *, text_field: str = "text", limit: int | None = None) -> list[Document]:
     """Load documents from the default corpus, a file or a hub dataset; `limit` keeps the first N."""
     if spec == DEFAULT_CORPUS:
+        if not default_corpus_path().exists():
+            raise NLAError(f"the embedded corpus {default_corpus_path()} is missing; reinstall nla, "
+                           "or rebuild it with nla build-corpus")
         docs = _load_jsonl(default_corpus_path(), "text", opener=gzip.open)
     elif spec.startswith("hf:"):
         docs = _load_hf(spec, text_field)
