@@ -19,23 +19,29 @@ class _ReachedLayer(Exception):
     """Raised from the hook to stop the forward pass once block K has run."""
 
 
-@torch.no_grad()
-def residual_stream(target: Target, input_ids: torch.Tensor, attention_mask: torch.Tensor, layer: int) -> torch.Tensor:
-    """Block `layer`'s output for a right-padded batch: (B, T, d) in the model's dtype."""
+def hidden_at_layer(model: torch.nn.Module, layers: torch.nn.ModuleList, input_ids: torch.Tensor,
+                    attention_mask: torch.Tensor, layer: int) -> torch.Tensor:
+    """Output of block `layer` (B, T, d), running blocks 0..layer only. Gradients flow if enabled."""
     captured: list[torch.Tensor] = []
 
     def hook(module, args, output):
         captured.append(output[0] if isinstance(output, tuple) else output)
         raise _ReachedLayer
 
-    handle = target.layers[layer].register_forward_hook(hook)
+    handle = layers[layer].register_forward_hook(hook)
     try:
-        target.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+        model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
     except _ReachedLayer:
         pass
     finally:
         handle.remove()
     return captured[0]
+
+
+@torch.no_grad()
+def residual_stream(target: Target, input_ids: torch.Tensor, attention_mask: torch.Tensor, layer: int) -> torch.Tensor:
+    """The frozen target's block `layer` output for a right-padded batch: (B, T, d) in the model's dtype."""
+    return hidden_at_layer(target.model, target.layers, input_ids, attention_mask, layer)
 
 
 def length_batches(lengths: list[int], batch_tokens: int) -> list[list[int]]:

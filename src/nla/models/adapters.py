@@ -29,11 +29,17 @@ class FamilyAdapter:
     requires_bos: bool = False
     scales_embeddings: bool = False
 
-    def decoder_layers(self, model: nn.Module) -> nn.ModuleList:
+    def decoder(self, model: nn.Module) -> nn.Module:
+        """The decoder stack that owns the embeddings, the blocks and the final norm."""
         base = model.model
         # Vision-language wrappers (Gemma3ForConditionalGeneration) keep the text stack one level down.
-        base = getattr(base, "language_model", base)
-        layers = getattr(base, "layers", None)
+        return getattr(base, "language_model", base)
+
+    def final_norm(self, model: nn.Module) -> nn.Module:
+        return self.decoder(model).norm
+
+    def decoder_layers(self, model: nn.Module) -> nn.ModuleList:
+        layers = getattr(self.decoder(model), "layers", None)
         if not isinstance(layers, nn.ModuleList):
             raise NLAError(
                 f"cannot find the decoder blocks of {type(model).__name__} (expected model.model.layers); "
