@@ -10,6 +10,7 @@ ranges, and last the tokenizer's own vocabulary from its rarest (highest-id) end
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 from nla.errors import NLAError
 
@@ -44,17 +45,24 @@ def _single_token(tokenizer, text: str) -> int | None:
     return ids[0]
 
 
-def find_marker(tokenizer) -> Marker:
-    """The first single-token character in MARKER_RANGES, else the rarest clean vocabulary entry."""
+def _candidates(tokenizer):
     for low, high in MARKER_RANGES:
         for code in range(low, high + 1):
             token_id = _single_token(tokenizer, chr(code))
             if token_id is not None:
-                return Marker(chr(code), token_id)
+                yield Marker(chr(code), token_id)
     vocab_size = len(tokenizer)
     for token_id in range(vocab_size - 1, max(vocab_size - 1 - VOCAB_SCAN_LIMIT, -1), -1):
         text = tokenizer.decode([token_id])
         if text.strip() == text and text and not text.isalnum() and _single_token(tokenizer, text) == token_id:
-            return Marker(text, token_id)
+            yield Marker(text, token_id)
+
+
+def find_marker(tokenizer, fits: Callable[[Marker], bool] = lambda marker: True) -> Marker:
+    """The first single-token character in MARKER_RANGES, else the rarest clean vocabulary entry,
+    that also `fits` (e.g. stays one token inside the verbalizer's prompt)."""
+    for marker in _candidates(tokenizer):
+        if fits(marker):
+            return marker
     raise NLAError("found no character or rare token that this tokenizer keeps as exactly one token; "
                    "pass an injection marker explicitly")
