@@ -1,0 +1,92 @@
+"""The activation verbalizer (AV): activation -> explanation text.
+
+Every row of a batch uses the same canonical prompt, so a batch needs no padding:
+the prompt's embeddings are repeated, each row gets its own vector at the marker
+(see verbalizer_prompt), and HF `generate` decodes from `inputs_embeds` with a KV
+cache. The answer is parsed from `<explanation>...</explanation>`; a missing tag is
+a failed sample (text None), never a crash.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+
+from nla.autoencoder.verbalizer_prompt import InjectionSite, inject
+from nla.errors import NLAError
+
+_EXPLANATION = re.compile(r"<explanation>(.*?)</explanation>", re.DOTALL)
+
+
+def parse_explanation(answer: str) -> str | None:
+    """The text inside the first <explanation>...</explanation>, or None when the tags are missing."""
+    match = _EXPLANATION.search(answer)
+    return match.group(1).strip() if match else None
+
+
+@dataclass
+class Explanation:
+    text: str | None  # None: the answer had no complete <explanation> tags
+    answer: str  # everything the AV wrote
+    num_tokens: int
+
+
+def check_vectors(vectors: torch.Tensor, d_model: int) -> torch.Tensor:
+    """(N, d) finite, non-zero activations, or a one-line error naming what is wrong."""
+    if vectors.ndim == 1:
+        vectors = vectors[None]
+    if vectors.ndim != 2 or vectors.shape[1] != d_model:
+        raise NLAError(f"activations have shape {tuple(vectors.shape)}, but this NLA reads d_model {d_model}; "
+                       "extract them from the NLA's target at its layer")
+    bad = ~torch.isfinite(vectors).all(dim=1)
+    if bad.any():
+        raise NLAError(f"{int(bad.sum())} activation(s) hold NaN or inf (first at row {int(bad.nonzero()[0])}); "
+                       "drop or recompute them")
+    zero = vectors.abs().sum(dim=1) == 0
+    if zero.any():
+        raise NLAError(f"{int(zero.sum())} activation(s) are all zeros (first at row {int(zero.nonzero()[0])}); "
+                       "a zero vector has no direction to explain")
+    return vectors
+
+
+class Verbalizer:
+    def __init__(self, model, tokenizer, prompt: list[int], site: InjectionSite, injection_scale: float):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.prompt = prompt
+        self.site = site
+        self.injection_scale = injection_scale
+
+    @property
+    def d_model(self) -> int:
+        return self.model.get_input_embeddings().weight.shape[1]
+
+    def prompt_embeddings(self, vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(input_ids, inputs_embeds, attention_mask) for one prompt per vector: (B, T), (B, T, d), (B, T)."""
+        device = self.model.get_input_embeddings().weight.device
+        ids = torch.tensor([self.prompt], device=device).expand(len(vectors), -1)
+        embeds = self.model.get_input_embeddings()(ids)
+        embeds = inject(embeds, ids, vectors.to(device), self.site, self.injection_scale)
+        return ids, embeds, torch.ones_like(ids)
+
+    @torch.no_grad()
+    def explain(self, vectors: torch.Tensor, *, max_new_tokens: int = 150, temperature: float = 0.0,
+                batch_size: int = 32) -> list[Explanation]:
+        """One explanation per activation; greedy when temperature is 0."""
+        vectors = check_vectors(vectors, self.d_model)
+        results = []
+        for start in range(0, len(vectors), batch_size):
+            _, embeds, mask = self.prompt_embeddings(vectors[start : start + batch_size])
+            sampling = dict(do_sample=True, temperature=temperature, top_p=1.0, top_k=0) if temperature > 0 \
+                else dict(do_sample=False)
+            out = self.model.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                      pad_token_id=self.tokenizer.pad_token_id, **sampling)
+            for row in out:  # generate() from embeddings returns only the new tokens
+                row = row.tolist()
+                eos = self.tokenizer.eos_token_id
+                length = row.index(eos) + 1 if eos in row else len(row)
+                answer = self.tokenizer.decode(row[:length], skip_special_tokens=True)
+                results.append(Explanation(parse_explanation(answer), answer, length))
+        return results
