@@ -1,0 +1,1 @@
+"""Evaluation: fidelity metrics and the controls they are judged against."""

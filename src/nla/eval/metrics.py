@@ -1,0 +1,41 @@
+"""Fidelity of reconstructions: MSE, cosine, and FVE as the released NLAs report it.
+
+    v_n = normalize(v, sqrt(d))                    every gold activation, scaled to norm sqrt(d)
+    mu  = mean of v_n over the reference set       NOT renormalised (that inflates FVE)
+    B   = mean over rows and dims of (v_n - mu)^2  the variance a constant guess leaves
+    MSE = mean over rows of mean_d((p_n - v_n)^2)  with p_n = normalize(prediction, sqrt(d)); = 2(1 - cos)
+    FVE = 1 - MSE / B
+
+On low-variance layers cosine is ~0.99 for everything; FVE is the discriminating number.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from nla.autoencoder.reconstructor import normalize, reconstruction_mse
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The reference statistics FVE is measured against: the mean mu and the denominator B."""
+
+    mean: torch.Tensor  # (d,)
+    denominator: float
+
+
+def baseline(golds: torch.Tensor) -> Baseline:
+    gold_n = normalize(golds.float(), math.sqrt(golds.shape[-1]))
+    mu = gold_n.mean(dim=0)
+    return Baseline(mu, float((gold_n - mu).pow(2).mean()))
+
+
+def fidelity(predictions: torch.Tensor, golds: torch.Tensor, reference: Baseline) -> dict:
+    """MSE, cosine and FVE of predictions (N, d) against gold activations (N, d)."""
+    mse = reconstruction_mse(predictions, golds)
+    cos = torch.nn.functional.cosine_similarity(predictions.float(), golds.float(), dim=-1)
+    return {"n": int(len(golds)), "mse": float(mse.mean()), "cosine": float(cos.mean()),
+            "fve": 1.0 - float(mse.mean()) / reference.denominator, "baseline_denominator": reference.denominator}
