@@ -1,0 +1,85 @@
+"""An NLA on disk: `av/` (a full HF causal LM) and `ar/` (see reconstructor), each with `nla_meta.yaml`.
+
+At load the AV's recorded marker and prompt are checked against the live tokenizer:
+the marker must encode to exactly its recorded id, and the canonical prompt must
+hold it once with the recorded neighbours. Drift (another tokenizer version, an
+edited template) fails loudly and names what moved, instead of injecting the
+activation into the wrong place.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from nla.autoencoder.marker import Marker
+from nla.autoencoder.meta import ModelMeta, read_model_meta, write_model_meta
+from nla.autoencoder.verbalizer import Verbalizer
+from nla.autoencoder.verbalizer_prompt import InjectionSite, injection_site, prompt_ids
+from nla.errors import NLAError
+
+AV_DIR, AR_DIR = "av", "ar"
+
+
+def verbalizer_tokens(verbalizer: Verbalizer) -> dict:
+    site = verbalizer.site
+    return {"injection_char": site.marker.char, "injection_token_id": site.marker.token_id,
+            "injection_left_neighbor_id": site.left_neighbor_id,
+            "injection_right_neighbor_id": site.right_neighbor_id}
+
+
+def save_verbalizer(folder: str | Path, verbalizer: Verbalizer, meta: ModelMeta) -> None:
+    folder = Path(folder)
+    verbalizer.model.save_pretrained(folder)
+    verbalizer.tokenizer.save_pretrained(folder)
+    write_model_meta(folder, meta)
+
+
+def check_site(tokenizer, meta: ModelMeta, folder: Path) -> tuple[list[int], InjectionSite]:
+    """Rebuild the canonical prompt with the live tokenizer and compare it with the sidecar."""
+    tokens, template = meta.tokens, meta.prompt_templates.get("av")
+    if not template or "injection_token_id" not in tokens:
+        raise NLAError(f"{folder}/nla_meta.yaml lacks the AV prompt template or injection tokens; it is not an AV")
+    marker = Marker(tokens["injection_char"], int(tokens["injection_token_id"]))
+    encoded = tokenizer.encode(marker.char, add_special_tokens=False)
+    if encoded != [marker.token_id] or marker.token_id == tokenizer.unk_token_id:
+        raise NLAError(f"tokenizer drift in {folder}: marker {marker.char!r} now encodes to {encoded}, "
+                       f"the sidecar says [{marker.token_id}]; use the tokenizer saved with the checkpoint")
+    ids = prompt_ids(tokenizer, template, marker)
+    site = injection_site(ids, marker)
+    recorded = (tokens.get("injection_left_neighbor_id"), tokens.get("injection_right_neighbor_id"))
+    if (site.left_neighbor_id, site.right_neighbor_id) != recorded:
+        raise NLAError(f"prompt drift in {folder}: the marker's neighbours are now "
+                       f"{(site.left_neighbor_id, site.right_neighbor_id)}, the sidecar says {recorded}; "
+                       "the template or tokenizer changed since the AV was trained")
+    return ids, site
+
+
+def load_verbalizer(folder: str | Path, *, device: str | torch.device = "cpu",
+                    dtype: torch.dtype = torch.float32) -> tuple[Verbalizer, ModelMeta]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = Path(folder)
+    meta = read_model_meta(folder)
+    if meta.role != "av":
+        raise NLAError(f"{folder} holds an {meta.role.upper()}, not an AV; pass the verbalizer's folder")
+    if meta.injection_scale is None:
+        raise NLAError(f"{folder}/nla_meta.yaml has no extraction.injection_scale; the AV cannot be used without it")
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    ids, site = check_site(tokenizer, meta, folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(device).eval()
+    return Verbalizer(model, tokenizer, ids, site, float(meta.injection_scale)), meta
+
+
+def check_pair(av: ModelMeta, ar: ModelMeta, where: Path) -> None:
+    """An AV and an AR belong together only if they read the same target layer and width."""
+    for field_name in ("d_model", "extraction_layer_index"):
+        if getattr(av, field_name) != getattr(ar, field_name):
+            raise NLAError(f"the AV and AR in {where} disagree on {field_name} ({getattr(av, field_name)} vs "
+                           f"{getattr(ar, field_name)}); pair checkpoints trained on the same target and layer")
+    if av.base_checkpoint and ar.base_checkpoint and av.base_checkpoint != ar.base_checkpoint:
+        raise NLAError(f"the AV and AR in {where} come from different targets ({av.base_checkpoint} vs "
+                       f"{ar.base_checkpoint}); pair checkpoints trained on the same target")

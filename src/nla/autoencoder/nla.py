@@ -1,0 +1,89 @@
+"""The public handle on a trained NLA: load it, explain activations, reconstruct text, score pairs.
+
+    nla = NLA.load("path/to/nla")             # holds av/ and ar/
+    explanations = nla.explain(vectors)       # (N, d) activations -> N explanations
+    predicted = nla.reconstruct(texts)        # N texts -> (N, d)
+    mse = nla.score(vectors, texts)           # per row, 2(1 - cos): 0 perfect, 2 orthogonal
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from nla.autoencoder.checkpoint import AR_DIR, AV_DIR, check_pair, load_verbalizer
+from nla.autoencoder.meta import ModelMeta
+from nla.autoencoder.reconstructor import Reconstructor, load_reconstructor, reconstruction_mse
+from nla.autoencoder.verbalizer import Explanation, Verbalizer, check_vectors
+from nla.errors import NLAError
+from nla.models.activations import pad_right
+from nla.models.adapters import adapter_for
+
+
+def ar_input_ids(tokenizer, texts: list[str], template: str, requires_bos: bool) -> list[list[int]]:
+    """The AR reads each explanation inside its template, as a raw string with special tokens (BOS) added."""
+    bos = tokenizer.bos_token_id
+    rows = []
+    for text in texts:
+        ids = tokenizer(template.format(explanation=text), add_special_tokens=True)["input_ids"]
+        rows.append([bos] + ids if requires_bos and bos is not None and ids[:1] != [bos] else ids)
+    return rows
+
+
+class NLA:
+    def __init__(self, verbalizer: Verbalizer, reconstructor: Reconstructor, ar_tokenizer,
+                 av_meta: ModelMeta, ar_meta: ModelMeta):
+        self.verbalizer = verbalizer
+        self.reconstructor = reconstructor
+        self.ar_tokenizer = ar_tokenizer
+        self.av_meta = av_meta
+        self.ar_meta = ar_meta
+
+    @classmethod
+    def load(cls, path: str | Path, *, device: str = "cpu", dtype: torch.dtype = torch.float32) -> "NLA":
+        path = Path(path)
+        if not (path / AV_DIR).is_dir() or not (path / AR_DIR).is_dir():
+            raise NLAError(f"{path} is not an NLA folder: it needs {AV_DIR}/ and {AR_DIR}/ checkpoint folders")
+        verbalizer, av_meta = load_verbalizer(path / AV_DIR, device=device, dtype=dtype)
+        reconstructor, ar_tokenizer, ar_meta = load_reconstructor(path / AR_DIR, device=device, dtype=dtype)
+        check_pair(av_meta, ar_meta, path)
+        if not ar_meta.prompt_templates.get("ar"):
+            raise NLAError(f"{path / AR_DIR}/nla_meta.yaml has no AR prompt template")
+        return cls(verbalizer, reconstructor.eval(), ar_tokenizer, av_meta, ar_meta)
+
+    @property
+    def d_model(self) -> int:
+        return self.reconstructor.d_model
+
+    @property
+    def layer(self) -> int:
+        return self.reconstructor.layer
+
+    def explain(self, vectors: torch.Tensor, **generation) -> list[Explanation]:
+        return self.verbalizer.explain(vectors, **generation)
+
+    @torch.no_grad()
+    def reconstruct(self, texts: list[str], *, batch_size: int = 32) -> torch.Tensor:
+        """(N, d) predicted activations, fp32 on CPU."""
+        requires_bos = adapter_for(self.reconstructor.backbone.config).requires_bos
+        rows = ar_input_ids(self.ar_tokenizer, texts, self.ar_meta.prompt_templates["ar"], requires_bos)
+        device = next(self.reconstructor.parameters()).device
+        out = []
+        for start in range(0, len(rows), batch_size):
+            ids, mask = pad_right(rows[start : start + batch_size], self.ar_tokenizer.pad_token_id or 0, device)
+            out.append(self.reconstructor(ids, mask).cpu())
+        return torch.cat(out) if out else torch.empty(0, self.d_model)
+
+    def score(self, vectors: torch.Tensor, texts: list[str | None]) -> list[float | None]:
+        """Reconstruction error of each (activation, explanation) pair; None where the explanation failed."""
+        vectors = check_vectors(vectors, self.d_model)
+        if len(texts) != len(vectors):
+            raise NLAError(f"score got {len(vectors)} activations but {len(texts)} texts; pass one text per activation")
+        present = [i for i, t in enumerate(texts) if t is not None]
+        scores: list[float | None] = [None] * len(texts)
+        if present:
+            mse = reconstruction_mse(self.reconstruct([texts[i] for i in present]), vectors[present].float().cpu())
+            for i, value in zip(present, mse.tolist()):
+                scores[i] = value
+        return scores
