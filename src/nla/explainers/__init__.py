@@ -1,0 +1,1 @@
+"""Warm-start explanations for SFT: one small interface, several backends (offline facts; API models next)."""
