@@ -43,14 +43,18 @@ def _quote(context: str) -> str:
     return " ".join(words[-QUOTE_WORDS:])
 
 
+def _a(noun: str) -> str:
+    return f"an {noun}" if noun[:1].lower() in "aeiou" else f"a {noun}"
+
+
 def _setting(r: ExplainRequest) -> str:
-    kind = r.genre.replace("-", " ") or "text"
+    kind = _a(r.genre.replace("-", " ") or "text")
     about = f" about {r.topic}" if r.topic else ""
     return _choice(r.row_id + "setting", [
-        f"The model is reading a {kind}{about}.",
-        f"This is a {kind}{about}, and the model is following along.",
-        f"The passage is a {kind}{about}; the model keeps track of that.",
-        f"The model recognises the text as a {kind}{about}.",
+        f"The model is reading {kind}{about}.",
+        f"This is {kind}{about}, and the model is following along.",
+        f"The passage is {kind}{about}; the model keeps track of that.",
+        f"The model recognises the text as {kind}{about}.",
     ])
 
 
