@@ -44,7 +44,8 @@ def prompt_ids(tokenizer, template: str, marker: Marker) -> list[int]:
     if getattr(tokenizer, "chat_template", None):
         ids = tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=True,
                                             add_generation_prompt=True)
-        return list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
+        # Some transformers versions return a BatchEncoding here, others a plain list.
+        return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
     ids = tokenizer(text, add_special_tokens=True)["input_ids"]
     bos = tokenizer.bos_token_id
     return ids if bos is None or (ids and ids[0] == bos) else [bos] + ids
