@@ -85,11 +85,10 @@ def info(
     for key, value in result.items():
         if key != "activation_norm":
             typer.echo(f"{key:>26}: {value}")
-    norms = result.get("activation_norm")
-    if norms:
-        typer.echo(f"{'activation norm at layer':>26}: mean {norms['mean']:.1f}, p50 {norms['p50']:.1f}, "
-                   f"p90 {norms['p90']:.1f}, p99 {norms['p99']:.1f}, max {norms['max']:.1f} "
-                   f"({norms['count']} positions in {norms['documents']} documents)")
+    norms = result["activation_norm"]
+    typer.echo(f"{'activation norm at layer':>26}: mean {norms['mean']:.1f}, p50 {norms['p50']:.1f}, "
+               f"p90 {norms['p90']:.1f}, p99 {norms['p99']:.1f}, max {norms['max']:.1f} "
+               f"({norms['count']} positions in {norms['documents']} documents)")
 
 
 @app.command()
@@ -110,7 +109,7 @@ def extract(
     batch_tokens: int = typer.Option(EXTRACT["batch_tokens"], help="Tokens per forward pass (rows x longest row)."),
     chunk_docs: int = typer.Option(EXTRACT["chunk_docs"], help="Documents per resumable chunk."),
     device: str = typer.Option(EXTRACT["device"], help="auto, cpu, cuda, cuda:N."),
-    dtype: str = typer.Option(EXTRACT["dtype"], help="auto (fp32 on CPU, bf16 on CUDA), float32, bfloat16."),
+    dtype: str = typer.Option(EXTRACT["dtype"], help="auto (fp32 on CPU, bf16 on CUDA), float32, bfloat16, float16."),
     trust_remote_code: bool = typer.Option(False, help="Run a hub model's own code (only if you trust it)."),
     overwrite: bool = typer.Option(False, help="Replace an existing extraction in --out."),
 ):

@@ -48,6 +48,8 @@ def test_limit_keeps_the_first_documents(tmp_path):
     ("nofield.jsonl", b'{"body": "x"}\n', "has no field 'text'.*--text-field"),
     ("dupes.jsonl", b'{"id": 1, "text": "x"}\n{"id": 1, "text": "y"}\n', "duplicate document ids"),
     ("table.csv", b"a,b\n", "unknown type '.csv'"),
+    ("list.jsonl", b'["not", "an", "object"]\n', "is a JSON list, not an object"),
+    ("broken.parquet", b"PAR1 this is not parquet", "cannot read .* as parquet"),
 ])
 def test_bad_corpora_get_one_line_errors(tmp_path, name, content, message):
     path = tmp_path / name
@@ -89,6 +91,8 @@ def test_hub_dataset_spec_is_parsed_and_rows_become_documents(monkeypatch):
     monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
     docs = load_corpus("hf:wikitext:wikitext-2-raw-v1@validation")
     assert calls == [("wikitext", "wikitext-2-raw-v1", "validation")]
+    load_corpus("hf:wikitext:wikitext-2-raw-v1", limit=1)
+    assert calls[-1] == ("wikitext", "wikitext-2-raw-v1", "train[:1]")
     assert [d.text for d in docs] == ["first row", "second row"] and docs[1].genre == "wiki"
     assert docs[0].doc_id == "wikitext:0" and docs[0].source == "wikitext"
     load_corpus("hf:someone/corpus")

@@ -46,19 +46,21 @@ def test_extraction_writes_splits_sidecars_and_summary(tmp_path, tiny_llama, sma
     assert sum(len(s) for s in docs_per_split) == len(set().union(*docs_per_split)) == 40
 
 
-def test_rows_hold_the_raw_activation_at_their_position(tmp_path, tiny_llama, small_corpus):
-    cfg = config(tmp_path, tiny_llama, small_corpus)
+@pytest.mark.parametrize("family", ["llama", "qwen2", "gemma3"])
+def test_rows_hold_the_raw_activation_at_their_position(tmp_path, tiny_models, small_corpus, family):
+    cfg = config(tmp_path, tiny_models[family], small_corpus)
     extract(cfg, progress=False)
     table = pq.read_table(cfg.out / "rl.parquet")
-    target = load_target(str(tiny_llama))
+    target = load_target(str(tiny_models[family]))
     docs = {d.doc_id: d for d in load_corpus(str(small_corpus))}
     vectors = vectors_of(table)
-    for i in range(0, table.num_rows, 7):
+    for i in range(0, table.num_rows, 5):
         doc = docs[table.column("doc_id")[i].as_py()]
         ids = extract_module.encode_document(target, doc, cfg.max_doc_tokens)
         pos = table.column("position")[i].as_py()
         assert pos >= 4 and table.column("n_raw_tokens")[i].as_py() == pos + 1
         assert table.column("token_id")[i].as_py() == ids[pos]
+        assert ids[0] == target.tokenizer.bos_token_id if family == "gemma3" else target.tokenizer.bos_token_id not in ids
         assert table.column("detokenized_text_truncated")[i].as_py() == target.tokenizer.decode(ids[: pos + 1])
         with torch.no_grad():
             reference = target.model(torch.tensor([ids]), output_hidden_states=True).hidden_states[2][0, pos]
@@ -71,6 +73,16 @@ def test_chat_documents_are_rendered_with_the_chat_template(tmp_path, tiny_llama
     rows = [r for t in read_all(cfg.out).values() for r in t.select(["genre", "detokenized_text_truncated"]).to_pylist()]
     chats = [r for r in rows if r["genre"] == "chat"]
     assert chats and all(r["detokenized_text_truncated"].startswith("<|im_start|>user\n") for r in chats)
+
+
+def test_special_tokens_are_never_sampled(tmp_path, tiny_llama, small_corpus):
+    cfg = config(tmp_path, tiny_llama, small_corpus, positions_per_doc=64, min_position=0)
+    extract(cfg, progress=False)
+    target = load_target(str(tiny_llama))
+    chat_markers = set(target.tokenizer.convert_tokens_to_ids(["<|im_start|>", "<|im_end|>"]))
+    assert chat_markers <= target.special_ids  # added special tokens count, not only the named ones
+    sampled = {t for table in read_all(cfg.out).values() for t in table.column("token_id").to_pylist()}
+    assert sampled and not sampled & target.special_ids
 
 
 def test_existing_output_is_refused_then_replaced_with_overwrite(tmp_path, tiny_llama, small_corpus):
@@ -109,6 +121,27 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, tiny_llama, small_
     assert summary["tokens_computed_this_run"] < summary["tokens"]
     for split, table in read_all(cfg.out).items():
         assert table.equals(pq.read_table(reference.out / f"{split}.parquet")), split
+
+
+def test_interrupted_overwrite_does_not_look_finished(tmp_path, tiny_llama, small_corpus, monkeypatch):
+    extract(config(tmp_path, tiny_llama, small_corpus), progress=False)
+    monkeypatch.setattr(extract_module, "extract_chunk", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        extract(config(tmp_path, tiny_llama, small_corpus, layer=2, overwrite=True), progress=False)
+    monkeypatch.undo()
+    assert not (tmp_path / "acts" / "summary.json").exists()
+    assert extract(config(tmp_path, tiny_llama, small_corpus, layer=2), progress=False)["layer"] == 2
+
+
+def test_changed_corpus_is_not_resumed_into_old_chunks(tmp_path, tiny_llama, small_corpus, monkeypatch):
+    monkeypatch.setattr(extract_module, "extract_chunk", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        extract(config(tmp_path, tiny_llama, small_corpus), progress=False)
+    monkeypatch.undo()
+    with small_corpus.open("a") as f:
+        f.write(json.dumps({"id": "late", "text": "A document added after the run began, long enough to sample."}) + "\n")
+    with pytest.raises(NLAError, match=r"other settings \(plan\)"):
+        extract(config(tmp_path, tiny_llama, small_corpus), progress=False)
 
 
 def test_unfinished_run_with_other_settings_is_not_mixed(tmp_path, tiny_llama, small_corpus, monkeypatch):

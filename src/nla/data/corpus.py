@@ -64,6 +64,8 @@ def _read_utf8(path: Path, opener=open) -> str:
         with opener(path, "rb") as f:
             data = f.read()
         return data.decode("utf-8")
+    except (OSError, EOFError) as err:  # e.g. a truncated or corrupt .gz
+        raise NLAError(f"cannot read {path} ({err}); the file is damaged, restore or regenerate it") from err
     except UnicodeDecodeError as err:
         raise NLAError(
             f"{path} is not valid UTF-8 (byte {err.start}); re-encode it, e.g. iconv -f latin1 -t utf-8"
@@ -79,6 +81,9 @@ def _load_jsonl(path: Path, text_field: str, opener=open) -> list[Document]:
             record = json.loads(line)
         except json.JSONDecodeError as err:
             raise NLAError(f"line {lineno} of {path} is not valid JSON ({err.msg}); fix or remove that line") from err
+        if not isinstance(record, dict):
+            raise NLAError(f"line {lineno} of {path} is a JSON {type(record).__name__}, not an object; "
+                           "write one {\"text\": ...} object per line")
         docs.append(_record_to_document(record, text_field, f"{path.stem}:{lineno}", path.stem, f"line {lineno} of {path}"))
     return docs
 
@@ -90,9 +95,13 @@ def _load_txt(path: Path) -> list[Document]:
 
 
 def _load_parquet(path: Path, text_field: str) -> list[Document]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pq.read_table(path)
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as err:
+        raise NLAError(f"cannot read {path} as parquet ({str(err).splitlines()[0]}); check the file") from err
     if text_field not in table.column_names:
         raise NLAError(
             f"{path} has no column '{text_field}' (columns: {', '.join(table.column_names)}); "
@@ -102,15 +111,18 @@ def _load_parquet(path: Path, text_field: str) -> list[Document]:
             for i, r in enumerate(table.to_pylist())]
 
 
-def _load_hf(spec: str, text_field: str) -> list[Document]:
+def _load_hf(spec: str, text_field: str, limit: int | None) -> list[Document]:
     try:
         import datasets
     except ImportError as err:
         raise NLAError("Hugging Face datasets need the hub extra; run: pip install 'nla[hub]'") from err
     name, _, split = spec.removeprefix("hf:").partition("@")
     name, _, config = name.partition(":")
+    split = split or "train"
+    if limit is not None and "[" not in split:
+        split = f"{split}[:{limit}]"  # read only what --max-docs keeps
     try:
-        data = datasets.load_dataset(name, config or None, split=split or "train")
+        data = datasets.load_dataset(name, config or None, split=split)
     except Exception as err:  # the hub raises many types; the message is what matters
         raise NLAError(f"could not load dataset '{name}' ({str(err).splitlines()[0]}); check the name and network") from err
     return [_record_to_document(r, text_field, f"{name}:{i}", name, f"row {i} of {name}") for i, r in enumerate(data)]
@@ -124,7 +136,7 @@ def load_corpus(spec: str = DEFAULT_CORPUS, *, text_field: str = "text", limit: 
                            "or rebuild it with nla build-corpus")
         docs = _load_jsonl(default_corpus_path(), "text", opener=gzip.open)
     elif spec.startswith("hf:"):
-        docs = _load_hf(spec, text_field)
+        docs = _load_hf(spec, text_field, limit)
     else:
         path = Path(spec).expanduser()
         if not path.is_file():

@@ -14,6 +14,7 @@ summary.json is written last and marks the output complete.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
@@ -112,17 +113,28 @@ def _refuse_finished_output(cfg: ExtractConfig) -> None:
         raise NLAError(f"{cfg.out} already holds an extraction; pass --overwrite to replace it, or choose another --out")
 
 
-def _prepare_partial(cfg: ExtractConfig) -> Path:
-    """The folder of finished chunks: kept when its settings match (resume), else refused or reset."""
+def _plan_key(planned: list[PlannedDocument], target: Target) -> str:
+    """What the chunks were computed from: documents, positions, splits and the model's dtype."""
+    plan = [(p.doc.doc_id, len(p.token_ids), p.positions, p.split) for p in planned]
+    return hashlib.sha256(json.dumps([str(target.model.dtype), plan]).encode()).hexdigest()[:16]
+
+
+def _prepare_partial(cfg: ExtractConfig, plan_key: str) -> Path:
+    """The folder of finished chunks: kept when its settings and plan match (resume), else refused or reset."""
     partial = cfg.out / PARTIAL
     settings_file = partial / "settings.json"
-    current = json.loads(json.dumps(cfg.settings()))  # as it reads back from JSON
+    if cfg.overwrite:
+        # From here on the old output no longer counts as finished, so a kill cannot leave a mix that looks done.
+        (cfg.out / SUMMARY).unlink(missing_ok=True)
+    for stale in [*cfg.out.glob(".*.tmp-*"), *partial.glob(".*.tmp-*")]:
+        stale.unlink()  # temp files of writes that a kill interrupted
+    current = json.loads(json.dumps({**cfg.settings(), "plan": plan_key}))  # as it reads back from JSON
     if settings_file.exists():
         saved = json.loads(settings_file.read_text())
         if saved != current and not cfg.overwrite:
             changed = sorted(k for k in saved.keys() | current.keys() if saved.get(k) != current.get(k))
             raise NLAError(f"{cfg.out} holds an unfinished extraction with other settings ({', '.join(changed)}); "
-                           "rerun with the same settings to resume, or pass --overwrite to start over")
+                           "rerun with the same settings and corpus to resume, or pass --overwrite to start over")
         if saved != current:
             shutil.rmtree(partial)
     partial.mkdir(parents=True, exist_ok=True)
@@ -185,17 +197,16 @@ def extract(cfg: ExtractConfig, *, progress: bool = True) -> dict:
     if not planned:
         raise NLAError(f"no document in {cfg.corpus} has a usable position at or after --min-position "
                        f"{cfg.min_position} ({too_short} too short); lower --min-position or use longer documents")
-    partial = _prepare_partial(cfg)  # only now: bad input above leaves nothing behind
+    partial = _prepare_partial(cfg, _plan_key(planned, target))  # only now: bad input above leaves nothing behind
     chunks = [planned[i : i + cfg.chunk_docs] for i in range(0, len(planned), cfg.chunk_docs)]
+    chunk_files = [partial / f"chunk-{index:05d}.parquet" for index in range(len(chunks))]
     total_tokens = sum(len(p.token_ids) for p in planned)
-    bar = tqdm(total=total_tokens, unit="tok", unit_scale=True, desc=f"extracting layer {layer}", disable=not progress)
+    resumed = sum(len(p.token_ids) for chunk, f in zip(chunks, chunk_files) if f.exists() for p in chunk)
+    bar = tqdm(total=total_tokens, initial=resumed, unit="tok", unit_scale=True, desc=f"extracting layer {layer}",
+               disable=not progress)
     start, computed = time.time(), 0
-    chunk_files = []
-    for index, chunk in enumerate(chunks):
-        path = partial / f"chunk-{index:05d}.parquet"
-        chunk_files.append(path)
+    for chunk, path in zip(chunks, chunk_files):
         if path.exists():  # finished before a kill
-            bar.update(sum(len(p.token_ids) for p in chunk))
             continue
         table = extract_chunk(target, chunk, layer, cfg.batch_tokens, on_batch=bar.update)
         with atomic_path(path) as tmp:

@@ -7,6 +7,7 @@ import numpy as np
 from nla.data.corpus import load_corpus
 from nla.data.extract import encode_document
 from nla.data.norms import norm_stats, suggest_injection_scale
+from nla.errors import NLAError
 from nla.models import Target
 from nla.models.activations import batched_residual_stream
 
@@ -25,6 +26,8 @@ def layer_norm_stats(target: Target, texts_ids: list[list[int]], layer: int, min
 
 def target_info(target: Target, *, layer: int | None, corpus: str, max_docs: int, min_position: int,
                 max_doc_tokens: int = 512) -> dict:
+    if max_docs < 1 or min_position < 0:
+        raise NLAError("--max-docs must be at least 1 and --min-position at least 0")
     layer = target.resolve_layer(layer)
     docs = load_corpus(corpus, limit=max_docs)
     ids = [encode_document(target, d, max_doc_tokens) for d in docs]
@@ -36,8 +39,10 @@ def target_info(target: Target, *, layer: int | None, corpus: str, max_docs: int
         "chat_template": target.has_chat_template, "dtype": str(target.model.dtype).removeprefix("torch."),
         "device": str(target.device),
     }
-    if ids:
-        stats = layer_norm_stats(target, ids, layer, min_position)
-        info["activation_norm"] = {"documents": len(ids), "min_position": min_position, **stats}
-        info["suggested_injection_scale"] = suggest_injection_scale(stats["mean"])
+    if not ids:
+        raise NLAError(f"no document in {corpus} is longer than --min-position {min_position} tokens; "
+                       "lower --min-position or use longer documents")
+    stats = layer_norm_stats(target, ids, layer, min_position)
+    info["activation_norm"] = {"documents": len(ids), "min_position": min_position, **stats}
+    info["suggested_injection_scale"] = suggest_injection_scale(stats["mean"])
     return info

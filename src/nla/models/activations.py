@@ -75,5 +75,5 @@ def batched_residual_stream(
 ) -> Iterator[tuple[list[int], torch.Tensor]]:
     """Yield (indices into `sequences`, fp32 CPU activations (B, T, d)) batch by batch."""
     for batch in length_batches([len(s) for s in sequences], batch_tokens):
-        ids, mask = pad_right([sequences[i] for i in batch], target.tokenizer.pad_token_id, target.device)
+        ids, mask = pad_right([sequences[i] for i in batch], target.pad_id, target.device)
         yield batch, residual_stream(target, ids, mask, layer).float().cpu()

@@ -53,7 +53,7 @@ class FamilyAdapter:
 
 LLAMA = FamilyAdapter(
     "llama",
-    frozenset({"llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "phi3", "olmo2", "granite"}),
+    frozenset({"llama", "mistral", "mixtral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "phi3", "olmo2"}),
 )
 GEMMA = FamilyAdapter(
     "gemma",

@@ -27,7 +27,7 @@ def next_token_candidates(target: Target, sequences: list[list[int]], k: int = 3
     """For each sequence, the k most likely next tokens as (decoded text, probability)."""
     results: list[list[tuple[str, float]]] = [[] for _ in sequences]
     for batch in length_batches([len(s) for s in sequences], batch_tokens):
-        ids, mask, positions = pad_left([sequences[i] for i in batch], target.tokenizer.pad_token_id, target.device)
+        ids, mask, positions = pad_left([sequences[i] for i in batch], target.pad_id, target.device)
         logits = target.model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=1,
                               use_cache=False).logits[:, -1].float()
         probs, tokens = logits.softmax(dim=-1).topk(k, dim=-1)

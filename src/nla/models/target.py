@@ -54,6 +54,11 @@ class Target:
         return next(self.model.parameters()).device
 
     @property
+    def pad_id(self) -> int:
+        """Padding id for masked batches: any id works, so fall back to 0 for tokenizers without one."""
+        return self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+
+    @property
     def has_chat_template(self) -> bool:
         return bool(getattr(self.tokenizer, "chat_template", None))
 
@@ -71,29 +76,41 @@ class Target:
     def render_chat(self, messages: list[dict]) -> str:
         """A chat transcript as the target sees it: its own template, or a plain fallback."""
         if self.has_chat_template:
-            return self.tokenizer.apply_chat_template(messages, tokenize=False)
+            try:
+                return self.tokenizer.apply_chat_template(messages, tokenize=False)
+            except Exception as err:  # jinja raises its own types for templates that reject a transcript
+                raise NLAError(f"{self.name}'s chat template rejected a transcript ({err}); "
+                               "fix the messages (roles, order) or pass them as plain text") from err
         return "\n\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in messages) + "\n"
 
     def encode(self, text: str, *, rendered_chat: bool = False) -> list[int]:
         """Token ids of a document. A rendered chat template already holds its special tokens."""
         ids = self.tokenizer(text, add_special_tokens=not rendered_chat)["input_ids"]
-        bos = self.tokenizer.bos_token_id
-        if self.adapter.requires_bos and bos is not None and (not ids or ids[0] != bos):
-            ids = [bos] + ids
+        if self.adapter.requires_bos and (not ids or ids[0] != self.tokenizer.bos_token_id):
+            if self.tokenizer.bos_token_id is None:
+                raise NLAError(f"{self.name} is a {self.adapter.family} model, which needs BOS, but its tokenizer "
+                               "has no bos_token; use the tokenizer that ships with the model")
+            ids = [self.tokenizer.bos_token_id] + ids
         return ids
 
     @property
     def special_ids(self) -> frozenset[int]:
-        return frozenset(self.tokenizer.all_special_ids)
+        """Named special tokens plus every added token marked special (chat and tool markers, <unusedN>)."""
+        added = getattr(self.tokenizer, "added_tokens_decoder", {}) or {}
+        return frozenset(self.tokenizer.all_special_ids) | {i for i, t in added.items() if t.special}
 
 
 def pick_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(device)
+        chosen = torch.device(device)
     except RuntimeError as err:
         raise NLAError(f"unknown device '{device}'; use auto, cpu, cuda or cuda:N") from err
+    if chosen.type == "cuda" and (chosen.index or 0) >= torch.cuda.device_count():
+        raise NLAError(f"device '{device}' is not available ({torch.cuda.device_count()} CUDA devices here); "
+                       "use --device auto or cpu")
+    return chosen
 
 
 def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
@@ -152,15 +169,16 @@ def load_target(
         model = AutoModelForCausalLM.from_pretrained(
             source, dtype=torch_dtype, trust_remote_code=trust_remote_code, **kwargs
         )
-    except (OSError, ValueError) as err:  # missing files or repo; unsupported or broken config
+    except (OSError, ValueError, ImportError) as err:  # missing files/repo, broken config, tokenizer extra
+        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise NLAError(
-            f"could not load model '{spec}' ({str(err).splitlines()[0]}); "
+            f"could not load model '{spec}' ({first_line}); "
             "check the hub id and your network, or pass a preset, local folder or .gguf file"
         ) from err
     if getattr(model, "hf_quantizer", None) is not None and "gguf_file" in kwargs:
         model.hf_quantizer = None  # dequantised on load; nothing quantised remains
     model.to(torch_device).eval().requires_grad_(False)
-    if tokenizer.pad_token is None:
-        # Batches are masked, so any id works as padding; eos is always present.
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        # Batches are masked, so any id works as padding.
         tokenizer.pad_token = tokenizer.eos_token
     return Target(model=model, tokenizer=tokenizer, adapter=adapter_for(model.config), name=spec)
