@@ -78,7 +78,7 @@ def main() -> None:
         uncut = uncut_extract(target, full_ids, positions, layer, cfg.batch_tokens)
         times["nla (uncut)"].append(time.perf_counter() - start)
         start = time.perf_counter()
-        ours = torch.from_numpy(vectors_of(extract_chunk(target, planned, layer, cfg.batch_tokens)))
+        ours = torch.from_numpy(vectors_of(extract_chunk(target, planned, layer, cfg.batch_tokens)).copy())
         times["nla"].append(time.perf_counter() - start)
     diff = max((naive - ours).abs().max().item(), (naive - uncut).abs().max().item())
     best = {k: min(v) for k, v in times.items()}
