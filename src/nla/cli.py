@@ -157,7 +157,11 @@ def demo(
     else:
         summary = run_extract(ExtractConfig(out=out, max_docs=max_docs))
     typer.echo(format_summary(summary, out))
-    typer.echo("  rows per source/genre: " + ", ".join(f"{k} {v}" for k, v in summary["rows_per_source_genre"].items()))
+    by_source: dict[str, int] = {}
+    for key, rows in summary["rows_per_source_genre"].items():
+        by_source[key.split("/")[0]] = by_source.get(key.split("/")[0], 0) + rows
+    typer.echo(f"  rows per source: {', '.join(f'{k} {v}' for k, v in by_source.items())} "
+               f"({len(summary['rows_per_source_genre'])} genres; see {out}/summary.json)")
     table = read_dataset(out / "validation.parquet")
     norms = (vectors_of(table) ** 2).sum(axis=1) ** 0.5
     typer.echo("\nA few held-out activations (context ... [token] -> norm):")
