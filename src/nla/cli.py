@@ -83,12 +83,13 @@ def info(
         typer.echo(json.dumps(result, indent=2))
         return
     for key, value in result.items():
-        if key != "activation_norm":
+        if key not in ("activation_norm", "suggested_injection_scale"):
             typer.echo(f"{key:>26}: {value}")
     norms = result["activation_norm"]
     typer.echo(f"{'activation norm at layer':>26}: mean {norms['mean']:.1f}, p50 {norms['p50']:.1f}, "
                f"p90 {norms['p90']:.1f}, p99 {norms['p99']:.1f}, max {norms['max']:.1f} "
                f"({norms['count']} positions in {norms['documents']} documents)")
+    typer.echo(f"{'suggested injection scale':>26}: {result['suggested_injection_scale']:g}")
 
 
 @app.command()
