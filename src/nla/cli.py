@@ -3,6 +3,7 @@
     nla demo                      # the main job on the embedded default
     nla info --model gemma3-270m  # layers, d_model, activation norms
     nla extract --out runs/acts   # corpus -> activation dataset
+    nla explain-data --dataset runs/acts   # warm-start explanations for the SFT splits
     nla build-corpus --out FILE   # regenerate the embedded default corpus
 """
 
@@ -124,6 +125,29 @@ def extract(
                         chunk_docs=chunk_docs, device=device, dtype=dtype,
                         trust_remote_code=trust_remote_code, overwrite=overwrite)
     typer.echo(format_summary(run_extract(cfg), out))
+
+
+@app.command("explain-data")
+@user_errors
+def explain_data(
+    dataset: Path = typer.Option(..., help="A finished `nla extract` folder."),
+    out: Optional[Path] = typer.Option(None, help="Output folder (default: DATASET/explanations-EXPLAINER)."),
+    explainer: str = typer.Option("offline", help="Explanation backend: offline (facts only, no network)."),
+    splits: str = typer.Option("ar_sft,av_sft", help="Comma-separated splits to explain."),
+    top_k: int = typer.Option(3, help="The target's next-token candidates given to the explainer."),
+    device: str = typer.Option(EXTRACT["device"], help="auto, cpu, cuda, cuda:N."),
+    overwrite: bool = typer.Option(False, help="Replace existing explanations in --out."),
+):
+    """Write warm-start explanations for the SFT splits of an activation dataset."""
+    from nla.explainers.stage import ExplainDataConfig, explain_data as run_explain_data
+
+    cfg = ExplainDataConfig(dataset=dataset, out=out, explainer=explainer,
+                            splits=tuple(s.strip() for s in splits.split(",") if s.strip()), top_k=top_k,
+                            device=device, overwrite=overwrite)
+    summary = run_explain_data(cfg)
+    for split, counts in summary["splits"].items():
+        typer.echo(f"{split}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    typer.echo(f"explanations written to {cfg.out}/")
 
 
 def format_summary(summary: dict, out: Path) -> str:

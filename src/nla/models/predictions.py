@@ -1,36 +1,34 @@
-"""The target's own next-token predictions at the end of each context (facts for the offline explainer)."""
+"""The target's own next-token predictions at chosen positions (facts for the offline explainer).
+
+One forward pass per document serves all of its sampled positions: the decoder's final
+hidden states are read at those positions only, and only they go through the lm_head.
+"""
 
 from __future__ import annotations
 
 import torch
 
-from nla.models.activations import length_batches
+from nla.models.activations import length_batches, pad_right
+from nla.models.adapters import text_config
 from nla.models.target import Target
 
 
-def pad_left(sequences: list[list[int]], pad_id: int, device: torch.device):
-    """(input_ids, attention_mask, position_ids), left-padded so every row ends at the last column."""
-    width = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        ids[row, width - len(seq):] = torch.tensor(seq, dtype=torch.long)
-        mask[row, width - len(seq):] = 1
-    # Positions count real tokens only, so a padded row sees the same positions as alone.
-    positions = (mask.cumsum(dim=1) - 1).clamp_min(0)
-    return ids.to(device), mask.to(device), positions.to(device)
-
-
 @torch.no_grad()
-def next_token_candidates(target: Target, sequences: list[list[int]], k: int = 3,
-                          batch_tokens: int = 8192) -> list[list[tuple[str, float]]]:
-    """For each sequence, the k most likely next tokens as (decoded text, probability)."""
-    results: list[list[tuple[str, float]]] = [[] for _ in sequences]
+def next_token_candidates(target: Target, sequences: list[list[int]], positions: list[list[int]], k: int = 3,
+                          batch_tokens: int = 8192) -> list[list[list[tuple[str, float]]]]:
+    """For each sequence and each of its positions, the k most likely next tokens as (text, probability)."""
+    decoder = target.adapter.decoder(target.model)
+    head = target.model.get_output_embeddings()
+    softcap = getattr(text_config(target.model.config), "final_logit_softcapping", None)
+    results: list[list[list[tuple[str, float]]]] = [[] for _ in sequences]
     for batch in length_batches([len(s) for s in sequences], batch_tokens):
-        ids, mask, positions = pad_left([sequences[i] for i in batch], target.pad_id, target.device)
-        logits = target.model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=1,
-                              use_cache=False).logits[:, -1].float()
-        probs, tokens = logits.softmax(dim=-1).topk(k, dim=-1)
+        ids, mask = pad_right([sequences[i] for i in batch], target.pad_id, target.device)
+        hidden = decoder(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state  # (B, T, d), normed
         for row, i in enumerate(batch):
-            results[i] = [(target.tokenizer.decode([t]), float(p)) for t, p in zip(tokens[row].tolist(), probs[row].tolist())]
+            logits = head(hidden[row, positions[i]]).float()  # (P, vocab)
+            if softcap:  # Gemma 2 style: the model's own logits are soft-capped
+                logits = torch.tanh(logits / softcap) * softcap
+            probs, tokens = logits.softmax(dim=-1).topk(k, dim=-1)
+            results[i] = [[(target.tokenizer.decode([t]), float(p)) for t, p in zip(tt.tolist(), pp.tolist())]
+                          for tt, pp in zip(tokens, probs)]
     return results

@@ -1,0 +1,131 @@
+"""`nla explain-data`: warm-start explanations for the SFT splits of an activation dataset.
+
+    nla explain-data --dataset runs/acts            # offline explainer, ar_sft and av_sft splits
+
+For every row it rebuilds the exact context the activation came from (the corpus and
+model named in the dataset's config.yaml, re-tokenised and checked against the stored
+token ids), asks the target for its most likely next tokens there, and has an
+explainer write the explanation. Output: OUT/{split}.parquet = the split's columns plus
+`explanation`, with a sidecar; rows the explainer failed on are dropped and counted.
+Each split file is written atomically, finished splits are skipped on a rerun, and
+summary.json (written last) marks the output complete.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+from tqdm import tqdm
+
+from nla.atomic import atomic_path, write_json, write_yaml
+from nla.data.corpus import load_corpus
+from nla.data.dataset import sidecar_path
+from nla.data.extract import CONFIG, SUMMARY, encode_document
+from nla.errors import NLAError
+from nla.explainers.base import ExplainRequest, Explainer
+from nla.explainers.offline import OfflineExplainer
+from nla.models import Target, load_target
+from nla.models.predictions import next_token_candidates
+
+EXPLAINERS = {"offline": OfflineExplainer}
+
+
+@dataclass
+class ExplainDataConfig:
+    dataset: Path  # a finished `nla extract` folder
+    out: Path | None = None  # default: DATASET/explanations-EXPLAINER
+    explainer: str = "offline"
+    splits: tuple[str, ...] = ("ar_sft", "av_sft")
+    top_k: int = 3  # next-token candidates shown to the explainer
+    batch_tokens: int = 8192
+    device: str = "auto"
+    overwrite: bool = False
+
+    def __post_init__(self):
+        self.dataset = Path(self.dataset)
+        self.out = Path(self.out) if self.out else self.dataset / f"explanations-{self.explainer}"
+        if self.explainer not in EXPLAINERS:
+            raise NLAError(f"unknown explainer '{self.explainer}'; choose one of: {', '.join(EXPLAINERS)}")
+        if self.top_k < 1:
+            raise NLAError("top-k must be at least 1")
+
+
+def _requests(target: Target, table: pa.Table, docs: dict, max_doc_tokens: int, top_k: int,
+              batch_tokens: int) -> list[ExplainRequest]:
+    rows = table.select(["doc_id", "position", "token_id", "token", "detokenized_text_truncated",
+                         "source", "genre", "topic"]).to_pylist()
+    by_doc: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        by_doc.setdefault(row["doc_id"], []).append(i)
+    doc_ids = list(by_doc)
+    sequences = []
+    for doc_id in doc_ids:
+        if doc_id not in docs:
+            raise NLAError(f"document {doc_id} of the dataset is not in its corpus any more; "
+                           "explain with the corpus the activations were extracted from")
+        sequences.append(encode_document(target, docs[doc_id], max_doc_tokens))
+    positions = [[rows[i]["position"] for i in by_doc[d]] for d in doc_ids]
+    for doc_id, ids, pos in zip(doc_ids, sequences, positions):
+        stored = [rows[i]["token_id"] for i in by_doc[doc_id]]
+        if [ids[p] if p < len(ids) else None for p in pos] != stored:
+            raise NLAError(f"document {doc_id} no longer tokenises as it did at extraction (corpus or tokenizer "
+                           "changed); re-extract, or explain with the original corpus and model")
+    cut = [ids[: max(p) + 1] for ids, p in zip(sequences, positions)]
+    candidates = next_token_candidates(target, cut, positions, k=top_k, batch_tokens=batch_tokens)
+    requests: list[ExplainRequest | None] = [None] * len(rows)
+    for doc_id, per_position in zip(doc_ids, candidates):
+        for i, top in zip(by_doc[doc_id], per_position):
+            row = rows[i]
+            requests[i] = ExplainRequest(
+                row_id=f"{doc_id}:{row['position']}", context=row["detokenized_text_truncated"], token=row["token"],
+                source=row["source"], genre=row["genre"], topic=row["topic"], next_tokens=tuple(top))
+    return requests
+
+
+def _explain_split(cfg: ExplainDataConfig, split: str, target: Target, docs: dict, explainer: Explainer,
+                   extract_cfg: dict) -> dict:
+    source = cfg.dataset / f"{split}.parquet"
+    if not source.exists():
+        raise NLAError(f"{source} not found; pass splits the dataset has (ar_sft, av_sft, rl, validation, test)")
+    table = pq.read_table(source)
+    requests = _requests(target, table, docs, extract_cfg["max_doc_tokens"], cfg.top_k, cfg.batch_tokens)
+    explanations = explainer.explain(requests)
+    keep = [i for i, text in enumerate(explanations) if text]
+    explained = table.take(keep).append_column("explanation", pa.array([explanations[i] for i in keep], pa.string()))
+    with atomic_path(cfg.out / f"{split}.parquet") as tmp:
+        pq.write_table(explained, tmp)
+    meta = yaml.safe_load(sidecar_path(source).read_text())
+    meta.update(row_count=explained.num_rows, explanations={"explainer": explainer.name, "top_k": cfg.top_k})
+    write_yaml(sidecar_path(cfg.out / f"{split}.parquet"), meta)
+    return {"rows": table.num_rows, "explained": len(keep), "failed": table.num_rows - len(keep)}
+
+
+def explain_data(cfg: ExplainDataConfig, *, progress: bool = True) -> dict:
+    """Write explanations for the chosen splits; returns the summary also written to OUT/summary.json."""
+    if not (cfg.dataset / SUMMARY).exists():
+        raise NLAError(f"{cfg.dataset} is not a finished extraction (no {SUMMARY}); run nla extract first")
+    if (cfg.out / SUMMARY).exists() and not cfg.overwrite:
+        raise NLAError(f"{cfg.out} already holds explanations; pass --overwrite to replace them, or another --out")
+    extract_cfg = yaml.safe_load((cfg.dataset / CONFIG).read_text())
+    target = load_target(extract_cfg["model"], device=cfg.device, dtype=extract_cfg["dtype"])
+    docs = {d.doc_id: d for d in load_corpus(extract_cfg["corpus"], text_field=extract_cfg["text_field"],
+                                             limit=extract_cfg["max_docs"])}
+    explainer = EXPLAINERS[cfg.explainer]()
+    if cfg.overwrite:
+        (cfg.out / SUMMARY).unlink(missing_ok=True)
+    counts = {}
+    for split in tqdm(cfg.splits, desc=f"explaining ({cfg.explainer})", unit="split", disable=not progress):
+        done = cfg.out / f"{split}.parquet"
+        if done.exists() and sidecar_path(done).exists() and not cfg.overwrite:
+            counts[split] = {"rows": pq.read_metadata(done).num_rows, "resumed": True}
+            continue  # finished before a kill
+        counts[split] = _explain_split(cfg, split, target, docs, explainer, extract_cfg)
+    summary = {"dataset": str(cfg.dataset), "explainer": cfg.explainer, "splits": counts,
+               "config": {**asdict(cfg), "dataset": str(cfg.dataset), "out": str(cfg.out)}}
+    write_json(cfg.out / SUMMARY, json.loads(json.dumps(summary)))
+    return summary

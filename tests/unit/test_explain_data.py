@@ -1,0 +1,67 @@
+import json
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from nla.cli import app
+from nla.data.dataset import sidecar_path
+from nla.data.extract import ExtractConfig, extract
+from nla.errors import NLAError
+from nla.explainers.stage import ExplainDataConfig, explain_data
+
+
+@pytest.fixture()
+def dataset(tmp_path, tiny_llama, small_corpus):
+    cfg = ExtractConfig(out=tmp_path / "acts", model=str(tiny_llama), corpus=str(small_corpus), layer=1,
+                        positions_per_doc=3, min_position=4)
+    extract(cfg, progress=False)
+    return cfg.out
+
+
+def test_every_row_gets_a_factual_explanation(dataset):
+    summary = explain_data(ExplainDataConfig(dataset=dataset), progress=False)
+    out = dataset / "explanations-offline"
+    for split in ("ar_sft", "av_sft"):
+        table = pq.read_table(out / f"{split}.parquet")
+        source = pq.read_table(dataset / f"{split}.parquet")
+        assert table.num_rows == source.num_rows == summary["splits"][split]["explained"]
+        assert table.column("doc_id").to_pylist() == source.column("doc_id").to_pylist()
+        for row in table.select(["explanation", "genre", "detokenized_text_truncated"]).to_pylist():
+            assert row["genre"] in row["explanation"]
+            last_word = row["detokenized_text_truncated"].split()[-1]
+            assert last_word in row["explanation"]
+        meta = yaml.safe_load(sidecar_path(out / f"{split}.parquet").read_text())
+        assert meta["row_count"] == table.num_rows and meta["explanations"]["explainer"] == "offline"
+    assert json.loads((out / "summary.json").read_text())["explainer"] == "offline"
+
+
+def test_existing_explanations_are_refused(dataset):
+    explain_data(ExplainDataConfig(dataset=dataset), progress=False)
+    with pytest.raises(NLAError, match="already holds explanations; pass --overwrite"):
+        explain_data(ExplainDataConfig(dataset=dataset), progress=False)
+
+
+def test_a_changed_corpus_is_detected(dataset, small_corpus):
+    lines = small_corpus.read_text().splitlines()
+    record = json.loads(lines[1])
+    record["text"] = "Completely different words now stand in this document, so its tokens moved."
+    lines[1] = json.dumps(record)
+    small_corpus.write_text("\n".join(lines) + "\n")
+    with pytest.raises(NLAError, match="no longer tokenises as it did at extraction"):
+        explain_data(ExplainDataConfig(dataset=dataset, splits=("ar_sft", "av_sft", "rl", "validation", "test")),
+                     progress=False)
+
+
+def test_not_an_extraction_and_unknown_explainer(tmp_path):
+    with pytest.raises(NLAError, match="is not a finished extraction"):
+        explain_data(ExplainDataConfig(dataset=tmp_path), progress=False)
+    with pytest.raises(NLAError, match="unknown explainer 'gpt'"):
+        ExplainDataConfig(dataset=tmp_path, explainer="gpt")
+
+
+def test_command_line(dataset):
+    result = CliRunner().invoke(app, ["explain-data", "--dataset", str(dataset), "--splits", "av_sft"])
+    assert result.exit_code == 0, result.output
+    assert "av_sft: rows" in result.stdout and (dataset / "explanations-offline" / "av_sft.parquet").exists()
