@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import shutil
 import time
 from contextlib import ExitStack
@@ -38,7 +37,6 @@ from nla.errors import NLAError
 from nla.models import Target, load_target
 from nla.models.activations import batched_residual_stream
 
-log = logging.getLogger(__name__)
 
 SUMMARY = "summary.json"
 CONFIG = "config.yaml"
