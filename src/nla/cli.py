@@ -23,6 +23,7 @@ import typer
 from nla.data.config import ExtractConfig, defaults
 from nla.data.sampling import SplitFractions
 from nla.errors import NLAError
+from nla.train.config import ARTrainConfig
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Natural Language Autoencoders: read a model's activations as text.")
@@ -32,6 +33,7 @@ CORPUS_HELP = "'default' (embedded), a .txt/.jsonl/.parquet file, or hf:NAME[:CO
 # Option defaults come from the config dataclasses, so they are stated once.
 EXTRACT = defaults(ExtractConfig)
 SPLIT = defaults(SplitFractions)
+AR = defaults(ARTrainConfig)
 
 
 def _quiet_libraries() -> None:
@@ -139,7 +141,8 @@ def explain_data(
     overwrite: bool = typer.Option(False, help="Replace existing explanations in --out."),
 ):
     """Write warm-start explanations for the SFT splits of an activation dataset."""
-    from nla.explainers.stage import ExplainDataConfig, explain_data as run_explain_data
+    from nla.explainers.stage import ExplainDataConfig
+    from nla.explainers.stage import explain_data as run_explain_data
 
     cfg = ExplainDataConfig(dataset=dataset, out=out, explainer=explainer,
                             splits=tuple(s.strip() for s in splits.split(",") if s.strip()), top_k=top_k,
@@ -148,6 +151,31 @@ def explain_data(
     for split, counts in summary["splits"].items():
         typer.echo(f"{split}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     typer.echo(f"explanations written to {cfg.out}/")
+
+
+@app.command("train-ar")
+@user_errors
+def train_ar(
+    data: Path = typer.Option(..., help="Explanations parquet from nla explain-data (e.g. .../ar_sft.parquet)."),
+    out: Path = typer.Option(..., help="Run folder: metrics.jsonl, resumable state/, and the trained ar/."),
+    model: Optional[str] = typer.Option(None, help="Default: the dataset's model. " + MODEL_HELP),
+    layer: Optional[int] = typer.Option(None, help="Default: the dataset's layer."),
+    lora_rank: int = typer.Option(AR["lora_rank"], help="LoRA rank; 0 trains blocks 0..K fully."),
+    lr: float = typer.Option(AR["lr"], help="Peak learning rate (warmup, then cosine to 10%)."),
+    batch_size: int = typer.Option(AR["batch_size"]),
+    epochs: float = typer.Option(AR["epochs"]),
+    checkpoint_every: int = typer.Option(AR["checkpoint_every"], help="Steps between resumable checkpoints."),
+    device: str = typer.Option(EXTRACT["device"], help="auto, cpu, cuda, cuda:N."),
+    overwrite: bool = typer.Option(False, help="Start over, replacing a run in --out."),
+):
+    """Train the reconstructor (AR) on (explanation, activation) pairs; a rerun resumes."""
+    from nla.train.ar import ARTrainConfig
+    from nla.train.ar import train_ar as run_train_ar
+
+    result = run_train_ar(ARTrainConfig(data=data, out=out, model=model, layer=layer, lora_rank=lora_rank, lr=lr,
+                                        batch_size=batch_size, epochs=epochs, checkpoint_every=checkpoint_every,
+                                        device=device, overwrite=overwrite))
+    typer.echo(f"trained the AR for {result['steps']} steps; released-layout folder: {result['out']}")
 
 
 def format_summary(summary: dict, out: Path) -> str:
@@ -174,7 +202,8 @@ def demo(
 ):
     """The main job on the embedded default: extract activations and show what was extracted."""
     from nla.data.dataset import read_dataset, vectors_of
-    from nla.data.extract import SUMMARY, extract as run_extract
+    from nla.data.extract import SUMMARY
+    from nla.data.extract import extract as run_extract
 
     if (out / SUMMARY).exists():
         typer.echo(f"reusing the finished extraction in {out}/ (delete it to run again)")
@@ -207,7 +236,8 @@ def build_corpus(
     batch_size: int = typer.Option(64, help="Documents generated together."),
 ):
     """Regenerate the embedded default corpus (resumable; ~40 min on 2 CPU cores)."""
-    from nla.data.build_corpus import BuildConfig, build_corpus as run_build
+    from nla.data.build_corpus import BuildConfig
+    from nla.data.build_corpus import build_corpus as run_build
 
     typer.echo(json.dumps(run_build(BuildConfig(out=out, model=model, limit=limit, batch_size=batch_size)), indent=2))
 

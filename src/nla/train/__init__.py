@@ -1,0 +1,1 @@
+"""Training stages: reconstructor (AR) and verbalizer (AV) SFT; RL comes later."""

@@ -1,0 +1,55 @@
+"""Training state on disk: written atomically, so `kill -9` at any moment leaves the last complete state.
+
+A state folder holds `trainable.safetensors` (the trainable tensors by name),
+`optimizer.pt` / `scheduler.pt`, and `state.json` (step, settings, RNG states).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+
+def trainable_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().cpu().contiguous() for n, p in module.named_parameters() if p.requires_grad}
+
+
+def save_training_state(folder: Path, module: torch.nn.Module, optimizer, scheduler, step: int, extra: dict) -> None:
+    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file(trainable_state(module), tmp / "trainable.safetensors")
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+    torch.save({"torch": torch.get_rng_state()}, tmp / "rng.pt")
+    (tmp / "state.json").write_text(json.dumps({"step": step, **extra}, indent=2))
+    old = folder.with_name(f".{folder.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(tmp, folder)  # the new state is complete before the old one goes
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def latest_state(folder: Path) -> Path | None:
+    """The last complete state: the folder, or its previous copy if a kill fell between the two renames."""
+    for candidate in (folder, folder.with_name(f".{folder.name}.old")):
+        if (candidate / "state.json").exists():
+            return candidate
+    return None
+
+
+def load_training_state(folder: Path, module: torch.nn.Module, optimizer, scheduler) -> dict:
+    """Restore into the given objects; returns state.json."""
+    missing, unexpected = module.load_state_dict(load_file(folder / "trainable.safetensors"), strict=False)
+    if unexpected:
+        raise RuntimeError(f"checkpoint {folder} holds unknown tensors: {unexpected[:3]}")
+    optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
+    scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))
+    torch.set_rng_state(torch.load(folder / "rng.pt", weights_only=True)["torch"])
+    return json.loads((folder / "state.json").read_text())

@@ -1,0 +1,31 @@
+"""Settings of the training stages, free of heavy imports so the CLI can read their defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from nla.errors import NLAError
+
+
+@dataclass
+class ARTrainConfig:
+    data: Path  # parquet with `explanation` and `activation_vector` (nla explain-data output)
+    out: Path
+    model: str | None = None  # default: the dataset's base_model
+    layer: int | None = None  # default: the dataset's layer
+    lora_rank: int = 16  # 0: train the blocks fully
+    lr: float = 3e-4
+    batch_size: int = 16
+    epochs: float = 1.0
+    warmup_fraction: float = 0.05
+    max_grad_norm: float = 1.0
+    checkpoint_every: int = 50
+    seed: int = 0
+    device: str = "auto"
+    overwrite: bool = False
+
+    def __post_init__(self):
+        self.data, self.out = Path(self.data), Path(self.out)
+        if self.batch_size < 1 or self.epochs <= 0 or self.lr <= 0 or self.lora_rank < 0:
+            raise NLAError("batch-size, epochs and lr must be positive and lora-rank >= 0")
