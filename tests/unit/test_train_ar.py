@@ -86,8 +86,8 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path, toy_data, ti
     a, _, _ = load_reconstructor(straight.out / "ar")
     b, _, _ = load_reconstructor(killed.out / "ar")
     torch.testing.assert_close(a.head.weight, b.head.weight)
-    for (name, pa), (_, pb) in zip(a.backbone.named_parameters(), b.backbone.named_parameters()):
-        torch.testing.assert_close(pa, pb, msg=name)
+    for (name, param_a), (_, param_b) in zip(a.backbone.named_parameters(), b.backbone.named_parameters()):
+        torch.testing.assert_close(param_a, param_b, msg=name)
 
 
 def test_finished_run_is_not_overwritten(tmp_path, toy_data, tiny_llama):
