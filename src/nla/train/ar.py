@@ -50,7 +50,7 @@ def _dataset(cfg: ARTrainConfig) -> tuple[list[str], torch.Tensor, dict]:
 def build_reconstructor(model_spec: str, layer: int | None, lora_rank: int, device: str):
     target = load_target(model_spec, device=device)
     layer = target.resolve_layer(layer)
-    backbone = target.model.float().requires_grad_(False)
+    backbone = target.model.requires_grad_(False)
     if lora_rank:
         from peft import LoraConfig, inject_adapter_in_model
 
