@@ -82,6 +82,8 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path, toy_data, ti
         train_ar(killed, progress=False)
     monkeypatch.setattr(ar_module, "save_training_state", real_save)
     assert train_ar(killed, progress=False)["steps"] == 6
+    logged = [json.loads(line)["step"] for line in (killed.out / "metrics.jsonl").read_text().splitlines()]
+    assert logged == list(range(1, 7))  # steps after the last checkpoint are not logged twice
 
     a, _, _ = load_reconstructor(straight.out / "ar")
     b, _, _ = load_reconstructor(killed.out / "ar")
@@ -96,3 +98,6 @@ def test_finished_run_is_not_overwritten(tmp_path, toy_data, tiny_llama):
     train_ar(cfg, progress=False)
     with pytest.raises(NLAError, match="already holds a trained AR"):
         train_ar(cfg, progress=False)
+    again = config(tmp_path, path, tiny_llama, epochs=0.2, overwrite=True)
+    assert train_ar(again, progress=False)["steps"] == 1
+    assert len((cfg.out / "metrics.jsonl").read_text().splitlines()) == 1

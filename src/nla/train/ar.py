@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -23,6 +25,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
+from nla.atomic import atomic_path
 from nla.autoencoder.meta import ModelMeta
 from nla.autoencoder.nla import ar_input_ids
 from nla.autoencoder.reconstructor import Reconstructor, reconstruction_mse
@@ -95,18 +98,15 @@ def train_ar(cfg: ARTrainConfig, *, progress: bool = True) -> dict:
     scheduler = _schedule(optimizer, total, max(1, int(cfg.warmup_fraction * total)))
     settings = json.loads(json.dumps({**asdict(cfg), "model": model_spec, "rows": len(rows)}, default=str))
     settings.pop("overwrite")
-    state_dir = cfg.out / "state"
-    step = 0
-    found = latest_state(state_dir)
-    if found and not cfg.overwrite:
-        saved = load_training_state(found, ar, optimizer, scheduler)
-        if {k: v for k, v in saved.items() if k != "step"} != {"settings": settings}:
-            raise NLAError(f"{cfg.out} holds a run with other settings; use the same settings to resume or --overwrite")
-        step = saved["step"]
+    state_dir, metrics_path = cfg.out / "state", cfg.out / "metrics.jsonl"
+    if cfg.overwrite:
+        shutil.rmtree(state_dir, ignore_errors=True)
+        metrics_path.unlink(missing_ok=True)
+    step = _resume(state_dir, metrics_path, settings, ar, optimizer, scheduler)
     cfg.out.mkdir(parents=True, exist_ok=True)
     order = np.random.default_rng(cfg.seed).permutation(np.tile(np.arange(len(rows)), math.ceil(cfg.epochs) + 1))
     bar = tqdm(total=total, initial=step, desc="train-ar", unit="step", disable=not progress)
-    metrics = (cfg.out / "metrics.jsonl").open("a")
+    metrics = metrics_path.open("a")
     start = time.time()
     ar.train()
     while step < total:
@@ -116,12 +116,14 @@ def train_ar(cfg: ARTrainConfig, *, progress: bool = True) -> dict:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-        if torch.isfinite(grad_norm):
+        finite = bool(torch.isfinite(grad_norm))
+        if finite:  # a non-finite gradient would poison the weights: skip the update, record it
             optimizer.step()
         scheduler.step()
         step += 1
         metrics.write(json.dumps({"step": step, "loss": loss.item(), "grad_norm": float(grad_norm),
-                                  "lr": scheduler.get_last_lr()[0], "seconds": round(time.time() - start, 2)}) + "\n")
+                                  "skipped": not finite, "lr": scheduler.get_last_lr()[0],
+                                  "seconds": round(time.time() - start, 2)}) + "\n")
         metrics.flush()
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.3f}")
@@ -130,6 +132,21 @@ def train_ar(cfg: ARTrainConfig, *, progress: bool = True) -> dict:
     bar.close()
     metrics.close()
     return _export(cfg, ar, target, model_spec, step)
+
+
+def _resume(state_dir: Path, metrics_path: Path, settings: dict, ar, optimizer, scheduler) -> int:
+    """Load the last complete state if there is one (same settings only); returns the step to start from."""
+    found = latest_state(state_dir)
+    if not found:
+        return 0
+    saved = load_training_state(found, ar, optimizer, scheduler)
+    if saved.get("settings") != settings:
+        raise NLAError(f"{state_dir.parent} holds a run with other settings; use the same settings to resume, "
+                       "or pass --overwrite to start over")
+    if metrics_path.exists():  # drop lines logged after that state, they will be logged again
+        lines = [line for line in metrics_path.read_text().splitlines() if json.loads(line)["step"] <= saved["step"]]
+        metrics_path.write_text("".join(f"{line}\n" for line in lines))
+    return saved["step"]
 
 
 def _export(cfg: ARTrainConfig, ar: Reconstructor, target, model_spec: str, step: int) -> dict:
@@ -147,7 +164,9 @@ def _export(cfg: ARTrainConfig, ar: Reconstructor, target, model_spec: str, step
                      base_checkpoint=model_spec, stage="sl", trained_on=[str(cfg.data)],
                      training={"lr": cfg.lr, "loss_type": "mse_2(1-cos)", "global_batch_size": cfg.batch_size,
                                "lora_rank": cfg.lora_rank, "steps": step})
-    ar.save_released(cfg.out / "ar", target.tokenizer, meta)
+    with atomic_path(cfg.out / "ar") as tmp:
+        ar.save_released(tmp, target.tokenizer, meta)
+        shutil.rmtree(cfg.out / "ar", ignore_errors=True)  # an older AR, replaced under --overwrite
     return {"steps": step, "out": str(cfg.out / "ar")}
 
 
