@@ -12,7 +12,7 @@ from nla.data.dataset import rows_to_table
 from nla.errors import NLAError
 from nla.eval.metrics import baseline, fidelity
 from nla.models.activations import pad_right
-from nla.train import ar as ar_module
+from nla.train import loop as loop_module
 from nla.train.ar import AR_TEMPLATE, train_ar
 from nla.train.config import ARTrainConfig
 
@@ -68,7 +68,7 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path, toy_data, ti
     train_ar(straight, progress=False)
 
     killed = config(tmp_path / "b", path, tiny_llama, epochs=1, checkpoint_every=2)
-    real_save = ar_module.save_training_state
+    real_save = loop_module.save_training_state
     saves = {"n": 0}
 
     def save_then_die(*args, **kwargs):
@@ -77,10 +77,10 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path, toy_data, ti
         if saves["n"] == 1:
             raise KeyboardInterrupt  # killed right after the step-2 checkpoint
 
-    monkeypatch.setattr(ar_module, "save_training_state", save_then_die)
+    monkeypatch.setattr(loop_module, "save_training_state", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         train_ar(killed, progress=False)
-    monkeypatch.setattr(ar_module, "save_training_state", real_save)
+    monkeypatch.setattr(loop_module, "save_training_state", real_save)
     assert train_ar(killed, progress=False)["steps"] == 6
     logged = [json.loads(line)["step"] for line in (killed.out / "metrics.jsonl").read_text().splitlines()]
     assert logged == list(range(1, 7))  # steps after the last checkpoint are not logged twice

@@ -12,18 +12,14 @@ LoRA weights are merged and OUT/ar/ is written in the released AR layout.
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
-import time
 from dataclasses import asdict
-from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import torch
 import yaml
-from tqdm import tqdm
 
 from nla.atomic import atomic_path
 from nla.autoencoder.meta import ModelMeta
@@ -33,7 +29,7 @@ from nla.data.dataset import sidecar_path, vectors_of
 from nla.errors import NLAError
 from nla.models import load_target
 from nla.models.activations import pad_right
-from nla.train.checkpoint import latest_state, load_training_state, save_training_state
+from nla.train.loop import train_loop
 from nla.train.config import ARTrainConfig
 
 AR_TEMPLATE = "A language model's thought, described in words:\n{explanation}\nThe thought described above is"
@@ -67,16 +63,6 @@ def build_reconstructor(model_spec: str, layer: int | None, lora_rank: int, devi
     return Reconstructor(backbone, layer), target
 
 
-def _schedule(optimizer, total_steps: int, warmup: int):
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total_steps - warmup)
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
 def train_ar(cfg: ARTrainConfig, *, progress: bool = True) -> dict:
     texts, golds, meta = _dataset(cfg)
     extraction = meta.get("extraction") or {}
@@ -91,62 +77,20 @@ def train_ar(cfg: ARTrainConfig, *, progress: bool = True) -> dict:
     if golds.shape[1] != ar.d_model:
         raise NLAError(f"{cfg.data} holds d={golds.shape[1]} activations but {model_spec} has d_model {ar.d_model}")
     rows = ar_input_ids(target.tokenizer, texts, AR_TEMPLATE, target.adapter.requires_bos)
-    steps_per_epoch = math.ceil(len(rows) / cfg.batch_size)
-    total = max(1, int(steps_per_epoch * cfg.epochs))
-    params = [p for p in ar.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
-    scheduler = _schedule(optimizer, total, max(1, int(cfg.warmup_fraction * total)))
-    settings = json.loads(json.dumps({**asdict(cfg), "model": model_spec, "rows": len(rows)}, default=str))
-    settings.pop("overwrite")
-    state_dir, metrics_path = cfg.out / "state", cfg.out / "metrics.jsonl"
-    if cfg.overwrite:
-        shutil.rmtree(state_dir, ignore_errors=True)
-        metrics_path.unlink(missing_ok=True)
-    step = _resume(state_dir, metrics_path, settings, ar, optimizer, scheduler)
-    cfg.out.mkdir(parents=True, exist_ok=True)
+    total = max(1, int(math.ceil(len(rows) / cfg.batch_size) * cfg.epochs))
     order = np.random.default_rng(cfg.seed).permutation(np.tile(np.arange(len(rows)), math.ceil(cfg.epochs) + 1))
-    bar = tqdm(total=total, initial=step, desc="train-ar", unit="step", disable=not progress)
-    metrics = metrics_path.open("a")
-    start = time.time()
-    ar.train()
-    while step < total:
+
+    def loss_at(step: int) -> torch.Tensor:
         batch = order[step * cfg.batch_size : (step + 1) * cfg.batch_size].tolist()
         ids, mask = pad_right([rows[i] for i in batch], target.pad_id, target.device)
-        loss = reconstruction_mse(ar(ids, mask), golds[batch].to(target.device)).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-        finite = bool(torch.isfinite(grad_norm))
-        if finite:  # a non-finite gradient would poison the weights: skip the update, record it
-            optimizer.step()
-        scheduler.step()
-        step += 1
-        metrics.write(json.dumps({"step": step, "loss": loss.item(), "grad_norm": float(grad_norm),
-                                  "skipped": not finite, "lr": scheduler.get_last_lr()[0],
-                                  "seconds": round(time.time() - start, 2)}) + "\n")
-        metrics.flush()
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.3f}")
-        if step % cfg.checkpoint_every == 0 or step == total:
-            save_training_state(state_dir, ar, optimizer, scheduler, step, {"settings": settings})
-    bar.close()
-    metrics.close()
-    return _export(cfg, ar, target, model_spec, step)
+        return reconstruction_mse(ar(ids, mask), golds[batch].to(target.device)).mean()
 
-
-def _resume(state_dir: Path, metrics_path: Path, settings: dict, ar, optimizer, scheduler) -> int:
-    """Load the last complete state if there is one (same settings only); returns the step to start from."""
-    found = latest_state(state_dir)
-    if not found:
-        return 0
-    saved = load_training_state(found, ar, optimizer, scheduler)
-    if saved.get("settings") != settings:
-        raise NLAError(f"{state_dir.parent} holds a run with other settings; use the same settings to resume, "
-                       "or pass --overwrite to start over")
-    if metrics_path.exists():  # drop lines logged after that state, they will be logged again
-        lines = [line for line in metrics_path.read_text().splitlines() if json.loads(line)["step"] <= saved["step"]]
-        metrics_path.write_text("".join(f"{line}\n" for line in lines))
-    return saved["step"]
+    settings = {**asdict(cfg), "model": model_spec, "rows": len(rows)}
+    settings.pop("overwrite")
+    steps = train_loop(ar, loss_at, total_steps=total, lr=cfg.lr, warmup_fraction=cfg.warmup_fraction,
+                       max_grad_norm=cfg.max_grad_norm, checkpoint_every=cfg.checkpoint_every, out=cfg.out,
+                       settings=settings, overwrite=cfg.overwrite, progress=progress, desc="train-ar")
+    return _export(cfg, ar, target, model_spec, steps)
 
 
 def _export(cfg: ARTrainConfig, ar: Reconstructor, target, model_spec: str, step: int) -> dict:

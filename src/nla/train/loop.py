@@ -1,0 +1,89 @@
+"""The training loop shared by the SFT stages: a step function in, resumable training out.
+
+A stage supplies `loss_at(step) -> loss tensor` (it owns its data order, so a resumed
+run sees the same batches) and the module whose trainable tensors are saved. The loop
+does the rest: AdamW with linear warmup and cosine decay to 10%, gradient clipping,
+skipping (and logging) non-finite steps, metrics as JSON lines, a progress bar, and an
+atomic training state every N steps that a rerun resumes from.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+from tqdm import tqdm
+
+from nla.errors import NLAError
+from nla.train.checkpoint import latest_state, load_training_state, save_training_state
+
+
+def cosine_with_warmup(optimizer, total_steps: int, warmup_steps: int):
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _resume(state_dir: Path, metrics_path: Path, settings: dict, module, optimizer, scheduler) -> int:
+    """Load the last complete state if there is one (same settings only); returns the step to start from."""
+    found = latest_state(state_dir)
+    if not found:
+        return 0
+    saved = load_training_state(found, module, optimizer, scheduler)
+    if saved.get("settings") != settings:
+        raise NLAError(f"{state_dir.parent} holds a run with other settings; use the same settings to resume, "
+                       "or pass --overwrite to start over")
+    if metrics_path.exists():  # drop lines logged after that state, they will be logged again
+        lines = [line for line in metrics_path.read_text().splitlines() if json.loads(line)["step"] <= saved["step"]]
+        metrics_path.write_text("".join(f"{line}\n" for line in lines))
+    return saved["step"]
+
+
+def train_loop(module: torch.nn.Module, loss_at: Callable[[int], torch.Tensor], *, total_steps: int, lr: float,
+               warmup_fraction: float, max_grad_norm: float, checkpoint_every: int, out: Path, settings: dict,
+               overwrite: bool, progress: bool = True, desc: str = "train") -> int:
+    """Run (or resume) `total_steps` optimizer steps on the module's trainable parameters; returns the step count."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    scheduler = cosine_with_warmup(optimizer, total_steps, max(1, int(warmup_fraction * total_steps)))
+    settings = json.loads(json.dumps(settings, default=str))  # as it reads back from state.json
+    state_dir, metrics_path = out / "state", out / "metrics.jsonl"
+    if overwrite:
+        shutil.rmtree(state_dir, ignore_errors=True)
+        metrics_path.unlink(missing_ok=True)
+    step = _resume(state_dir, metrics_path, settings, module, optimizer, scheduler)
+    out.mkdir(parents=True, exist_ok=True)
+    bar = tqdm(total=total_steps, initial=step, desc=desc, unit="step", disable=not progress)
+    start = time.time()
+    module.train()
+    with metrics_path.open("a") as metrics:
+        while step < total_steps:
+            loss = loss_at(step)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+            finite = bool(torch.isfinite(grad_norm))
+            if finite:  # a non-finite gradient would poison the weights: skip the update, record it
+                optimizer.step()
+            scheduler.step()
+            step += 1
+            metrics.write(json.dumps({"step": step, "loss": loss.item(), "grad_norm": float(grad_norm),
+                                      "skipped": not finite, "lr": scheduler.get_last_lr()[0],
+                                      "seconds": round(time.time() - start, 2)}) + "\n")
+            metrics.flush()
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+            if step % checkpoint_every == 0 or step == total_steps:
+                save_training_state(state_dir, module, optimizer, scheduler, step, {"settings": settings})
+    bar.close()
+    module.eval()
+    return step
