@@ -23,7 +23,7 @@ import typer
 from nla.data.config import ExtractConfig, defaults
 from nla.data.sampling import SplitFractions
 from nla.errors import NLAError
-from nla.train.config import ARTrainConfig
+from nla.train.config import ARTrainConfig, AVTrainConfig
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Natural Language Autoencoders: read a model's activations as text.")
@@ -34,6 +34,7 @@ CORPUS_HELP = "'default' (embedded), a .txt/.jsonl/.parquet file, or hf:NAME[:CO
 EXTRACT = defaults(ExtractConfig)
 SPLIT = defaults(SplitFractions)
 AR = defaults(ARTrainConfig)
+AV = defaults(AVTrainConfig)
 
 
 def _quiet_libraries() -> None:
@@ -157,7 +158,7 @@ def explain_data(
 @user_errors
 def train_ar(
     data: Path = typer.Option(..., help="Explanations parquet from nla explain-data (e.g. .../ar_sft.parquet)."),
-    out: Path = typer.Option(..., help="Run folder: metrics.jsonl, resumable state/, and the trained ar/."),
+    out: Path = typer.Option(..., help="Run folder (may be shared with train-av): ar_metrics.jsonl, ar_state/, ar/."),
     model: Optional[str] = typer.Option(None, help="Default: the dataset's model. " + MODEL_HELP),
     layer: Optional[int] = typer.Option(None, help="Default: the dataset's layer."),
     lora_rank: int = typer.Option(AR["lora_rank"], help="LoRA rank; 0 trains blocks 0..K fully."),
@@ -176,6 +177,34 @@ def train_ar(
                                         batch_size=batch_size, epochs=epochs, checkpoint_every=checkpoint_every,
                                         device=device, overwrite=overwrite))
     typer.echo(f"trained the AR for {result['steps']} steps; released-layout folder: {result['out']}")
+
+
+@app.command("train-av")
+@user_errors
+def train_av(
+    data: Path = typer.Option(..., help="Explanations parquet from nla explain-data (e.g. .../av_sft.parquet)."),
+    out: Path = typer.Option(..., help="Run folder (may be shared with train-ar): av_metrics.jsonl, av_state/, av/."),
+    model: Optional[str] = typer.Option(None, help="Default: the dataset's model. " + MODEL_HELP),
+    layer: Optional[int] = typer.Option(None, help="Default: the dataset's layer."),
+    injection_scale: Optional[float] = typer.Option(None, help="Default: a round number just above the mean norm."),
+    shuffle_activations: bool = typer.Option(False, help="Control run: pair explanations with other activations."),
+    lora_rank: int = typer.Option(AV["lora_rank"], help="LoRA rank; 0 trains every weight."),
+    lr: float = typer.Option(AV["lr"], help="Peak learning rate (warmup, then cosine to 10%)."),
+    batch_size: int = typer.Option(AV["batch_size"]),
+    epochs: float = typer.Option(AV["epochs"]),
+    checkpoint_every: int = typer.Option(AV["checkpoint_every"], help="Steps between resumable checkpoints."),
+    device: str = typer.Option(EXTRACT["device"], help="auto, cpu, cuda, cuda:N."),
+    overwrite: bool = typer.Option(False, help="Start over, replacing a run in --out."),
+):
+    """Train the verbalizer (AV) to write explanations of injected activations; a rerun resumes."""
+    from nla.train.av import train_av as run_train_av
+
+    result = run_train_av(AVTrainConfig(data=data, out=out, model=model, layer=layer, injection_scale=injection_scale,
+                                        shuffle_activations=shuffle_activations, lora_rank=lora_rank, lr=lr,
+                                        batch_size=batch_size, epochs=epochs, checkpoint_every=checkpoint_every,
+                                        device=device, overwrite=overwrite))
+    typer.echo(f"trained the AV for {result['steps']} steps (injection scale {result['injection_scale']:g}); "
+               f"folder: {result['out']}")
 
 
 def format_summary(summary: dict, out: Path) -> str:

@@ -46,7 +46,7 @@ def test_training_lowers_the_loss_and_beats_the_shuffled_control(tmp_path, toy_d
     path, texts, golds = toy_data
     cfg = config(tmp_path, path, tiny_llama)
     result = train_ar(cfg, progress=False)
-    losses = [json.loads(line)["loss"] for line in (cfg.out / "metrics.jsonl").read_text().splitlines()]
+    losses = [json.loads(line)["loss"] for line in (cfg.out / "ar_metrics.jsonl").read_text().splitlines()]
     assert result["steps"] == len(losses) == 72
     assert np.mean(losses[-4:]) < 0.5 * np.mean(losses[:4])
 
@@ -82,7 +82,7 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path, toy_data, ti
         train_ar(killed, progress=False)
     monkeypatch.setattr(loop_module, "save_training_state", real_save)
     assert train_ar(killed, progress=False)["steps"] == 6
-    logged = [json.loads(line)["step"] for line in (killed.out / "metrics.jsonl").read_text().splitlines()]
+    logged = [json.loads(line)["step"] for line in (killed.out / "ar_metrics.jsonl").read_text().splitlines()]
     assert logged == list(range(1, 7))  # steps after the last checkpoint are not logged twice
 
     a, _, _ = load_reconstructor(straight.out / "ar")
@@ -100,4 +100,4 @@ def test_finished_run_is_not_overwritten(tmp_path, toy_data, tiny_llama):
         train_ar(cfg, progress=False)
     again = config(tmp_path, path, tiny_llama, epochs=0.2, overwrite=True)
     assert train_ar(again, progress=False)["steps"] == 1
-    assert len((cfg.out / "metrics.jsonl").read_text().splitlines()) == 1
+    assert len((cfg.out / "ar_metrics.jsonl").read_text().splitlines()) == 1

@@ -6,7 +6,7 @@ The AR is the target's blocks 0..K with LoRA adapters (peft; `--lora-rank 0` tra
 the blocks fully) plus the identity-initialised head. Loss: 2(1 - cos) between the
 prediction and the activation. AdamW, linear warmup then cosine decay to 10% of
 the learning rate, gradient clipping. The training state is saved atomically every
-N steps and a rerun resumes from it; metrics go to OUT/metrics.jsonl. At the end the
+N steps (OUT/ar_state/) and a rerun resumes from it; metrics go to OUT/ar_metrics.jsonl. At the end the
 LoRA weights are merged and OUT/ar/ is written in the released AR layout.
 """
 
@@ -17,33 +17,21 @@ import shutil
 from dataclasses import asdict
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
-import yaml
 
 from nla.atomic import atomic_path
 from nla.autoencoder.meta import ModelMeta
 from nla.autoencoder.nla import ar_input_ids
 from nla.autoencoder.reconstructor import Reconstructor, reconstruction_mse
-from nla.data.dataset import sidecar_path, vectors_of
 from nla.errors import NLAError
 from nla.models import load_target
 from nla.models.activations import pad_right
-from nla.train.loop import train_loop
 from nla.train.config import ARTrainConfig
+from nla.train.loop import train_loop
+from nla.train.lora import add_lora, merge_lora
+from nla.train.pairs import read_pairs
 
 AR_TEMPLATE = "A language model's thought, described in words:\n{explanation}\nThe thought described above is"
-LORA_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
-
-def _dataset(cfg: ARTrainConfig) -> tuple[list[str], torch.Tensor, dict]:
-    if not cfg.data.exists():
-        raise NLAError(f"{cfg.data} not found; run nla explain-data first and pass its ar_sft.parquet")
-    table = pq.read_table(cfg.data)
-    if "explanation" not in table.column_names:
-        raise NLAError(f"{cfg.data} has no explanation column; pass the output of nla explain-data")
-    meta = yaml.safe_load(sidecar_path(cfg.data).read_text()) if sidecar_path(cfg.data).exists() else {}
-    return table.column("explanation").to_pylist(), torch.from_numpy(vectors_of(table).copy()), meta
 
 
 def build_reconstructor(model_spec: str, layer: int | None, lora_rank: int, device: str):
@@ -51,12 +39,7 @@ def build_reconstructor(model_spec: str, layer: int | None, lora_rank: int, devi
     layer = target.resolve_layer(layer)
     backbone = target.model.requires_grad_(False)
     if lora_rank:
-        from peft import LoraConfig, inject_adapter_in_model
-
-        # In place: the backbone keeps its class, with LoRA inside the blocks the AR runs.
-        lora = LoraConfig(r=lora_rank, lora_alpha=2 * lora_rank, target_modules=LORA_MODULES,
-                          layers_to_transform=list(range(layer + 1)), lora_dropout=0.0)
-        backbone = inject_adapter_in_model(lora, backbone)
+        backbone = add_lora(backbone, lora_rank, layers=list(range(layer + 1)))  # only the blocks the AR runs
     else:
         for block in target.layers[: layer + 1]:
             block.requires_grad_(True)
@@ -64,7 +47,7 @@ def build_reconstructor(model_spec: str, layer: int | None, lora_rank: int, devi
 
 
 def train_ar(cfg: ARTrainConfig, *, progress: bool = True) -> dict:
-    texts, golds, meta = _dataset(cfg)
+    texts, golds, meta = read_pairs(cfg.data)
     extraction = meta.get("extraction") or {}
     model_spec = cfg.model or extraction.get("base_model")
     if not model_spec:
@@ -89,7 +72,7 @@ def train_ar(cfg: ARTrainConfig, *, progress: bool = True) -> dict:
     settings.pop("overwrite")
     steps = train_loop(ar, loss_at, total_steps=total, lr=cfg.lr, warmup_fraction=cfg.warmup_fraction,
                        max_grad_norm=cfg.max_grad_norm, checkpoint_every=cfg.checkpoint_every, out=cfg.out,
-                       settings=settings, overwrite=cfg.overwrite, progress=progress, desc="train-ar")
+                       settings=settings, overwrite=cfg.overwrite, stage="ar", progress=progress)
     return _export(cfg, ar, target, model_spec, steps)
 
 
@@ -97,12 +80,7 @@ def _export(cfg: ARTrainConfig, ar: Reconstructor, target, model_spec: str, step
     """Merge LoRA into the blocks and write OUT/ar/ in the released layout."""
     ar.eval()
     if cfg.lora_rank:
-        from peft.tuners.lora import LoraLayer
-
-        for module in ar.backbone.modules():
-            if isinstance(module, LoraLayer):
-                module.merge()
-        ar.backbone = _strip_lora(ar.backbone)
+        ar.backbone = merge_lora(ar.backbone)
     meta = ModelMeta(role="ar", d_model=ar.d_model, extraction_layer_index=ar.layer, injection_scale=None,
                      mse_scale=math.sqrt(ar.d_model), prompt_templates={"ar": AR_TEMPLATE},
                      base_checkpoint=model_spec, stage="sl", trained_on=[str(cfg.data)],
@@ -112,14 +90,3 @@ def _export(cfg: ARTrainConfig, ar: Reconstructor, target, model_spec: str, step
         ar.save_released(tmp, target.tokenizer, meta)
         shutil.rmtree(cfg.out / "ar", ignore_errors=True)  # an older AR, replaced under --overwrite
     return {"steps": step, "out": str(cfg.out / "ar")}
-
-
-def _strip_lora(model: torch.nn.Module) -> torch.nn.Module:
-    """Replace merged LoRA wrappers by their base layers, so the saved weights have plain names."""
-    from peft.tuners.lora import LoraLayer
-
-    for name, module in list(model.named_modules()):
-        for child_name, child in list(module.named_children()):
-            if isinstance(child, LoraLayer):
-                setattr(module, child_name, child.get_base_layer())
-    return model

@@ -29,3 +29,31 @@ class ARTrainConfig:
         self.data, self.out = Path(self.data), Path(self.out)
         if self.batch_size < 1 or self.epochs <= 0 or self.lr <= 0 or self.lora_rank < 0:
             raise NLAError("batch-size, epochs and lr must be positive and lora-rank >= 0")
+
+
+@dataclass
+class AVTrainConfig:
+    data: Path  # parquet with `explanation` and `activation_vector` (nla explain-data output, av_sft split)
+    out: Path
+    model: str | None = None  # default: the dataset's base_model
+    layer: int | None = None  # default: the dataset's layer (recorded in the sidecar)
+    injection_scale: float | None = None  # default: a round number just above the data's mean norm
+    shuffle_activations: bool = False  # the control: pair each explanation with another row's activation
+    lora_rank: int = 16  # 0: train every weight
+    lr: float = 3e-4
+    batch_size: int = 8
+    epochs: float = 1.0
+    max_response_tokens: int = 150
+    warmup_fraction: float = 0.05
+    max_grad_norm: float = 1.0
+    checkpoint_every: int = 50
+    seed: int = 0
+    device: str = "auto"
+    overwrite: bool = False
+
+    def __post_init__(self):
+        self.data, self.out = Path(self.data), Path(self.out)
+        if self.batch_size < 1 or self.epochs <= 0 or self.lr <= 0 or self.lora_rank < 0:
+            raise NLAError("batch-size, epochs and lr must be positive and lora-rank >= 0")
+        if self.injection_scale is not None and self.injection_scale <= 0:
+            raise NLAError("injection-scale must be positive")

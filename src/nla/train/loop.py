@@ -50,19 +50,22 @@ def _resume(state_dir: Path, metrics_path: Path, settings: dict, module, optimiz
 
 def train_loop(module: torch.nn.Module, loss_at: Callable[[int], torch.Tensor], *, total_steps: int, lr: float,
                warmup_fraction: float, max_grad_norm: float, checkpoint_every: int, out: Path, settings: dict,
-               overwrite: bool, progress: bool = True, desc: str = "train") -> int:
-    """Run (or resume) `total_steps` optimizer steps on the module's trainable parameters; returns the step count."""
+               overwrite: bool, stage: str, progress: bool = True) -> int:
+    """Run (or resume) `total_steps` optimizer steps on the module's trainable parameters; returns the step count.
+
+    The state and metrics are named after the stage (OUT/ar_state/, OUT/ar_metrics.jsonl), so the AR and
+    AV stages can share one NLA folder."""
     params = [p for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     scheduler = cosine_with_warmup(optimizer, total_steps, max(1, int(warmup_fraction * total_steps)))
     settings = json.loads(json.dumps(settings, default=str))  # as it reads back from state.json
-    state_dir, metrics_path = out / "state", out / "metrics.jsonl"
+    state_dir, metrics_path = out / f"{stage}_state", out / f"{stage}_metrics.jsonl"
     if overwrite:
         shutil.rmtree(state_dir, ignore_errors=True)
         metrics_path.unlink(missing_ok=True)
     step = _resume(state_dir, metrics_path, settings, module, optimizer, scheduler)
     out.mkdir(parents=True, exist_ok=True)
-    bar = tqdm(total=total_steps, initial=step, desc=desc, unit="step", disable=not progress)
+    bar = tqdm(total=total_steps, initial=step, desc=f"train-{stage}", unit="step", disable=not progress)
     start = time.time()
     module.train()
     with metrics_path.open("a") as metrics:

@@ -1,0 +1,119 @@
+"""`nla train-av`: supervised training of the verbalizer (AV) to write the explanation of an injected activation.
+
+    nla train-av --data runs/acts/explanations-offline/av_sft.parquet --out runs/av
+    nla train-av ... --shuffle-activations --out runs/av-control    # the control run
+
+Each example is the canonical AV prompt with the activation (rescaled to the injection
+scale) in place of the marker's embedding, followed by `<explanation>TEXT</explanation>`
+and EOS. Cross-entropy on the response tokens only. The control run pairs every
+explanation with another row's activation: if the AV reads the vector, the real run
+ends at a lower loss than the control. LoRA (peft) on every linear layer by default;
+the shared loop gives warmup + cosine, clipping and resumable state. The result is
+merged and written to OUT/av/ (a full HF model folder plus nla_meta.yaml).
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from dataclasses import asdict
+
+import numpy as np
+import torch
+
+from nla.atomic import atomic_path
+from nla.autoencoder.checkpoint import save_verbalizer, verbalizer_tokens
+from nla.autoencoder.meta import ModelMeta
+from nla.autoencoder.verbalizer import Verbalizer
+from nla.autoencoder.verbalizer_prompt import AV_TEMPLATE, choose_marker, injection_site, prompt_ids
+from nla.data.norms import suggest_injection_scale
+from nla.errors import NLAError
+from nla.models import load_target
+from nla.train.config import AVTrainConfig
+from nla.train.loop import train_loop
+from nla.train.lora import add_lora, merge_lora
+from nla.train.pairs import read_pairs
+
+IGNORE = -100  # label value HF's loss skips
+
+
+def response_ids(tokenizer, text: str, max_tokens: int) -> list[int]:
+    ids = tokenizer(f"<explanation>{text}</explanation>", add_special_tokens=False)["input_ids"][:max_tokens]
+    return ids + [tokenizer.eos_token_id]
+
+
+def av_batch(verbalizer: Verbalizer, vectors: torch.Tensor, responses: list[list[int]], pad_id: int):
+    """(inputs_embeds (B, P+R, d), attention_mask (B, P+R), labels (B, P+R)) with right-padded responses."""
+    _, prompt_embeds, _ = verbalizer.prompt_embeddings(vectors)  # (B, P, d), the vector injected
+    width = max(len(r) for r in responses)
+    device = prompt_embeds.device
+    ids = torch.full((len(responses), width), pad_id, dtype=torch.long, device=device)
+    labels = torch.full((len(responses), width), IGNORE, dtype=torch.long, device=device)
+    mask = torch.zeros((len(responses), width), dtype=torch.long, device=device)
+    for row, r in enumerate(responses):
+        ids[row, : len(r)] = torch.tensor(r, device=device)
+        labels[row, : len(r)] = ids[row, : len(r)]
+        mask[row, : len(r)] = 1
+    embeds = torch.cat([prompt_embeds, verbalizer.model.get_input_embeddings()(ids)], dim=1)
+    prompt_len = prompt_embeds.shape[1]
+    full_mask = torch.cat([torch.ones((len(responses), prompt_len), dtype=torch.long, device=device), mask], dim=1)
+    full_labels = torch.cat([torch.full((len(responses), prompt_len), IGNORE, device=device), labels], dim=1)
+    return embeds, full_mask, full_labels
+
+
+def build_verbalizer(model_spec: str, injection_scale: float, lora_rank: int, device: str):
+    target = load_target(model_spec, device=device)
+    model = target.model.requires_grad_(False)
+    if lora_rank:
+        model = add_lora(model, lora_rank)
+    else:
+        model.requires_grad_(True)
+    marker = choose_marker(target.tokenizer)
+    ids = prompt_ids(target.tokenizer, AV_TEMPLATE, marker)
+    return Verbalizer(model, target.tokenizer, ids, injection_site(ids, marker), injection_scale), target
+
+
+def train_av(cfg: AVTrainConfig, *, progress: bool = True) -> dict:
+    texts, golds, meta = read_pairs(cfg.data)
+    extraction = meta.get("extraction") or {}
+    model_spec = cfg.model or extraction.get("base_model")
+    layer = cfg.layer if cfg.layer is not None else extraction.get("layer_index")
+    if not model_spec or layer is None:
+        raise NLAError(f"{cfg.data} does not name its model and layer; pass --model and --layer")
+    if (cfg.out / "av" / "nla_meta.yaml").exists() and not cfg.overwrite:
+        raise NLAError(f"{cfg.out} already holds a trained AV; pass --overwrite or another --out")
+    scale = cfg.injection_scale or suggest_injection_scale(float(golds.norm(dim=1).mean()))
+    torch.manual_seed(cfg.seed)
+    av, target = build_verbalizer(model_spec, scale, cfg.lora_rank, cfg.device)
+    if golds.shape[1] != av.d_model:
+        raise NLAError(f"{cfg.data} holds d={golds.shape[1]} activations but {model_spec} has d_model {av.d_model}")
+    rng = np.random.default_rng(cfg.seed)
+    if cfg.shuffle_activations:
+        golds = golds[torch.from_numpy(rng.permutation(len(golds)))]
+    responses = [response_ids(target.tokenizer, t, cfg.max_response_tokens) for t in texts]
+    total = max(1, int(math.ceil(len(texts) / cfg.batch_size) * cfg.epochs))
+    order = rng.permutation(np.tile(np.arange(len(texts)), math.ceil(cfg.epochs) + 1))
+
+    def loss_at(step: int) -> torch.Tensor:
+        batch = order[step * cfg.batch_size : (step + 1) * cfg.batch_size].tolist()
+        embeds, mask, labels = av_batch(av, golds[batch], [responses[i] for i in batch], target.pad_id)
+        return av.model(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
+
+    settings = {**asdict(cfg), "model": model_spec, "rows": len(texts), "injection_scale": scale}
+    settings.pop("overwrite")
+    steps = train_loop(av.model, loss_at, total_steps=total, lr=cfg.lr, warmup_fraction=cfg.warmup_fraction,
+                       max_grad_norm=cfg.max_grad_norm, checkpoint_every=cfg.checkpoint_every, out=cfg.out,
+                       settings=settings, overwrite=cfg.overwrite, stage="av", progress=progress)
+    if cfg.lora_rank:
+        av.model = merge_lora(av.model)
+    meta_out = ModelMeta(role="av", d_model=av.d_model, extraction_layer_index=int(layer), injection_scale=scale,
+                         mse_scale=math.sqrt(av.d_model), tokens=verbalizer_tokens(av),
+                         prompt_templates={"av": AV_TEMPLATE}, base_checkpoint=model_spec, stage="sl",
+                         trained_on=[str(cfg.data)],
+                         training={"lr": cfg.lr, "loss_type": "ce_response", "global_batch_size": cfg.batch_size,
+                                   "lora_rank": cfg.lora_rank, "steps": steps,
+                                   "shuffled_activations": cfg.shuffle_activations})
+    with atomic_path(cfg.out / "av") as tmp:
+        save_verbalizer(tmp, av, meta_out)
+        shutil.rmtree(cfg.out / "av", ignore_errors=True)  # an older AV, replaced under --overwrite
+    return {"steps": steps, "out": str(cfg.out / "av"), "injection_scale": scale}

@@ -1,0 +1,74 @@
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from nla.autoencoder.checkpoint import load_verbalizer
+from nla.autoencoder.nla import NLA
+from nla.data.dataset import rows_to_table
+from nla.errors import NLAError
+from nla.train.ar import train_ar
+from nla.train.av import train_av
+from nla.train.config import ARTrainConfig, AVTrainConfig
+
+WORDS = ["river", "python", "music", "bread"]
+COLUMNS = ("doc_id", "position", "n_raw_tokens", "activation_layer", "token_id", "token",
+           "detokenized_text_truncated", "source", "genre", "topic", "split")
+
+
+@pytest.fixture()
+def toy_pairs(tmp_path):
+    """Each activation points in its word's direction; its explanation names that word."""
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(len(WORDS), 32)).astype(np.float32) * 5
+    labels = rng.integers(0, len(WORDS), size=64)
+    vectors = centres[labels] + rng.normal(size=(64, 32)).astype(np.float32) * 0.3
+    texts = [f"about {WORDS[i]}" for i in labels]
+    table = rows_to_table(vectors, {c: [None] * 64 for c in COLUMNS}, 32).append_column("explanation", pa.array(texts))
+    path = tmp_path / "av_sft.parquet"
+    pq.write_table(table, path)
+    return path
+
+
+def config(tmp_path, name, data, model, **overrides):
+    settings = dict(data=data, out=tmp_path / name, model=str(model), layer=1, lora_rank=8, lr=1e-2, batch_size=16,
+                    epochs=10, checkpoint_every=100, warmup_fraction=0.1)
+    return AVTrainConfig(**{**settings, **overrides})
+
+
+def final_loss(out) -> float:
+    losses = [json.loads(line)["loss"] for line in (out / "av_metrics.jsonl").read_text().splitlines()]
+    return float(np.mean(losses[-5:]))
+
+
+def test_training_learns_the_response_format_and_saves_a_loadable_av(tmp_path, toy_pairs, tiny_llama):
+    # Full fine-tuning: a tiny random model's logits are too small for LoRA alone to move them quickly.
+    cfg = config(tmp_path, "real", toy_pairs, tiny_llama, lora_rank=0, lr=1e-2, epochs=20)
+    result = train_av(cfg, progress=False)
+    losses = [json.loads(line)["loss"] for line in (cfg.out / "av_metrics.jsonl").read_text().splitlines()]
+    assert result["steps"] == len(losses) == 80 and np.mean(losses[-5:]) < 0.25 * np.mean(losses[:5])
+    av, meta = load_verbalizer(cfg.out / "av")
+    assert meta.role == "av" and meta.stage == "sl" and meta.injection_scale == result["injection_scale"]
+    assert meta.tokens["injection_token_id"] == av.site.marker.token_id
+    answers = [e.answer for e in av.explain(torch.randn(3, 32) * 5, max_new_tokens=10)]
+    assert all(a.startswith("<explanation>about") for a in answers)  # the format was learned
+
+
+def test_trained_av_and_ar_load_as_one_nla(tmp_path, toy_pairs, tiny_llama):
+    train_av(config(tmp_path, "nla", toy_pairs, tiny_llama, epochs=0.5), progress=False)
+    train_ar(ARTrainConfig(data=toy_pairs, out=tmp_path / "nla", model=str(tiny_llama), layer=1, lora_rank=4,
+                           epochs=0.5, batch_size=16), progress=False)
+    nla = NLA.load(tmp_path / "nla")
+    explanations = nla.explain(torch.randn(2, 32), max_new_tokens=8)
+    assert len(explanations) == 2
+    assert len(nla.score(torch.randn(2, 32), ["about river", "about bread"])) == 2
+
+
+def test_existing_av_is_refused(tmp_path, toy_pairs, tiny_llama):
+    cfg = config(tmp_path, "once", toy_pairs, tiny_llama, epochs=0.25)
+    train_av(cfg, progress=False)
+    with pytest.raises(NLAError, match="already holds a trained AV"):
+        train_av(cfg, progress=False)
