@@ -7,7 +7,8 @@ this held-out set, not renormalised) for:
   real        each activation's own explanation
   shuffled    explanations permuted across rows (the control: a text that is not about
               this activation should explain nothing)
-  mean        predicting the held-out mean (FVE ~ 0 by construction)
+  mean        predicting the held-out mean direction (a little below 0: the prediction is
+              normalised to sqrt(d) like every other, the mean itself is shorter)
 """
 
 from __future__ import annotations

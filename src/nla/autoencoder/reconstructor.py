@@ -105,6 +105,7 @@ def load_reconstructor(folder: str | Path, *, device: str | torch.device = "cpu"
                        dtype: torch.dtype = torch.float32) -> tuple[Reconstructor, object, ModelMeta]:
     """Load an AR folder in the released layout: (reconstructor, tokenizer, sidecar)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as transformers_logging
 
     folder = Path(folder)
     meta = read_model_meta(folder)
@@ -116,8 +117,14 @@ def load_reconstructor(folder: str | Path, *, device: str | torch.device = "cpu"
     if weight.shape != (meta.d_model, meta.d_model):
         raise NLAError(f"{folder / VALUE_HEAD_FILE} has shape {tuple(weight.shape)}, but the sidecar says "
                        f"d_model {meta.d_model}; the folder mixes files of different models")
-    # The final norm and lm_head are absent by design; they are never run (the forward stops at block K).
-    backbone = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(device)
+    # The final norm and lm_head are absent by design; they are never run (the forward stops at block K),
+    # so transformers' report of them as missing is silenced.
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()
+    try:
+        backbone = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(device)
+    finally:
+        transformers_logging.set_verbosity(verbosity)
     head = nn.Linear(meta.d_model, meta.d_model, bias=False)
     with torch.no_grad():
         head.weight.copy_(weight)
