@@ -101,3 +101,12 @@ def test_finished_run_is_not_overwritten(tmp_path, toy_data, tiny_llama):
     again = config(tmp_path, path, tiny_llama, epochs=0.2, overwrite=True)
     assert train_ar(again, progress=False)["steps"] == 1
     assert len((cfg.out / "ar_metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_resume_with_other_settings_is_refused_before_loading(tmp_path, toy_data, tiny_llama):
+    path, _, _ = toy_data
+    state = tmp_path / "run" / "ar_state"
+    state.mkdir(parents=True)
+    (state / "state.json").write_text(json.dumps({"step": 1, "settings": {"lora_rank": 99}}))  # no tensors at all
+    with pytest.raises(NLAError, match="holds a run with other settings"):
+        train_ar(config(tmp_path, path, tiny_llama, epochs=1), progress=False)

@@ -38,10 +38,10 @@ def _resume(state_dir: Path, metrics_path: Path, settings: dict, module, optimiz
     found = latest_state(state_dir)
     if not found:
         return 0
-    saved = load_training_state(found, module, optimizer, scheduler)
-    if saved.get("settings") != settings:
+    if json.loads((found / "state.json").read_text()).get("settings") != settings:  # before touching tensors
         raise NLAError(f"{state_dir.parent} holds a run with other settings; use the same settings to resume, "
                        "or pass --overwrite to start over")
+    saved = load_training_state(found, module, optimizer, scheduler)
     if metrics_path.exists():  # drop lines logged after that state, they will be logged again
         lines = [line for line in metrics_path.read_text().splitlines() if json.loads(line)["step"] <= saved["step"]]
         metrics_path.write_text("".join(f"{line}\n" for line in lines))
