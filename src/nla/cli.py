@@ -253,7 +253,7 @@ def demo(
         context = row["detokenized_text_truncated"].removesuffix(row["token"]).replace("\n", " ")
         snippet = textwrap.shorten(context[-90:], 90, placeholder="...")
         typer.echo(f"  [{row['source']}/{row['genre']}] ...{snippet}[{row['token']}] -> {norms[i]:.1f}")
-    typer.echo("\nNext: the activation dataset is ready for NLA training (train-ar / train-av, coming next).")
+    typer.echo(f"\nNext: nla explain-data --dataset {out}, then nla train-ar / nla train-av (see README).")
 
 
 @app.command("build-corpus")
