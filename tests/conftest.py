@@ -107,3 +107,25 @@ def small_corpus(tmp_path) -> Path:
             f.write(json.dumps(record) + "\n")
         f.write(json.dumps({"id": "short", "text": SAMPLE_TEXTS[-1]}) + "\n")
     return path
+
+
+PAIR_COLUMNS = ("doc_id", "position", "n_raw_tokens", "activation_layer", "token_id", "token",
+                "detokenized_text_truncated", "source", "genre", "topic", "split")
+
+
+def write_toy_pairs(path: Path, words: list[str], rows: int, noise: float, template: str) -> tuple:
+    """An explanations parquet where each activation points in its word's direction and its text names the word."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from nla.data.dataset import rows_to_table
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(len(words), D_MODEL)).astype(np.float32) * 5
+    labels = rng.integers(0, len(words), size=rows)
+    vectors = centres[labels] + rng.normal(size=(rows, D_MODEL)).astype(np.float32) * noise
+    texts = [template.format(word=words[i]) for i in labels]
+    table = rows_to_table(vectors, {c: [None] * rows for c in PAIR_COLUMNS}, D_MODEL)
+    pq.write_table(table.append_column("explanation", pa.array(texts)), path)
+    return path, texts, torch.from_numpy(vectors)

@@ -1,14 +1,12 @@
 import json
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import torch
+from conftest import write_toy_pairs
 
 from nla.autoencoder.nla import ar_input_ids
 from nla.autoencoder.reconstructor import load_reconstructor
-from nla.data.dataset import rows_to_table
 from nla.errors import NLAError
 from nla.eval.metrics import baseline, fidelity
 from nla.models.activations import pad_right
@@ -22,18 +20,7 @@ WORDS = ["river", "python", "music", "bread", "chess", "volcano", "garden", "pla
 @pytest.fixture()
 def toy_data(tmp_path):
     """Each explanation names a word; each word has its own fixed activation direction (plus noise)."""
-    rng = np.random.default_rng(0)
-    centres = rng.normal(size=(len(WORDS), 32)).astype(np.float32) * 5
-    labels = rng.integers(0, len(WORDS), size=96)
-    vectors = centres[labels] + rng.normal(size=(96, 32)).astype(np.float32) * 0.5
-    explanations = [f"The text is about {WORDS[i]}." for i in labels]
-    columns = {name: [None] * 96 for name in ("doc_id", "position", "n_raw_tokens", "activation_layer", "token_id",
-                                               "token", "detokenized_text_truncated", "source", "genre", "topic",
-                                               "split")}
-    table = rows_to_table(vectors, columns, 32).append_column("explanation", pa.array(explanations))
-    path = tmp_path / "ar_sft.parquet"
-    pq.write_table(table, path)
-    return path, explanations, torch.from_numpy(vectors)
+    return write_toy_pairs(tmp_path / "ar_sft.parquet", WORDS, rows=96, noise=0.5, template="The text is about {word}.")
 
 
 def config(tmp_path, data, tiny_llama, **overrides):

@@ -1,36 +1,24 @@
 import json
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import torch
+from conftest import write_toy_pairs
 
 from nla.autoencoder.checkpoint import load_verbalizer
 from nla.autoencoder.nla import NLA
-from nla.data.dataset import rows_to_table
 from nla.errors import NLAError
 from nla.train.ar import train_ar
 from nla.train.av import train_av
 from nla.train.config import ARTrainConfig, AVTrainConfig
 
 WORDS = ["river", "python", "music", "bread"]
-COLUMNS = ("doc_id", "position", "n_raw_tokens", "activation_layer", "token_id", "token",
-           "detokenized_text_truncated", "source", "genre", "topic", "split")
 
 
 @pytest.fixture()
 def toy_pairs(tmp_path):
     """Each activation points in its word's direction; its explanation names that word."""
-    rng = np.random.default_rng(0)
-    centres = rng.normal(size=(len(WORDS), 32)).astype(np.float32) * 5
-    labels = rng.integers(0, len(WORDS), size=64)
-    vectors = centres[labels] + rng.normal(size=(64, 32)).astype(np.float32) * 0.3
-    texts = [f"about {WORDS[i]}" for i in labels]
-    table = rows_to_table(vectors, {c: [None] * 64 for c in COLUMNS}, 32).append_column("explanation", pa.array(texts))
-    path = tmp_path / "av_sft.parquet"
-    pq.write_table(table, path)
-    return path
+    return write_toy_pairs(tmp_path / "av_sft.parquet", WORDS, rows=64, noise=0.3, template="about {word}")[0]
 
 
 def config(tmp_path, name, data, model, **overrides):

@@ -9,12 +9,14 @@ from nla.errors import NLAError
 
 
 @dataclass
-class ARTrainConfig:
+class SFTConfig:
+    """What every supervised stage shares."""
+
     data: Path  # parquet with `explanation` and `activation_vector` (nla explain-data output)
-    out: Path
+    out: Path  # run folder; AR and AV may share one (their state and metrics are named by stage)
     model: str | None = None  # default: the dataset's base_model
     layer: int | None = None  # default: the dataset's layer
-    lora_rank: int = 16  # 0: train the blocks fully
+    lora_rank: int = 16  # 0: full fine-tuning
     lr: float = 3e-4
     batch_size: int = 16
     epochs: float = 1.0
@@ -29,31 +31,25 @@ class ARTrainConfig:
         self.data, self.out = Path(self.data), Path(self.out)
         if self.batch_size < 1 or self.epochs <= 0 or self.lr <= 0 or self.lora_rank < 0:
             raise NLAError("batch-size, epochs and lr must be positive and lora-rank >= 0")
+        if self.checkpoint_every < 1:
+            raise NLAError("checkpoint-every must be at least 1")
 
 
 @dataclass
-class AVTrainConfig:
-    data: Path  # parquet with `explanation` and `activation_vector` (nla explain-data output, av_sft split)
-    out: Path
-    model: str | None = None  # default: the dataset's base_model
-    layer: int | None = None  # default: the dataset's layer (recorded in the sidecar)
+class ARTrainConfig(SFTConfig):
+    """The reconstructor: LoRA on blocks 0..K (lora_rank 0 trains those blocks fully) plus the head."""
+
+
+@dataclass
+class AVTrainConfig(SFTConfig):
+    """The verbalizer: LoRA on every linear layer (lora_rank 0 trains every weight)."""
+
+    batch_size: int = 8  # sequences are prompt + response, longer than the AR's
     injection_scale: float | None = None  # default: a round number just above the data's mean norm
     shuffle_activations: bool = False  # the control: pair each explanation with another row's activation
-    lora_rank: int = 16  # 0: train every weight
-    lr: float = 3e-4
-    batch_size: int = 8
-    epochs: float = 1.0
     max_response_tokens: int = 150
-    warmup_fraction: float = 0.05
-    max_grad_norm: float = 1.0
-    checkpoint_every: int = 50
-    seed: int = 0
-    device: str = "auto"
-    overwrite: bool = False
 
     def __post_init__(self):
-        self.data, self.out = Path(self.data), Path(self.out)
-        if self.batch_size < 1 or self.epochs <= 0 or self.lr <= 0 or self.lora_rank < 0:
-            raise NLAError("batch-size, epochs and lr must be positive and lora-rank >= 0")
+        super().__post_init__()
         if self.injection_scale is not None and self.injection_scale <= 0:
             raise NLAError("injection-scale must be positive")
