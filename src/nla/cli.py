@@ -4,6 +4,7 @@
     nla info --model gemma3-270m  # layers, d_model, activation norms
     nla extract --out runs/acts   # corpus -> activation dataset
     nla explain-data --dataset runs/acts   # warm-start explanations for the SFT splits
+    nla explain "some text" --nla runs/nla # every token's explanation and fidelity
     nla build-corpus --out FILE   # regenerate the embedded default corpus
 """
 
@@ -205,6 +206,27 @@ def train_av(
                                         device=device, overwrite=overwrite))
     typer.echo(f"trained the AV for {result['steps']} steps (injection scale {result['injection_scale']:g}); "
                f"folder: {result['out']}")
+
+
+@app.command("explain")
+@user_errors
+def explain(
+    text: str = typer.Argument(..., help="The text whose tokens to explain."),
+    nla: Path = typer.Option(..., "--nla", help="An NLA folder holding av/ and ar/ (e.g. from train-ar + train-av)."),
+    model: Optional[str] = typer.Option(None, help="The target; default: the AV's base checkpoint. " + MODEL_HELP),
+    min_position: int = typer.Option(0, help="Skip earlier tokens."),
+    max_new_tokens: int = typer.Option(100, help="Longest explanation, in tokens."),
+    device: str = typer.Option(EXTRACT["device"], help="auto, cpu, cuda, cuda:N."),
+):
+    """Print, for every token of TEXT, the NLA's explanation of the target's activation and its fidelity."""
+    from nla.autoencoder.nla import NLA
+    from nla.models import load_target
+    from nla.reading.transcript import explain_text, format_readings
+
+    loaded = NLA.load(nla)
+    target = load_target(model or loaded.av_meta.base_checkpoint, device=device)
+    typer.echo(format_readings(explain_text(loaded, target, text, min_position=min_position,
+                                            max_new_tokens=max_new_tokens)))
 
 
 def format_summary(summary: dict, out: Path) -> str:

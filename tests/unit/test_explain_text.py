@@ -1,0 +1,38 @@
+import pytest
+from test_nla_checkpoint import build_tiny_nla
+from typer.testing import CliRunner
+
+from nla.autoencoder.nla import NLA
+from nla.cli import app
+from nla.errors import NLAError
+from nla.models import load_target
+from nla.reading.transcript import explain_text
+
+
+@pytest.fixture()
+def tiny_nla(tmp_path, tiny_llama):
+    return build_tiny_nla(tmp_path / "nla", tiny_llama)
+
+
+def test_every_token_from_min_position_gets_a_reading(tiny_nla, tiny_llama):
+    target = load_target(str(tiny_llama))
+    text = "Rivers carry water to the sea."
+    readings = explain_text(NLA.load(tiny_nla), target, text, min_position=2, max_new_tokens=4)
+    ids = target.encode(text)
+    assert [r.position for r in readings] == list(range(2, len(ids)))
+    assert [r.token for r in readings] == [target.tokenizer.decode([i]) for i in ids[2:]]
+    assert all(r.explanation is None and r.score is None for r in readings)  # untrained: counted as failed
+
+
+def test_too_short_text_is_named(tiny_nla, tiny_llama):
+    with pytest.raises(NLAError, match="none at or after --min-position 50"):
+        explain_text(NLA.load(tiny_nla), load_target(str(tiny_llama)), "Hi.", min_position=50)
+
+
+def test_command_prints_one_line_per_token(tiny_nla, tiny_llama):
+    result = CliRunner().invoke(app, ["explain", "Rivers carry water.", "--nla", str(tiny_nla), "--model",
+                                      str(tiny_llama), "--max-new-tokens", "3"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].lstrip().startswith("#") and len(lines) == 1 + len(load_target(str(tiny_llama)).encode("Rivers carry water."))
+    assert all("failed" in line for line in lines[1:])
