@@ -7,6 +7,7 @@ import numpy as np
 from nla.data.corpus import load_corpus
 from nla.data.extract import encode_document
 from nla.data.norms import norm_stats, suggest_injection_scale
+from nla.data.sampling import eligible_positions
 from nla.errors import NLAError
 from nla.models import Target
 from nla.models.activations import batched_residual_stream
@@ -19,7 +20,7 @@ def layer_norm_stats(target: Target, texts_ids: list[list[int]], layer: int, min
     norms = []
     for indices, hidden in batched_residual_stream(target, texts_ids, layer, batch_tokens):
         for row, i in enumerate(indices):
-            keep = [p for p in range(min_position, len(texts_ids[i])) if texts_ids[i][p] not in special]
+            keep = eligible_positions(texts_ids[i], special_ids=special, min_position=min_position)
             norms.append(hidden[row, keep].norm(dim=-1).numpy())
     return norm_stats(np.concatenate(norms))
 

@@ -19,11 +19,16 @@ def _key(seed: int, *parts: str) -> int:
     return int.from_bytes(digest[:8], "little")
 
 
+def eligible_positions(token_ids: list[int], *, special_ids: frozenset[int], min_position: int) -> list[int]:
+    """Positions >= min_position whose token is not special: the ones an activation may be taken from."""
+    return [i for i in range(min_position, len(token_ids)) if token_ids[i] not in special_ids]
+
+
 def sample_positions(
     token_ids: list[int], doc_id: str, *, special_ids: frozenset[int], min_position: int, per_doc: int, seed: int
 ) -> list[int]:
     """Up to `per_doc` distinct positions >= min_position whose token is not special, sorted."""
-    eligible = [i for i in range(min_position, len(token_ids)) if token_ids[i] not in special_ids]
+    eligible = eligible_positions(token_ids, special_ids=special_ids, min_position=min_position)
     if len(eligible) <= per_doc:
         return eligible
     rng = np.random.default_rng(_key(seed, doc_id))
