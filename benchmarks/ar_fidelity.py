@@ -18,22 +18,10 @@ import argparse
 import pyarrow.parquet as pq
 import torch
 
-from nla.autoencoder.nla import ar_input_ids
+from nla.autoencoder.nla import reconstruct_texts
 from nla.autoencoder.reconstructor import load_reconstructor
 from nla.data.dataset import vectors_of
 from nla.eval.metrics import baseline, fidelity
-from nla.models.activations import pad_right
-from nla.models.adapters import adapter_for
-
-
-@torch.no_grad()
-def predict(ar, tokenizer, template, texts, batch_size=32):
-    rows = ar_input_ids(tokenizer, texts, template, adapter_for(ar.backbone.config).requires_bos)
-    out = []
-    for start in range(0, len(rows), batch_size):
-        ids, mask = pad_right(rows[start : start + batch_size], tokenizer.pad_token_id or 0, torch.device("cpu"))
-        out.append(ar(ids, mask))
-    return torch.cat(out)
 
 
 def main() -> None:
@@ -51,8 +39,8 @@ def main() -> None:
     reference = baseline(golds)
     order = torch.randperm(len(texts), generator=torch.Generator().manual_seed(args.seed)).tolist()
     results = {
-        "real": fidelity(predict(ar, tokenizer, meta.prompt_templates["ar"], texts), golds, reference),
-        "shuffled": fidelity(predict(ar, tokenizer, meta.prompt_templates["ar"], [texts[i] for i in order]),
+        "real": fidelity(reconstruct_texts(ar, tokenizer, meta.prompt_templates["ar"], texts), golds, reference),
+        "shuffled": fidelity(reconstruct_texts(ar, tokenizer, meta.prompt_templates["ar"], [texts[i] for i in order]),
                              golds, reference),
         "mean": fidelity(reference.mean.expand_as(golds), golds, reference),
     }

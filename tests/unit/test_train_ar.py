@@ -5,11 +5,10 @@ import pytest
 import torch
 from conftest import write_toy_pairs
 
-from nla.autoencoder.nla import ar_input_ids
+from nla.autoencoder.nla import reconstruct_texts
 from nla.autoencoder.reconstructor import load_reconstructor
 from nla.errors import NLAError
 from nla.eval.metrics import baseline, fidelity
-from nla.models.activations import pad_right
 from nla.train import loop as loop_module
 from nla.train.ar import AR_TEMPLATE, train_ar
 from nla.train.config import ARTrainConfig
@@ -39,9 +38,7 @@ def test_training_lowers_the_loss_and_beats_the_shuffled_control(tmp_path, toy_d
 
     ar, tokenizer, meta = load_reconstructor(cfg.out / "ar")
     assert meta.role == "ar" and meta.stage == "sl" and meta.prompt_templates["ar"] == AR_TEMPLATE
-    ids, mask = pad_right(ar_input_ids(tokenizer, texts, AR_TEMPLATE, False), 0, torch.device("cpu"))
-    with torch.no_grad():
-        predicted = ar(ids, mask)
+    predicted = reconstruct_texts(ar, tokenizer, AR_TEMPLATE, texts)
     reference = baseline(golds)
     real = fidelity(predicted, golds, reference)["fve"]
     shuffled = fidelity(predicted, golds[torch.randperm(len(golds), generator=torch.Generator().manual_seed(0))],

@@ -31,6 +31,21 @@ def ar_input_ids(tokenizer, texts: list[str], template: str, requires_bos: bool)
     return rows
 
 
+@torch.no_grad()
+def reconstruct_texts(reconstructor: Reconstructor, tokenizer, template: str, texts: list[str], *,
+                      batch_size: int = 32) -> torch.Tensor:
+    """The AR's predictions (N, d), fp32 on CPU, for texts read through its template, in padded batches."""
+    requires_bos = adapter_for(reconstructor.backbone.config).requires_bos
+    rows = ar_input_ids(tokenizer, texts, template, requires_bos)
+    device = next(reconstructor.parameters()).device
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0  # masked: any id works
+    out = []
+    for start in range(0, len(rows), batch_size):
+        ids, mask = pad_right(rows[start : start + batch_size], pad_id, device)
+        out.append(reconstructor(ids, mask).cpu())
+    return torch.cat(out) if out else torch.empty(0, reconstructor.d_model)
+
+
 class NLA:
     def __init__(self, verbalizer: Verbalizer, reconstructor: Reconstructor, ar_tokenizer,
                  av_meta: ModelMeta, ar_meta: ModelMeta):
@@ -63,17 +78,10 @@ class NLA:
     def explain(self, vectors: torch.Tensor, **generation) -> list[Explanation]:
         return self.verbalizer.explain(vectors, **generation)
 
-    @torch.no_grad()
     def reconstruct(self, texts: list[str], *, batch_size: int = 32) -> torch.Tensor:
         """(N, d) predicted activations, fp32 on CPU."""
-        requires_bos = adapter_for(self.reconstructor.backbone.config).requires_bos
-        rows = ar_input_ids(self.ar_tokenizer, texts, self.ar_meta.prompt_templates["ar"], requires_bos)
-        device = next(self.reconstructor.parameters()).device
-        out = []
-        for start in range(0, len(rows), batch_size):
-            ids, mask = pad_right(rows[start : start + batch_size], self.ar_tokenizer.pad_token_id or 0, device)
-            out.append(self.reconstructor(ids, mask).cpu())
-        return torch.cat(out) if out else torch.empty(0, self.d_model)
+        return reconstruct_texts(self.reconstructor, self.ar_tokenizer, self.ar_meta.prompt_templates["ar"], texts,
+                                 batch_size=batch_size)
 
     def score(self, vectors: torch.Tensor, texts: list[str | None]) -> list[float | None]:
         """Reconstruction error of each (activation, explanation) pair; None where the explanation failed."""
