@@ -1,6 +1,7 @@
 """`nla explain-data`: warm-start explanations for the SFT splits of an activation dataset.
 
     nla explain-data --dataset runs/acts            # offline explainer, ar_sft and av_sft splits
+    nla explain-data --dataset runs/acts --explainer anthropic   # an API model (see explainers/api.py)
 
 For every row it rebuilds the exact context the activation came from (the corpus and
 model named in the dataset's config.yaml, re-tokenised and checked against the stored
@@ -8,12 +9,15 @@ token ids), asks the target for its most likely next tokens there, and has an
 explainer write the explanation. Output: OUT/{split}.parquet = the split's columns plus
 `explanation`, with a sidecar; rows the explainer failed on are dropped and counted.
 Each split file is written atomically, finished splits are skipped on a rerun, and
-summary.json (written last) marks the output complete.
+summary.json (written last) marks the output complete. API answers are also cached
+one by one in OUT/.cache/, so a split cut short by a kill or an outage resumes
+without repeating calls.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -27,12 +31,31 @@ from nla.data.corpus import load_corpus
 from nla.data.dataset import sidecar_path
 from nla.data.extract import CONFIG, SUMMARY, encode_document
 from nla.errors import NLAError
-from nla.explainers.base import ExplainRequest, Explainer
+from nla.explainers.api import (
+    CACHE_FILE,
+    DEFAULT_CONCURRENCY,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_MODELS,
+    INSTRUCTION_VERSION,
+    ApiExplainer,
+)
+from nla.explainers.base import Explainer, ExplainRequest
 from nla.explainers.offline import OfflineExplainer
 from nla.models import Target, load_target
 from nla.models.predictions import next_token_candidates
 
-EXPLAINERS = {"offline": OfflineExplainer}
+log = logging.getLogger(__name__)
+
+
+def _api_explainer(cfg: ExplainDataConfig, progress: bool) -> ApiExplainer:
+    return ApiExplainer(cfg.explainer, model=cfg.api_model, base_url=cfg.base_url, api_key_env=cfg.api_key_env,
+                        cache_path=cfg.out / CACHE_FILE, concurrency=cfg.concurrency, max_retries=cfg.max_retries,
+                        progress=progress)
+
+
+# name -> factory(cfg, progress); API backends need their settings, the offline one none.
+EXPLAINERS = {"offline": lambda cfg, progress: OfflineExplainer(), "anthropic": _api_explainer,
+              "openai": _api_explainer}
 
 
 @dataclass
@@ -45,6 +68,12 @@ class ExplainDataConfig:
     batch_tokens: int = 8192
     device: str = "auto"
     overwrite: bool = False
+    # API backends (anthropic, openai) only:
+    api_model: str | None = None  # default: DEFAULT_MODELS[explainer]
+    base_url: str | None = None  # e.g. http://localhost:8000/v1 for vLLM; default: the provider's
+    api_key_env: str | None = None  # environment variable holding the key (the key itself is never stored)
+    concurrency: int = DEFAULT_CONCURRENCY  # requests in flight
+    max_retries: int = DEFAULT_MAX_RETRIES  # per request, on rate limits, server errors and lost connections
 
     def __post_init__(self):
         self.dataset = Path(self.dataset)
@@ -53,6 +82,14 @@ class ExplainDataConfig:
             raise NLAError(f"unknown explainer '{self.explainer}'; choose one of: {', '.join(EXPLAINERS)}")
         if self.top_k < 1:
             raise NLAError("top-k must be at least 1")
+        if self.concurrency < 1:
+            raise NLAError("concurrency must be at least 1")
+        if self.max_retries < 0:
+            raise NLAError("max-retries must be 0 or more")
+        if self.base_url and not self.base_url.startswith(("http://", "https://")):
+            raise NLAError(f"base-url '{self.base_url}' is not an http(s) URL; e.g. http://localhost:8000/v1")
+        if self.explainer in DEFAULT_MODELS:
+            self.api_model = self.api_model or DEFAULT_MODELS[self.explainer]
 
 
 def _requests(target: Target, table: pa.Table, docs: dict, max_doc_tokens: int, top_k: int,
@@ -95,14 +132,23 @@ def _explain_split(cfg: ExplainDataConfig, split: str, target: Target, docs: dic
     table = pq.read_table(source)
     requests = _requests(target, table, docs, extract_cfg["max_doc_tokens"], cfg.top_k, cfg.batch_tokens)
     explanations = explainer.explain(requests)
+    usage = getattr(explainer, "usage", {})  # API backends count requests, cache hits, retries and tokens
     keep = [i for i, text in enumerate(explanations) if text]
     explained = table.take(keep).append_column("explanation", pa.array([explanations[i] for i in keep], pa.string()))
     with atomic_path(cfg.out / f"{split}.parquet") as tmp:
         pq.write_table(explained, tmp)
     meta = yaml.safe_load(sidecar_path(source).read_text())
-    meta.update(row_count=explained.num_rows, explanations={"explainer": explainer.name, "top_k": cfg.top_k})
+    about = {"explainer": explainer.name, "top_k": cfg.top_k}
+    if usage:
+        about.update(model=explainer.model, instruction_version=INSTRUCTION_VERSION)
+    meta.update(row_count=explained.num_rows, explanations=about)
     write_yaml(sidecar_path(cfg.out / f"{split}.parquet"), meta)
-    return {"rows": table.num_rows, "explained": len(keep), "failed": table.num_rows - len(keep)}
+    counts = {"rows": table.num_rows, "explained": len(keep), "failed": table.num_rows - len(keep), **usage}
+    if usage:
+        log.info(f"{split}: {usage['api_requests']} API requests, {usage['cache_hits']} cache hits, "
+                 f"{usage['retries']} retries, {counts['failed']} failed; "
+                 f"tokens in {usage['input_tokens']}, out {usage['output_tokens']}")
+    return counts
 
 
 def explain_data(cfg: ExplainDataConfig, *, progress: bool = True) -> dict:
@@ -112,10 +158,10 @@ def explain_data(cfg: ExplainDataConfig, *, progress: bool = True) -> dict:
     if (cfg.out / SUMMARY).exists() and not cfg.overwrite:
         raise NLAError(f"{cfg.out} already holds explanations; pass --overwrite to replace them, or another --out")
     extract_cfg = yaml.safe_load((cfg.dataset / CONFIG).read_text())
+    explainer = EXPLAINERS[cfg.explainer](cfg, progress)  # first: a missing key or SDK stops before any work
     target = load_target(extract_cfg["model"], device=cfg.device, dtype=extract_cfg["dtype"])
     docs = {d.doc_id: d for d in load_corpus(extract_cfg["corpus"], text_field=extract_cfg["text_field"],
                                              limit=extract_cfg["max_docs"])}
-    explainer = EXPLAINERS[cfg.explainer]()
     if cfg.overwrite:
         (cfg.out / SUMMARY).unlink(missing_ok=True)
     counts = {}
