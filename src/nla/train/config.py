@@ -39,6 +39,15 @@ class SFTConfig:
 class ARTrainConfig(SFTConfig):
     """The reconstructor: LoRA on blocks 0..K (lora_rank 0 trains those blocks fully) plus the head."""
 
+    # The text the AR reads. "detokenized_text_truncated" trains the text-oracle AR that `nla eval`
+    # uses as a ceiling: it sees the true context instead of an explanation of it.
+    text_column: str = "explanation"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.text_column:
+            raise NLAError("text-column must name a column of the data (e.g. explanation)")
+
 
 @dataclass
 class AVTrainConfig(SFTConfig):

@@ -1,0 +1,321 @@
+"""`nla eval`: held-out fidelity of a trained NLA, next to the controls that give it meaning.
+
+    nla eval --nla runs/nla --data runs/acts/validation.parquet --out runs/eval
+    nla eval --nla runs/nla --oracle-ar runs/oracle --out runs/eval --overwrite
+
+The AV explains each held-out activation (greedy, batched), the AR reconstructs it from
+the explanation, and the round trip is scored with FVE, MSE (2(1 - cos)) and cosine
+(nla.eval.metrics). The same rows are scored for three controls:
+
+    shuffled_av   the AV reads another row's activation (a seeded derangement: no row keeps its
+                  own); its explanation is reconstructed and scored against the TRUE activation.
+                  Near 0 FVE proves the explanations carry this activation, not the dataset's average.
+    oracle_ar     an AR trained on the true context (`nla train-ar --text-column
+                  detokenized_text_truncated`) reads the held-out context: a reference ceiling.
+    mean          every row predicted as the mean activation of a training split.
+
+An explanation without its closing tag is a failed sample: it scores MSE 2 (an orthogonal guess,
+the penalty RL gives it), so failures lower FVE instead of being dropped.
+
+Outputs in OUT/: eval.json (written last; it marks the evaluation complete), rows.parquet
+(per-row errors), fve_by_position.png and fve_by_norm.png (with the `plot` extra), and
+explanations.jsonl, the AV's outputs, appended batch by batch so that a killed run resumes and
+a rerun with the same AV settings (e.g. adding --oracle-ar under --overwrite) reuses them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from tqdm import tqdm
+
+from nla.atomic import atomic_path, write_json
+from nla.autoencoder.checkpoint import AR_DIR
+from nla.autoencoder.nla import NLA, reconstruct_texts
+from nla.autoencoder.reconstructor import load_reconstructor, reconstruction_mse
+from nla.data.dataset import vectors_of
+from nla.errors import NLAError
+from nla.eval.config import EvalConfig
+from nla.eval.metrics import Baseline, baseline
+
+EVAL_JSON, ROWS_FILE, EXPLANATIONS_FILE = "eval.json", "rows.parquet", "explanations.jsonl"
+FAILED_MSE = 2.0  # an untagged explanation scores like an orthogonal guess
+CONTEXT_COLUMN = "detokenized_text_truncated"
+REQUIRED_COLUMNS = ("activation_vector", "doc_id", "position", "token")
+
+
+# ---------------------------------------------------------------- inputs
+
+
+def default_heldout(nla: NLA, nla_path: Path) -> Path:
+    """The validation split of the extraction the NLA was trained from (found via the sidecars' trained_on)."""
+    for trained_on in nla.ar_meta.trained_on + nla.av_meta.trained_on:
+        for folder in list(Path(trained_on).parents)[:2]:  # the split's folder, or its explanations' parent
+            if (folder / "config.yaml").exists() and (folder / "validation.parquet").exists():
+                return folder / "validation.parquet"
+    raise NLAError(f"cannot find the dataset {nla_path} was trained on; pass --data with a held-out split "
+                   "(e.g. runs/acts/validation.parquet)")
+
+
+def read_heldout(path: Path, d_model: int, max_rows: int | None, seed: int) -> tuple[pa.Table, torch.Tensor]:
+    """The evaluated rows (a seeded sample when max_rows is set, kept in file order) and their activations."""
+    if not path.exists():
+        raise NLAError(f"{path} not found; pass --data with an activation split written by nla extract")
+    table = pq.read_table(path)
+    missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
+    if missing:
+        raise NLAError(f"{path} lacks column(s) {', '.join(missing)}; pass a split written by nla extract")
+    if max_rows is not None and max_rows < table.num_rows:
+        keep = np.sort(np.random.default_rng(seed).choice(table.num_rows, size=max_rows, replace=False))
+        table = table.take(pa.array(keep))
+    if table.num_rows < 2:
+        raise NLAError(f"{path} has {table.num_rows} row(s); evaluation needs at least 2")
+    vectors = torch.from_numpy(vectors_of(table).copy())
+    if vectors.shape[1] != d_model:
+        raise NLAError(f"{path} holds d={vectors.shape[1]} activations but the NLA reads d_model {d_model}; "
+                       "pass a split extracted from the NLA's target and layer")
+    return table, vectors
+
+
+def derangement(n: int, seed: int) -> np.ndarray:
+    """A seeded permutation with no fixed point: row i reads activation order[i] != i."""
+    cycle = np.random.default_rng(seed).permutation(n)
+    order = np.empty(n, dtype=np.int64)
+    order[cycle] = np.roll(cycle, -1)  # each row takes the next one along a random cycle
+    return order
+
+
+def load_oracle(path: Path, nla: NLA, device: str):
+    """An oracle AR (its folder or a run folder holding ar/) that reads the NLA's target, layer and width."""
+    folder = path / AR_DIR if (path / AR_DIR).is_dir() else path
+    if not (folder / "nla_meta.yaml").exists():
+        raise NLAError(f"{path} is not an AR folder; pass the --out of nla train-ar --text-column "
+                       f"{CONTEXT_COLUMN} (or its ar/ folder)")
+    oracle, tokenizer, meta = load_reconstructor(folder, device=device)
+    for name, ours in (("base_checkpoint", nla.ar_meta.base_checkpoint), ("d_model", nla.d_model),
+                       ("extraction_layer_index", nla.layer)):
+        theirs = getattr(meta, name)
+        if ours is not None and theirs is not None and theirs != ours:
+            raise NLAError(f"the oracle AR {folder} has {name} {theirs} but the NLA has {ours}; "
+                           "train the oracle on the same target and layer as the NLA")
+    return oracle.eval(), tokenizer, meta
+
+
+def default_mean_source(data: Path) -> Path | None:
+    candidate = data.parent / "ar_sft.parquet"
+    return candidate if candidate.exists() and candidate.resolve() != data.resolve() else None
+
+
+# ---------------------------------------------------------------- the AV, resumable
+
+
+def av_settings(cfg: EvalConfig, nla: NLA, data: Path) -> dict:
+    """What the cached explanations depend on; a cache made with other settings is discarded."""
+    return {"nla": str(cfg.nla.resolve()), "av_created_at": nla.av_meta.created_at,  # an AV retrained in place
+            "data": str(data.resolve()), "max_rows": cfg.max_rows, "seed": cfg.seed,
+            "max_new_tokens": cfg.max_new_tokens}
+
+
+def read_cached_explanations(path: Path, settings: dict) -> dict[tuple[str, int], dict]:
+    if not path.exists():
+        return {}
+    lines = path.read_text(encoding="utf-8").splitlines()
+    try:
+        same = bool(lines) and json.loads(lines[0]).get("settings") == settings
+    except json.JSONDecodeError:  # killed while writing the header
+        same = False
+    if not same:
+        path.unlink()
+        return {}
+    cached, kept = {}, lines[:1]
+    for line in lines[1:]:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # the last line of a killed run may be cut short: drop it
+            break
+        cached[(record["control"], record["row"])] = record
+        kept.append(line)
+    if len(kept) < len(lines):
+        with atomic_path(path) as tmp:
+            tmp.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
+    return cached
+
+
+def explain_all(nla: NLA, vectors: dict[str, torch.Tensor], cfg: EvalConfig, cache: Path, settings: dict,
+                progress: bool) -> dict[str, list[dict]]:
+    """Greedy explanations for each named set of activations, batch by batch, appended to the cache."""
+    done = read_cached_explanations(cache, settings)
+    todo = [(name, start) for name, v in vectors.items() for start in range(0, len(v), cfg.batch_size)
+            if any((name, i) not in done for i in range(start, min(start + cfg.batch_size, len(v))))]
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    with cache.open("a", encoding="utf-8") as f:
+        if not done and cache.stat().st_size == 0:
+            f.write(json.dumps({"settings": settings}) + "\n")
+        for name, start in tqdm(todo, desc="eval: explain", unit="batch", disable=not progress):
+            batch = vectors[name][start : start + cfg.batch_size]
+            explanations = nla.explain(batch, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
+            for i, e in enumerate(explanations, start=start):
+                record = {"control": name, "row": i, "text": e.text, "answer": e.answer, "num_tokens": e.num_tokens}
+                done[(name, i)] = record
+                f.write(json.dumps(record) + "\n")
+            f.flush()
+    return {name: [done[(name, i)] for i in range(len(v))] for name, v in vectors.items()}
+
+
+# ---------------------------------------------------------------- scoring
+
+
+def explanation_mse(nla: NLA, records: list[dict], golds: torch.Tensor, batch_size: int) -> np.ndarray:
+    """Per-row MSE of the AR's reconstruction from each explanation; FAILED_MSE where the AV gave no text."""
+    mse = np.full(len(records), FAILED_MSE)
+    tagged = [i for i, r in enumerate(records) if r["text"] is not None]
+    if tagged:
+        predicted = nla.reconstruct([records[i]["text"] for i in tagged], batch_size=batch_size)
+        mse[tagged] = reconstruction_mse(predicted, golds[tagged]).numpy()
+    return mse
+
+
+def summary(mse: np.ndarray, reference: Baseline) -> dict:
+    """FVE, MSE and cosine of per-row errors; cos = 1 - mse/2 exactly under the 2(1 - cos) convention."""
+    mean = float(mse.mean())
+    return {"fve": 1.0 - mean / reference.denominator, "mse": mean, "cosine": 1.0 - mean / 2}
+
+
+def explanation_stats(records: list[dict]) -> dict:
+    return {"failure_rate": float(np.mean([r["text"] is None for r in records])),
+            "mean_explanation_tokens": float(np.mean([r["num_tokens"] for r in records]))}
+
+
+def fve_by_bucket(values: np.ndarray, errors: dict[str, np.ndarray], reference: Baseline, buckets: int) -> dict:
+    """FVE per quantile bucket of `values` (position or norm), against the one held-out denominator B."""
+    edges = np.unique(np.quantile(values, np.linspace(0, 1, buckets + 1)))
+    which = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, max(len(edges) - 2, 0))
+    rows = []
+    for b in range(max(len(edges) - 1, 1)):
+        members = which == b
+        if members.any():
+            lo, hi = values[members].min(), values[members].max()
+            rows.append({"bucket": f"{lo:.4g}-{hi:.4g}", "rows": int(members.sum()),
+                         **{name: summary(e[members], reference)["fve"] for name, e in errors.items()}})
+    return {"buckets": rows}
+
+
+# ---------------------------------------------------------------- outputs
+
+
+def write_rows(path: Path, table: pa.Table, norms: np.ndarray, errors: dict[str, np.ndarray],
+               explained: dict[str, list[dict]]) -> None:
+    columns = {"doc_id": table.column("doc_id"), "position": table.column("position"),
+               "token": table.column("token"), "norm": pa.array(norms, type=pa.float32())}
+    columns.update({f"mse_{name}": pa.array(e, type=pa.float32()) for name, e in errors.items()})
+    columns["explanation"] = pa.array([r["text"] for r in explained["nla"]], type=pa.string())
+    columns["explanation_tokens"] = pa.array([r["num_tokens"] for r in explained["nla"]], type=pa.int32())
+    columns["shuffled_av_explanation"] = pa.array([r["text"] for r in explained["shuffled_av"]], type=pa.string())
+    with atomic_path(path) as tmp:
+        pq.write_table(pa.table(columns), tmp)
+
+
+def write_plots(out: Path, by: dict[str, dict], row_count: int) -> dict:
+    """The two bucket plots, or a note saying why and how to get them."""
+    from nla.eval import plots
+
+    try:
+        plots.require_matplotlib()
+    except NLAError as err:
+        return {"skipped": str(err)}
+    written = {}
+    for key, label in (("position", "token position"), ("norm", "activation norm")):
+        rows = by[key]["buckets"]
+        series = {name: [r[name] for r in rows] for name in rows[0] if name not in ("bucket", "rows")}
+        path = out / f"fve_by_{key}.png"
+        plots.bucket_plot(path, [r["bucket"] for r in rows], series, title=f"FVE by {label} ({row_count} rows)",
+                          xlabel=f"{label} bucket", ylabel="FVE", kind="bar")
+        written[key] = str(path)
+    return written
+
+
+# ---------------------------------------------------------------- the stage
+
+
+def evaluate(cfg: EvalConfig, *, progress: bool = True) -> dict:
+    from nla.models.target import pick_device
+
+    if (cfg.out / EVAL_JSON).exists() and not cfg.overwrite:
+        raise NLAError(f"{cfg.out} already holds an evaluation; pass --overwrite or another --out")
+    device = str(pick_device(cfg.device))
+    started = time.time()
+    nla = NLA.load(cfg.nla, device=device)
+    data = cfg.data or default_heldout(nla, cfg.nla)
+    table, golds = read_heldout(data, nla.d_model, cfg.max_rows, cfg.seed)
+    oracle = load_oracle(cfg.oracle_ar, nla, device) if cfg.oracle_ar else None
+    if oracle and CONTEXT_COLUMN not in table.column_names:
+        raise NLAError(f"{data} has no {CONTEXT_COLUMN} column, which the oracle AR reads; "
+                       "pass a split written by nla extract")
+    mean_source = cfg.mean_from or default_mean_source(data)
+    reference = baseline(golds)
+    order = derangement(len(golds), cfg.seed)
+
+    explained = explain_all(nla, {"nla": golds, "shuffled_av": golds[order]}, cfg, cfg.out / EXPLANATIONS_FILE,
+                            av_settings(cfg, nla, data), progress)
+    errors = {"nla": explanation_mse(nla, explained["nla"], golds, cfg.batch_size),
+              "shuffled_av": explanation_mse(nla, explained["shuffled_av"], golds, cfg.batch_size)}
+    controls: dict[str, dict] = {
+        "shuffled_av": {**summary(errors["shuffled_av"], reference), **explanation_stats(explained["shuffled_av"]),
+                        "what": "the AV reads another row's activation; scored against the true one"}}
+    if oracle:
+        ar, tokenizer, meta = oracle
+        predicted = reconstruct_texts(ar, tokenizer, meta.prompt_templates["ar"],
+                                      table.column(CONTEXT_COLUMN).to_pylist(), batch_size=cfg.batch_size)
+        errors["oracle_ar"] = reconstruction_mse(predicted, golds).numpy()
+        controls["oracle_ar"] = {**summary(errors["oracle_ar"], reference), "ar": str(cfg.oracle_ar),
+                                 "what": "an AR trained on the true context reads the held-out context"}
+    else:
+        controls["oracle_ar"] = {"skipped": "no --oracle-ar given; train one with nla train-ar --text-column "
+                                            f"{CONTEXT_COLUMN} and pass its --out"}
+    if mean_source:
+        source, mean_golds = read_heldout(mean_source, nla.d_model, None, cfg.seed)
+        mu = baseline(mean_golds).mean
+        errors["mean"] = reconstruction_mse(mu.expand_as(golds), golds).numpy()
+        controls["mean"] = {**summary(errors["mean"], reference), "mean_from": str(mean_source),
+                            "mean_rows": source.num_rows, "what": "every row predicted as the mean activation"}
+    else:
+        controls["mean"] = {"skipped": f"no ar_sft.parquet next to {data}; pass --mean-from with a training split"}
+
+    norms = golds.norm(dim=1).numpy()
+    by = {"position": fve_by_bucket(table.column("position").to_numpy().astype(float), errors, reference, cfg.buckets),
+          "norm": fve_by_bucket(norms, errors, reference, cfg.buckets)}
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    write_rows(cfg.out / ROWS_FILE, table, norms, errors, explained)
+    result = {
+        "nla": str(cfg.nla), "data": str(data), "rows": len(golds), "d_model": nla.d_model, "layer": nla.layer,
+        "baseline_denominator": reference.denominator,
+        "fve": summary(errors["nla"], reference)["fve"], "mse": float(errors["nla"].mean()),
+        "cosine": summary(errors["nla"], reference)["cosine"], **explanation_stats(explained["nla"]),
+        "failed_mse": FAILED_MSE, "controls": controls, "by_position": by["position"], "by_norm": by["norm"],
+        "plots": write_plots(cfg.out, by, len(golds)),
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items() if k != "overwrite"},
+        "seconds": round(time.time() - started, 1),
+    }
+    write_json(cfg.out / EVAL_JSON, result)  # last: its presence marks a finished evaluation
+    return result
+
+
+def format_result(result: dict) -> str:
+    lines = [f"{result['rows']} held-out rows of {result['data']} (layer {result['layer']}, "
+             f"B = {result['baseline_denominator']:.3f})",
+             f"  {'nla':>12}: FVE {result['fve']:+.3f}  MSE {result['mse']:.3f}  cos {result['cosine']:.3f}  "
+             f"failed {result['failure_rate']:.0%}  {result['mean_explanation_tokens']:.0f} tokens"]
+    for name, c in result["controls"].items():
+        lines.append(f"  {name:>12}: " + (f"skipped ({c['skipped']})" if "skipped" in c else
+                                          f"FVE {c['fve']:+.3f}  MSE {c['mse']:.3f}  cos {c['cosine']:.3f}"))
+    plots = result["plots"]
+    lines.append(f"  plots: {plots['skipped']}" if "skipped" in plots else f"  plots: {', '.join(plots.values())}")
+    return "\n".join(lines)
+
