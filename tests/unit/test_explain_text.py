@@ -17,7 +17,7 @@ def tiny_nla(tmp_path, tiny_llama):
 def test_every_token_from_min_position_gets_a_reading(tiny_nla, tiny_llama):
     target = load_target(str(tiny_llama))
     text = "Rivers carry water to the sea."
-    readings = explain_text(NLA.load(tiny_nla), target, text, min_position=2, max_new_tokens=4)
+    readings = explain_text(NLA.load(tiny_nla), text, target=target, min_position=2, max_new_tokens=4)
     ids = target.encode(text)
     assert [r.position for r in readings] == list(range(2, len(ids)))
     assert [r.token for r in readings] == [target.tokenizer.decode([i]) for i in ids[2:]]
@@ -26,7 +26,7 @@ def test_every_token_from_min_position_gets_a_reading(tiny_nla, tiny_llama):
 
 def test_too_short_text_is_named(tiny_nla, tiny_llama):
     with pytest.raises(NLAError, match="none at or after --min-position 50"):
-        explain_text(NLA.load(tiny_nla), load_target(str(tiny_llama)), "Hi.", min_position=50)
+        explain_text(NLA.load(tiny_nla), "Hi.", target=load_target(str(tiny_llama)), min_position=50)
 
 
 def test_command_prints_one_line_per_token(tiny_nla, tiny_llama):

@@ -60,3 +60,21 @@ def test_existing_av_is_refused(tmp_path, toy_pairs, tiny_llama):
     train_av(cfg, progress=False)
     with pytest.raises(NLAError, match="already holds a trained AV"):
         train_av(cfg, progress=False)
+
+
+def test_shuffled_control_sees_the_same_batches_with_other_vectors(tmp_path, toy_pairs, tiny_llama, monkeypatch):
+    import nla.train.av as av_module
+
+    seen = {}
+    real_batch = av_module.av_batch
+
+    def recording_batch(verbalizer, vectors, responses, pad_id):
+        seen[run].append((responses, vectors.clone()))
+        return real_batch(verbalizer, vectors, responses, pad_id)
+
+    monkeypatch.setattr(av_module, "av_batch", recording_batch)
+    for run, shuffle in (("real", False), ("control", True)):
+        seen[run] = []
+        train_av(config(tmp_path, run, toy_pairs, tiny_llama, epochs=0.5, shuffle_activations=shuffle), progress=False)
+    assert [r for r, _ in seen["real"]] == [r for r, _ in seen["control"]]  # paired: same texts, same order
+    assert not torch.equal(seen["real"][0][1], seen["control"][0][1])

@@ -1,9 +1,14 @@
 """The public handle on a trained NLA: load it, explain activations, reconstruct text, score pairs.
 
-    nla = NLA.load("path/to/nla")             # holds av/ and ar/
+    nla = NLA.load("path/to/nla")             # holds av/ and ar/ (or av_adapter/ and ar_adapter/)
     explanations = nla.explain(vectors)       # (N, d) activations -> N explanations
     predicted = nla.reconstruct(texts)        # N texts -> (N, d)
     mse = nla.score(vectors, texts)           # per row, 2(1 - cos): 0 perfect, 2 orthogonal
+
+A folder with LoRA adapters (what train-ar / train-av write beside the merged folders) loads
+onto one base model that also serves as the target (`nla.target`): one copy of the
+weights instead of three. Merged folders load as two models, and the target as a third
+when first asked for.
 """
 
 from __future__ import annotations
@@ -15,10 +20,12 @@ import torch
 from nla.autoencoder.checkpoint import AR_DIR, AV_DIR, check_pair, load_verbalizer
 from nla.autoencoder.meta import ModelMeta
 from nla.autoencoder.reconstructor import Reconstructor, load_reconstructor, reconstruction_mse
+from nla.autoencoder.shared import has_adapters, load_shared, use_role
 from nla.autoencoder.verbalizer import Explanation, Verbalizer, check_vectors
 from nla.errors import NLAError
-from nla.models.activations import pad_right
+from nla.models.activations import pad_right, residual_stream
 from nla.models.adapters import adapter_for
+from nla.models.target import Target, pick_device
 
 
 def ar_input_ids(tokenizer, texts: list[str], template: str, requires_bos: bool) -> list[list[int]]:
@@ -48,24 +55,62 @@ def reconstruct_texts(reconstructor: Reconstructor, tokenizer, template: str, te
 
 class NLA:
     def __init__(self, verbalizer: Verbalizer, reconstructor: Reconstructor, ar_tokenizer,
-                 av_meta: ModelMeta, ar_meta: ModelMeta):
+                 av_meta: ModelMeta, ar_meta: ModelMeta, target: Target | None = None):
         self.verbalizer = verbalizer
         self.reconstructor = reconstructor
         self.ar_tokenizer = ar_tokenizer
         self.av_meta = av_meta
         self.ar_meta = ar_meta
+        self._target = target  # the shared base (adapters), or loaded on first use (merged folders)
+        self.shared_base = target is not None and target.model is verbalizer.model
 
     @classmethod
-    def load(cls, path: str | Path, *, device: str = "cpu", dtype: torch.dtype = torch.float32) -> "NLA":
-        path = Path(path)
-        if not (path / AV_DIR).is_dir() or not (path / AR_DIR).is_dir():
-            raise NLAError(f"{path} is not an NLA folder: it needs {AV_DIR}/ and {AR_DIR}/ checkpoint folders")
-        verbalizer, av_meta = load_verbalizer(path / AV_DIR, device=device, dtype=dtype)
-        reconstructor, ar_tokenizer, ar_meta = load_reconstructor(path / AR_DIR, device=device, dtype=dtype)
-        check_pair(av_meta, ar_meta, path)
-        if not ar_meta.prompt_templates.get("ar"):
-            raise NLAError(f"{path / AR_DIR}/nla_meta.yaml has no AR prompt template")
-        return cls(verbalizer, reconstructor.eval(), ar_tokenizer, av_meta, ar_meta)
+    def load(cls, path: str | Path, *, device: str = "auto", dtype: torch.dtype = torch.float32,
+             shared_base: bool | None = None) -> "NLA":
+        """shared_base None: use the adapters when the folder has both, else the merged folders."""
+        path, device = Path(path), pick_device(device)
+        if shared_base is None:
+            shared_base = has_adapters(path)
+        if shared_base:
+            if not has_adapters(path):
+                raise NLAError(f"{path} has no av_adapter/ and ar_adapter/; train with LoRA, or load the merged folders")
+            target, verbalizer, reconstructor, av_meta, ar_meta = load_shared(
+                path, device=str(device), dtype=str(dtype).removeprefix("torch."))
+            nla = cls(verbalizer, reconstructor, target.tokenizer, av_meta, ar_meta, target)
+        else:
+            if not (path / AV_DIR).is_dir() or not (path / AR_DIR).is_dir():
+                raise NLAError(f"{path} is not an NLA folder: it needs {AV_DIR}/ and {AR_DIR}/ checkpoint folders")
+            verbalizer, av_meta = load_verbalizer(path / AV_DIR, device=device, dtype=dtype)
+            reconstructor, ar_tokenizer, ar_meta = load_reconstructor(path / AR_DIR, device=device, dtype=dtype)
+            check_pair(av_meta, ar_meta, path)
+            nla = cls(verbalizer, reconstructor.eval(), ar_tokenizer, av_meta, ar_meta)
+        if not nla.ar_meta.prompt_templates.get("ar"):
+            raise NLAError(f"{path}: the AR's nla_meta.yaml has no AR prompt template")
+        return nla
+
+    def target(self, spec: str | None = None, *, device: str = "auto") -> Target:
+        """The frozen target whose activations this NLA reads: the shared base when there is one, else
+        loaded once from `spec` (default: the AV's base checkpoint)."""
+        if self._target is None:
+            from nla.models import load_target
+
+            self._target = load_target(spec or self.av_meta.base_checkpoint, device=device)
+        return self._target
+
+    def _use(self, role: str) -> None:
+        if self.shared_base:
+            use_role(self.verbalizer.model, role)
+
+    @torch.no_grad()
+    def activations(self, ids: list[int], target: Target | None = None) -> torch.Tensor:
+        """(T, d) the target's layer-K activations over one token sequence, fp32 on CPU."""
+        target = target or self.target()
+        if target.d_model != self.d_model:
+            raise NLAError(f"the target has d_model {target.d_model} but the NLA reads {self.d_model}; "
+                           "pass the model the NLA was trained on")
+        self._use("target")
+        input_ids, mask = pad_right([ids], target.pad_id, target.device)
+        return residual_stream(target, input_ids, mask, self.layer)[0].float().cpu()
 
     @property
     def d_model(self) -> int:
@@ -76,10 +121,12 @@ class NLA:
         return self.reconstructor.layer
 
     def explain(self, vectors: torch.Tensor, **generation) -> list[Explanation]:
+        self._use("av")
         return self.verbalizer.explain(vectors, **generation)
 
     def reconstruct(self, texts: list[str], *, batch_size: int = 32) -> torch.Tensor:
         """(N, d) predicted activations, fp32 on CPU."""
+        self._use("ar")
         return reconstruct_texts(self.reconstructor, self.ar_tokenizer, self.ar_meta.prompt_templates["ar"], texts,
                                  batch_size=batch_size)
 

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-
 from nla.autoencoder.nla import NLA
 from nla.errors import NLAError
-from nla.models.activations import pad_right, residual_stream
 from nla.models.target import Target
 
 
@@ -26,18 +24,15 @@ class TokenReading:
     score: float | None  # 2(1 - cos) of the AR's reconstruction; None when there is no explanation
 
 
-def explain_text(nla: NLA, target: Target, text: str, *, min_position: int = 0, max_new_tokens: int = 100,
-                 batch_size: int = 16) -> list[TokenReading]:
-    if target.d_model != nla.d_model:
-        raise NLAError(f"the target has d_model {target.d_model} but the NLA reads {nla.d_model}; "
-                       "pass the model the NLA was trained on (--model)")
+def explain_text(nla: NLA, text: str, *, target: Target | None = None, min_position: int = 0,
+                 max_new_tokens: int = 100, batch_size: int = 16) -> list[TokenReading]:
+    """One reading per token at or after min_position. The target defaults to the NLA's own (its shared base)."""
+    target = target or nla.target()
     ids = target.encode(text)
     if len(ids) <= min_position:
         raise NLAError(f"the text has {len(ids)} tokens, none at or after --min-position {min_position}")
-    input_ids, mask = pad_right([ids], target.pad_id, target.device)
-    hidden = residual_stream(target, input_ids, mask, nla.layer)[0].float().cpu()  # (T, d)
     positions = list(range(min_position, len(ids)))
-    vectors = hidden[positions]
+    vectors = nla.activations(ids, target)[positions]  # (P, d)
     explanations = nla.explain(vectors, max_new_tokens=max_new_tokens, batch_size=batch_size)
     scores = nla.score(vectors, [e.text for e in explanations])
     return [TokenReading(p, target.tokenizer.decode([ids[p]]), e.text, s)

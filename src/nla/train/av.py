@@ -8,31 +8,30 @@ scale) in place of the marker's embedding, followed by `<explanation>TEXT</expla
 and EOS. Cross-entropy on the response tokens only. The control run pairs every
 explanation with another row's activation: if the AV reads the vector, the real run
 ends at a lower loss than the control. LoRA (peft) on every linear layer by default;
-the shared loop gives warmup + cosine, clipping and resumable state. The result is
-merged and written to OUT/av/ (a full HF model folder plus nla_meta.yaml).
+the shared loop gives warmup + cosine, clipping and resumable state. The adapter is
+kept in OUT/av_adapter/ and merged into OUT/av/ (a full HF model folder plus nla_meta.yaml).
 """
 
 from __future__ import annotations
 
 import math
-import shutil
 from dataclasses import asdict
 
 import numpy as np
 import torch
 
-from nla.atomic import atomic_path
-from nla.autoencoder.checkpoint import save_verbalizer, verbalizer_tokens
+from nla.autoencoder.checkpoint import verbalizer_tokens
 from nla.autoencoder.meta import ModelMeta
+from nla.autoencoder.shared import write_trained
 from nla.autoencoder.verbalizer import Verbalizer
 from nla.autoencoder.verbalizer_prompt import AV_TEMPLATE, choose_marker, injection_site, prompt_ids
 from nla.data.norms import suggest_injection_scale
 from nla.errors import NLAError
 from nla.models import load_target
 from nla.train.config import AVTrainConfig
-from nla.train.loop import train_loop
-from nla.train.lora import add_lora, merge_lora
-from nla.train.pairs import read_pairs
+from nla.train.loop import process_device, start_processes, train_loop
+from nla.train.lora import add_lora
+from nla.train.pairs import BatchOrder, read_pairs
 
 IGNORE = -100  # label value HF's loss skips
 
@@ -61,11 +60,11 @@ def av_batch(verbalizer: Verbalizer, vectors: torch.Tensor, responses: list[list
     return embeds, full_mask, full_labels
 
 
-def build_verbalizer(model_spec: str, injection_scale: float, lora_rank: int, device: str):
+def build_verbalizer(model_spec: str, injection_scale: float, lora_rank: int, device: str | torch.device):
     target = load_target(model_spec, device=device)
     model = target.model.requires_grad_(False)
     if lora_rank:
-        model = add_lora(model, lora_rank)
+        model = add_lora(model, lora_rank, adapter_name="av")  # named: it can share a base with the AR's
     else:
         model.requires_grad_(True)
     marker = choose_marker(target.tokenizer)
@@ -83,29 +82,27 @@ def train_av(cfg: AVTrainConfig, *, progress: bool = True) -> dict:
     if (cfg.out / "av" / "nla_meta.yaml").exists() and not cfg.overwrite:
         raise NLAError(f"{cfg.out} already holds a trained AV; pass --overwrite or another --out")
     scale = cfg.injection_scale or suggest_injection_scale(float(golds.norm(dim=1).mean()))
+    accelerator = start_processes(cfg.device)
     torch.manual_seed(cfg.seed)
-    av, target = build_verbalizer(model_spec, scale, cfg.lora_rank, cfg.device)
+    av, target = build_verbalizer(model_spec, scale, cfg.lora_rank, process_device(accelerator, cfg.device))
     if golds.shape[1] != av.d_model:
         raise NLAError(f"{cfg.data} holds d={golds.shape[1]} activations but {model_spec} has d_model {av.d_model}")
-    rng = np.random.default_rng(cfg.seed)
-    if cfg.shuffle_activations:
-        golds = golds[torch.from_numpy(rng.permutation(len(golds)))]
+    if cfg.shuffle_activations:  # its own generator: the control must see the same batches as the real run
+        golds = golds[torch.from_numpy(np.random.default_rng([cfg.seed, 1]).permutation(len(golds)))]
     responses = [response_ids(target.tokenizer, t, cfg.max_response_tokens) for t in texts]
-    total = max(1, int(math.ceil(len(texts) / cfg.batch_size) * cfg.epochs))
-    order = rng.permutation(np.tile(np.arange(len(texts)), math.ceil(cfg.epochs) + 1))
+    batches = BatchOrder(len(texts), cfg.batch_size, cfg.epochs, np.random.default_rng(cfg.seed))
 
-    def loss_at(step: int) -> torch.Tensor:
-        batch = order[step * cfg.batch_size : (step + 1) * cfg.batch_size].tolist()
+    def loss_at(step: int, model, share) -> torch.Tensor:
+        batch = share(batches.rows_at(step))
         embeds, mask, labels = av_batch(av, golds[batch], [responses[i] for i in batch], target.pad_id)
-        return av.model(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
+        return model(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
 
     settings = {**asdict(cfg), "model": model_spec, "rows": len(texts), "injection_scale": scale}
     settings.pop("overwrite")
-    steps = train_loop(av.model, loss_at, total_steps=total, lr=cfg.lr, warmup_fraction=cfg.warmup_fraction,
+    steps = train_loop(av.model, loss_at, accelerator=accelerator, total_steps=batches.total_steps, lr=cfg.lr,
+                       warmup_fraction=cfg.warmup_fraction,
                        max_grad_norm=cfg.max_grad_norm, checkpoint_every=cfg.checkpoint_every, out=cfg.out,
                        settings=settings, overwrite=cfg.overwrite, stage="av", progress=progress)
-    if cfg.lora_rank:
-        av.model = merge_lora(av.model)
     meta_out = ModelMeta(role="av", d_model=av.d_model, extraction_layer_index=int(layer), injection_scale=scale,
                          mse_scale=math.sqrt(av.d_model), tokens=verbalizer_tokens(av),
                          prompt_templates={"av": AV_TEMPLATE}, base_checkpoint=model_spec, stage="sl",
@@ -113,7 +110,9 @@ def train_av(cfg: AVTrainConfig, *, progress: bool = True) -> dict:
                          training={"lr": cfg.lr, "loss_type": "ce_response", "global_batch_size": cfg.batch_size,
                                    "lora_rank": cfg.lora_rank, "steps": steps,
                                    "shuffled_activations": cfg.shuffle_activations})
-    with atomic_path(cfg.out / "av") as tmp:
-        save_verbalizer(tmp, av, meta_out)
-        shutil.rmtree(cfg.out / "av", ignore_errors=True)  # an older AV, replaced under --overwrite
-    return {"steps": steps, "out": str(cfg.out / "av"), "injection_scale": scale}
+    av.model.eval()
+    if accelerator.is_main_process:
+        write_trained(cfg.out, "av", av.model, target.tokenizer, meta_out, lora=bool(cfg.lora_rank))
+    accelerator.wait_for_everyone()
+    return {"steps": steps, "out": str(cfg.out / "av"), "injection_scale": scale,
+            "main_process": accelerator.is_main_process}

@@ -1,16 +1,23 @@
 """The training loop shared by the SFT stages: a step function in, resumable training out.
 
-A stage supplies `loss_at(step) -> loss tensor` (it owns its data order, so a resumed
-run sees the same batches) and the module whose trainable tensors are saved. The loop
-does the rest: AdamW with linear warmup and cosine decay to 10%, gradient clipping,
-skipping (and logging) non-finite steps, metrics as JSON lines, a progress bar, and an
-atomic training state every N steps that a rerun resumes from.
+A stage supplies `loss_at(step, model, share) -> loss tensor` (it owns its data order, so a
+resumed run sees the same batches; `model` is the module to call, wrapped for several
+processes; `share(rows)` is this process's part of a batch) and the module whose
+trainable tensors are saved. The loop does the rest: AdamW with linear warmup and cosine
+decay to 10%, gradient clipping, skipping (and logging) non-finite steps, metrics as JSON
+lines, a progress bar, and an atomic training state every N steps that a rerun resumes from.
+
+Several processes (`accelerate launch --num_processes N -m nla.cli train-ar ...`, or
+torchrun) each take 1/N of every batch; accelerate averages the gradients (DDP: gloo on
+CPU, NCCL on GPUs), so N processes follow the same run as one, N times faster. The main
+process alone writes state, metrics and the exported model.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import time
 from pathlib import Path
@@ -20,6 +27,7 @@ import torch
 from tqdm import tqdm
 
 from nla.errors import NLAError
+from nla.models.target import pick_device
 from nla.train.checkpoint import latest_state, load_training_state, save_training_state
 
 
@@ -33,7 +41,7 @@ def cosine_with_warmup(optimizer, total_steps: int, warmup_steps: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _resume(state_dir: Path, metrics_path: Path, settings: dict, module, optimizer, scheduler) -> int:
+def _resume(state_dir: Path, metrics_path: Path | None, settings: dict, module, optimizer, scheduler) -> int:
     """Load the last complete state if there is one (same settings only); returns the step to start from."""
     found = latest_state(state_dir)
     if not found:
@@ -42,13 +50,26 @@ def _resume(state_dir: Path, metrics_path: Path, settings: dict, module, optimiz
         raise NLAError(f"{state_dir.parent} holds a run with other settings; use the same settings to resume, "
                        "or pass --overwrite to start over")
     saved = load_training_state(found, module, optimizer, scheduler)
-    if metrics_path.exists():  # drop lines logged after that state, they will be logged again
+    if metrics_path and metrics_path.exists():  # drop lines logged after that state, they will be logged again
         lines = [line for line in metrics_path.read_text().splitlines() if json.loads(line)["step"] <= saved["step"]]
         metrics_path.write_text("".join(f"{line}\n" for line in lines))
     return saved["step"]
 
 
-def train_loop(module: torch.nn.Module, loss_at: Callable[[int], torch.Tensor], *, total_steps: int, lr: float,
+def start_processes(device: str):
+    """The accelerate handle of this process: one of N under `accelerate launch` / torchrun, else the only one."""
+    from accelerate import Accelerator
+
+    # Device placement stays ours (process_device): accelerate would move a one-process run to cuda:0.
+    return Accelerator(cpu=pick_device(device).type == "cpu", device_placement=False)
+
+
+def process_device(accelerator, device: str) -> torch.device:
+    """Where this process trains: accelerate's pick with several processes, else the --device asked for."""
+    return accelerator.device if accelerator.num_processes > 1 else pick_device(device)
+
+
+def train_loop(module: torch.nn.Module, loss_at: Callable, *, accelerator, total_steps: int, lr: float,
                warmup_fraction: float, max_grad_norm: float, checkpoint_every: int, out: Path, settings: dict,
                overwrite: bool, stage: str, progress: bool = True) -> int:
     """Run (or resume) `total_steps` optimizer steps on the module's trainable parameters; returns the step count.
@@ -57,36 +78,47 @@ def train_loop(module: torch.nn.Module, loss_at: Callable[[int], torch.Tensor], 
     AV stages can share one NLA folder."""
     params = [p for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    # Not handed to accelerate: its wrapper steps a scheduler once per process, which would bend the schedule.
     scheduler = cosine_with_warmup(optimizer, total_steps, max(1, int(warmup_fraction * total_steps)))
     settings = json.loads(json.dumps(settings, default=str))  # as it reads back from state.json
     state_dir, metrics_path = out / f"{stage}_state", out / f"{stage}_metrics.jsonl"
-    if overwrite:
+    main = accelerator.is_main_process
+    if overwrite and main:
         shutil.rmtree(state_dir, ignore_errors=True)
         metrics_path.unlink(missing_ok=True)
-    step = _resume(state_dir, metrics_path, settings, module, optimizer, scheduler)
+    accelerator.wait_for_everyone()
+    step = _resume(state_dir, metrics_path if main else None, settings, module, optimizer, scheduler)
+    model, optimizer = accelerator.prepare(module, optimizer)  # several processes: DDP averages gradients
+    rank, world = accelerator.process_index, accelerator.num_processes
+
+    def share(rows: list) -> list:
+        return rows[rank::world]
+
     out.mkdir(parents=True, exist_ok=True)
-    bar = tqdm(total=total_steps, initial=step, desc=f"train-{stage}", unit="step", disable=not progress)
+    bar = tqdm(total=total_steps, initial=step, desc=f"train-{stage}", unit="step", disable=not (progress and main))
     start = time.time()
-    module.train()
-    with metrics_path.open("a") as metrics:
+    model.train()
+    with open(metrics_path if main else os.devnull, "a") as metrics:
         while step < total_steps:
-            loss = loss_at(step)
+            loss = loss_at(step, model, share)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            accelerator.backward(loss)
             grad_norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-            finite = bool(torch.isfinite(grad_norm))
+            finite = bool(torch.isfinite(grad_norm))  # gradients are averaged already: every process agrees
             if finite:  # a non-finite gradient would poison the weights: skip the update, record it
                 optimizer.step()
             scheduler.step()
             step += 1
-            metrics.write(json.dumps({"step": step, "loss": loss.item(), "grad_norm": float(grad_norm),
+            mean_loss = accelerator.reduce(loss.detach(), reduction="mean").item()
+            metrics.write(json.dumps({"step": step, "loss": mean_loss, "grad_norm": float(grad_norm),
                                       "skipped": not finite, "lr": scheduler.get_last_lr()[0],
                                       "seconds": round(time.time() - start, 2)}) + "\n")
             metrics.flush()
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-            if step % checkpoint_every == 0 or step == total_steps:
+            bar.set_postfix(loss=f"{mean_loss:.3f}")
+            if (step % checkpoint_every == 0 or step == total_steps) and main:
                 save_training_state(state_dir, module, optimizer, scheduler, step, {"settings": settings})
     bar.close()
+    accelerator.wait_for_everyone()
     module.eval()
     return step

@@ -1,19 +1,57 @@
-"""LoRA for the SFT stages (peft), injected in place so the model keeps its class and forward."""
+"""LoRA for the NLA stages (peft), injected in place so the model keeps its class and forward.
+
+Adapters are named after their role ("av", "ar"), so one base model can carry both and
+serve the target too (see autoencoder/shared.py). On disk an adapter folder is peft's
+own format: adapter_config.json + adapter_model.safetensors.
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from torch import nn
 
 LORA_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 
-def add_lora(model: nn.Module, rank: int, layers: list[int] | None = None) -> nn.Module:
+def add_lora(model: nn.Module, rank: int, layers: list[int] | None = None, adapter_name: str = "default") -> nn.Module:
     """LoRA adapters on the attention and MLP projections (of `layers` only, if given); the rest stays frozen."""
     from peft import LoraConfig, inject_adapter_in_model
 
     config = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=LORA_MODULES, layers_to_transform=layers,
                         lora_dropout=0.0)
-    return inject_adapter_in_model(config, model)
+    return inject_adapter_in_model(config, model, adapter_name=adapter_name)
+
+
+def lora_layers(model: nn.Module) -> list:
+    from peft.tuners.lora import LoraLayer
+
+    return [m for m in model.modules() if isinstance(m, LoraLayer)]
+
+
+def save_adapter(model: nn.Module, folder: Path, adapter_name: str) -> None:
+    """Write one named adapter in peft's format (its config and weights, nothing of the base)."""
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    model.peft_config[adapter_name].save_pretrained(folder)
+    state = get_peft_model_state_dict(model, adapter_name=adapter_name)
+    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, folder / ADAPTER_WEIGHTS)
+
+
+def load_adapter(model: nn.Module, folder: Path, adapter_name: str) -> nn.Module:
+    """Inject the adapter saved in `folder` under `adapter_name` and load its weights."""
+    from peft import LoraConfig, inject_adapter_in_model, set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    config = LoraConfig.from_pretrained(folder)
+    model = inject_adapter_in_model(config, model, adapter_name=adapter_name)
+    result = set_peft_model_state_dict(model, load_file(folder / ADAPTER_WEIGHTS), adapter_name=adapter_name)
+    if result.unexpected_keys:
+        raise RuntimeError(f"adapter {folder} does not fit this model: {result.unexpected_keys[:3]}")
+    return model
 
 
 def merge_lora(model: nn.Module) -> nn.Module:

@@ -1,0 +1,54 @@
+"""`nla train-ar` on 2 CPU processes (torchrun, gloo) follows the 1-process run (marker `slow`).
+
+Each process takes half of every batch and accelerate averages the gradients, so two
+processes must end where one process with the whole batch ends (up to float rounding).
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import write_toy_pairs
+from safetensors.torch import load_file
+
+pytestmark = pytest.mark.slow
+
+STEPS_ARGS = ["--layer", "1", "--lora-rank", "4", "--batch-size", "16", "--epochs", "1", "--lr", "1e-2",
+              "--checkpoint-every", "2"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def train_ar(out, data, model, processes: int) -> subprocess.CompletedProcess:
+    nla = ["-m", "nla.cli", "train-ar", "--data", str(data), "--out", str(out), "--model", str(model),
+           "--device", "cpu", *STEPS_ARGS]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
+                "--master_addr", "127.0.0.1", "--master_port", str(free_port())] if processes > 1 else [sys.executable]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(launcher + nla, capture_output=True, text=True, timeout=600, env=env)
+
+
+def test_two_gloo_processes_match_one(tmp_path, tiny_llama):
+    data, _, _ = write_toy_pairs(tmp_path / "pairs.parquet", ["river", "bread", "music"], 64, 0.3, "about {word}")
+    one = train_ar(tmp_path / "one", data, tiny_llama, 1)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = train_ar(tmp_path / "two", data, tiny_llama, 2)
+    assert two.returncode == 0, two.stderr[:6000]
+
+    losses = [[json.loads(line)["loss"] for line in (tmp_path / run / "ar_metrics.jsonl").read_text().splitlines()]
+              for run in ("one", "two")]
+    assert len(losses[0]) == len(losses[1]) == 4  # one metrics file, from the main process only
+    assert losses[0] == pytest.approx(losses[1], abs=1e-4)
+    assert losses[0][-1] < losses[0][0]  # it trained
+    ours, theirs = (load_file(tmp_path / run / "ar_adapter" / "adapter_model.safetensors") for run in ("one", "two"))
+    assert ours.keys() == theirs.keys()
+    for name in ours:
+        assert torch.allclose(ours[name], theirs[name], atol=1e-4), name

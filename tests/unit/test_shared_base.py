@@ -1,0 +1,119 @@
+"""One base model serving target, AV and AR (LoRA adapters by role), and `nla export` of merged folders."""
+
+import pytest
+import torch
+from conftest import write_toy_pairs
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from nla.autoencoder.nla import NLA
+from nla.cli import app
+from nla.errors import NLAError
+from nla.models import load_target
+from nla.train.ar import train_ar
+from nla.train.av import train_av
+from nla.train.config import ARTrainConfig, AVTrainConfig
+
+WORDS = ["river", "bread", "music", "stone"]
+TEXT = "Rivers carry water from the mountains to the sea."
+
+
+@pytest.fixture(scope="module")
+def lora_run(tmp_path_factory, tiny_llama):
+    """A run trained with LoRA: av_adapter/, ar_adapter/ and their merged av/, ar/."""
+    root = tmp_path_factory.mktemp("shared")
+    data, _, _ = write_toy_pairs(root / "pairs.parquet", WORDS, 64, 0.3, "about {word}")
+    run = root / "run"
+    common = dict(data=data, out=run, model=str(tiny_llama), layer=1, lora_rank=4, epochs=1.0, lr=1e-2)
+    train_av(AVTrainConfig(**common, batch_size=8), progress=False)
+    train_ar(ARTrainConfig(**common, batch_size=16), progress=False)
+    return run
+
+
+def test_run_keeps_adapters_beside_merged_folders(lora_run):
+    for name in ("av_adapter", "ar_adapter", "av", "ar"):
+        assert (lora_run / name / "nla_meta.yaml").exists(), name
+    assert (lora_run / "ar_adapter" / "value_head.safetensors").exists()
+    weights = load_file(lora_run / "av_adapter" / "adapter_model.safetensors")
+    assert weights and all("lora_" in k for k in weights)  # the adapter only, not the base
+
+
+def test_shared_base_matches_merged_folders(lora_run):
+    shared = NLA.load(lora_run)
+    merged = NLA.load(lora_run, shared_base=False)
+    assert shared.shared_base and not merged.shared_base
+    vectors = torch.randn(3, 32) * 5
+    greedy = {"max_new_tokens": 12}
+    assert [e.answer for e in shared.explain(vectors, **greedy)] == [e.answer for e in merged.explain(vectors, **greedy)]
+    texts = ["about river", "about music", "something else"]
+    assert torch.allclose(shared.reconstruct(texts), merged.reconstruct(texts), atol=1e-4)
+
+
+@pytest.mark.parametrize("family", ["qwen2", "gemma3"])  # gemma3: sqrt(d) embeddings, BOS, no chat template
+def test_other_families_share_a_base_too(tmp_path, tiny_models, family):
+    data, _, _ = write_toy_pairs(tmp_path / "pairs.parquet", WORDS, 16, 0.3, "about {word}")
+    common = dict(data=data, out=tmp_path / "run", model=str(tiny_models[family]), layer=1, lora_rank=4,
+                  epochs=1.0, lr=1e-2, batch_size=8)
+    train_av(AVTrainConfig(**common), progress=False)
+    train_ar(ARTrainConfig(**common), progress=False)
+    shared, merged = NLA.load(tmp_path / "run"), NLA.load(tmp_path / "run", shared_base=False)
+    vectors = torch.randn(2, 32) * 5
+    assert [e.answer for e in shared.explain(vectors, max_new_tokens=8)] == \
+        [e.answer for e in merged.explain(vectors, max_new_tokens=8)]
+    assert torch.allclose(shared.reconstruct(["about stone"]), merged.reconstruct(["about stone"]), atol=1e-4)
+
+
+def test_shared_base_reads_the_plain_target(lora_run, tiny_llama):
+    shared = NLA.load(lora_run)
+    plain = load_target(str(tiny_llama))
+    ids = plain.encode(TEXT)
+    shared.explain(torch.randn(1, 32), max_new_tokens=2)  # leave the AV adapter active: reading must switch it off
+    assert torch.allclose(shared.activations(ids), NLA.load(lora_run, shared_base=False).activations(ids, plain),
+                          atol=1e-5)
+    # ...and the check has teeth: with the AR's adapter on, the same blocks give other activations
+    assert not torch.allclose(_hidden_with_role(shared, ids, "ar"), shared.activations(ids), atol=1e-3)
+
+
+def _hidden_with_role(nla, ids, role):
+    from nla.models.activations import pad_right, residual_stream
+
+    target = nla.target()
+    nla._use(role)
+    input_ids, mask = pad_right([ids], target.pad_id, target.device)
+    with torch.no_grad():
+        return residual_stream(target, input_ids, mask, nla.layer)[0]
+
+
+def test_export_round_trips(lora_run, tmp_path):
+    out = tmp_path / "exported"
+    result = CliRunner().invoke(app, ["export", str(lora_run), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    for role in ("av", "ar"):
+        ours, theirs = load_file(out / role / "model.safetensors"), load_file(lora_run / role / "model.safetensors")
+        assert ours.keys() == theirs.keys()
+        assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+    exported = NLA.load(out)
+    assert not exported.shared_base
+    texts = ["about bread"]
+    assert torch.allclose(exported.reconstruct(texts), NLA.load(lora_run).reconstruct(texts), atol=1e-4)
+    again = CliRunner().invoke(app, ["export", str(lora_run), "--out", str(out)])
+    assert again.exit_code == 2 and "--overwrite" in again.output
+
+
+def test_export_without_adapters_is_named(tmp_path):
+    result = CliRunner().invoke(app, ["export", str(tmp_path)])
+    assert result.exit_code == 2 and "no av_adapter/ or ar_adapter/" in result.output
+    with pytest.raises(NLAError, match="no av_adapter/ and ar_adapter/"):
+        NLA.load(tmp_path, shared_base=True)
+
+
+def test_full_fine_tuning_replaces_a_stale_adapter(lora_run, tmp_path, tiny_llama):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(lora_run, run)
+    data, _, _ = write_toy_pairs(tmp_path / "pairs.parquet", WORDS, 16, 0.3, "about {word}")
+    train_ar(ARTrainConfig(data=data, out=run, model=str(tiny_llama), layer=1, lora_rank=0, epochs=1.0,
+                           batch_size=16, overwrite=True), progress=False)
+    assert not (run / "ar_adapter").exists()  # else NLA.load would prefer the old adapter
+    assert not NLA.load(run).shared_base
