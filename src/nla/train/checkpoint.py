@@ -2,6 +2,9 @@
 
 A state folder holds `trainable.safetensors` (the trainable tensors by name),
 `optimizer.pt` / `scheduler.pt`, and `state.json` (step, settings, RNG states).
+A state of several trained parts (RL: the AV and the AR, each with its own optimizer)
+holds those files once per part, prefixed by the part's name, and the torch, numpy and
+Python RNG states in `rng.pt`.
 """
 
 from __future__ import annotations
@@ -28,6 +31,10 @@ def save_training_state(folder: Path, module: torch.nn.Module, optimizer, schedu
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
     torch.save({"torch": torch.get_rng_state()}, tmp / "rng.pt")
     (tmp / "state.json").write_text(json.dumps({"step": step, **extra}, indent=2))
+    _swap_in(tmp, folder)
+
+
+def _swap_in(tmp: Path, folder: Path) -> None:
     old = folder.with_name(f".{folder.name}.old")
     shutil.rmtree(old, ignore_errors=True)
     if folder.exists():
@@ -52,4 +59,43 @@ def load_training_state(folder: Path, module: torch.nn.Module, optimizer, schedu
     optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
     scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))
     torch.set_rng_state(torch.load(folder / "rng.pt", weights_only=True)["torch"])
+    return json.loads((folder / "state.json").read_text())
+
+
+def save_parts_state(folder: Path, parts: dict[str, tuple], step: int, extra: dict) -> None:
+    """Like save_training_state for several (module, optimizer, scheduler) parts, keyed by name."""
+    import random
+
+    import numpy as np
+
+    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name, (module, optimizer, scheduler) in parts.items():
+        save_file(trainable_state(module), tmp / f"{name}.trainable.safetensors")
+        torch.save(optimizer.state_dict(), tmp / f"{name}.optimizer.pt")
+        torch.save(scheduler.state_dict(), tmp / f"{name}.scheduler.pt")
+    torch.save({"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+               tmp / "rng.pt")
+    (tmp / "state.json").write_text(json.dumps({"step": step, **extra}, indent=2))
+    _swap_in(tmp, folder)
+
+
+def load_parts_state(folder: Path, parts: dict[str, tuple]) -> dict:
+    """Restore what save_parts_state wrote into the given parts and the RNGs; returns state.json."""
+    import random
+
+    import numpy as np
+
+    for name, (module, optimizer, scheduler) in parts.items():
+        tensors = load_file(folder / f"{name}.trainable.safetensors")
+        _, unexpected = module.load_state_dict(tensors, strict=False)
+        if unexpected:
+            raise RuntimeError(f"checkpoint {folder} holds unknown {name} tensors: {unexpected[:3]}")
+        optimizer.load_state_dict(torch.load(folder / f"{name}.optimizer.pt", weights_only=True))
+        scheduler.load_state_dict(torch.load(folder / f"{name}.scheduler.pt", weights_only=True))
+    rng = torch.load(folder / "rng.pt", weights_only=False)  # our own file: numpy/python states are not tensors
+    torch.set_rng_state(rng["torch"])
+    np.random.set_state(rng["numpy"])
+    random.setstate(rng["python"])
     return json.loads((folder / "state.json").read_text())

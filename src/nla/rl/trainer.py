@@ -1,0 +1,431 @@
+"""`nla rl`: GRPO on the verbalizer (AV) with a live reconstructor (AR), resumable, on 1..N processes.
+
+    nla rl --nla runs/x/nla --data runs/acts/rl.parquet --eval-data runs/acts/validation.parquet --out runs/rl
+    accelerate launch --num_processes 4 -m nla.cli rl ...      # the same loop, the batch split over processes
+
+One step:
+  1. rollout  each activation of the batch gets `group_size` sampled explanations (temperature 1,
+              a length cap), with each token's log-prob under the sampling distribution;
+  2. reward   the current AR reads each explanation: reward = -MSE (or -log MSE) against the activation,
+              minus an optional length penalty; untagged or truncated samples get the failure reward;
+              advantage = (r - group mean) / (group std + 1e-6);
+  3. update   AV: clipped importance-ratio loss (token-mean) + kl_coef x KL to the SFT AV (the same model
+              with its LoRA adapters switched off: no second copy); AR: regression on the same rollouts,
+              with its own optimizer, after the rewards were computed.
+
+The policy is the SFT AV plus a fresh LoRA, the AR gets its own LoRA; at the end both are merged and
+written as OUT/av and OUT/ar in the released format, so NLA.load(OUT) reads the result.
+Files: OUT/rl_metrics.jsonl (one line per step, time split rollout/reward/update; held-out FVE every
+`eval_every` steps), OUT/rl_samples.jsonl (a few explanations every `sample_every` steps),
+OUT/rl_state/ (atomic: both adapters, both optimizers and schedulers, RNG states).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import shutil
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+import yaml
+from tqdm import tqdm
+
+from nla.atomic import atomic_path
+from nla.autoencoder.checkpoint import save_verbalizer
+from nla.autoencoder.nla import NLA, ar_input_ids, reconstruct_texts
+from nla.autoencoder.reconstructor import reconstruction_mse
+from nla.autoencoder.verbalizer import Verbalizer, check_vectors
+from nla.data.dataset import sidecar_path, vectors_of
+from nla.errors import NLAError
+from nla.eval.evaluate import derangement, explanation_mse, summary
+from nla.eval.metrics import baseline
+from nla.models.activations import pad_right
+from nla.models.adapters import adapter_for
+from nla.rl import grpo
+from nla.rl.config import RLConfig
+from nla.rl.rewards import ReconstructionReward, RewardFn, is_failure, shaped_rewards
+from nla.rl.rollout import HFRollouts, Rollout, RolloutBackend
+from nla.train.av import av_batch
+from nla.train.checkpoint import latest_state, load_parts_state, save_parts_state
+from nla.train.lora import add_lora, merge_lora
+
+STATE_DIR, METRICS_FILE, SAMPLES_FILE = "rl_state", "rl_metrics.jsonl", "rl_samples.jsonl"
+SAMPLES_PER_LOG = 2  # activations (with their whole group) written to rl_samples.jsonl
+
+
+def read_activations(path: Path, nla: NLA, what: str) -> torch.Tensor:
+    """(N, d) activations of a dataset split, checked against the NLA's width and layer."""
+    if not path.exists():
+        raise NLAError(f"{what} {path} not found; pass a split of an activation dataset (e.g. rl.parquet)")
+    meta = yaml.safe_load(sidecar_path(path).read_text()) if sidecar_path(path).exists() else {}
+    layer = (meta.get("extraction") or {}).get("layer_index")
+    if layer is not None and int(layer) != nla.layer:
+        raise NLAError(f"{path} holds layer-{layer} activations but the NLA reads layer {nla.layer}; "
+                       "extract the dataset at the NLA's layer")
+    return check_vectors(torch.from_numpy(vectors_of(pq.read_table(path)).copy()), nla.d_model)
+
+
+@contextlib.contextmanager
+def adapters_disabled(model: torch.nn.Module):
+    """The SFT AV: the policy with its LoRA adapters switched off (grads of the adapters restored after)."""
+    from peft.tuners.lora import LoraLayer
+
+    layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
+    for layer in layers:
+        layer.enable_adapters(False)
+    try:
+        yield model
+    finally:
+        for layer in layers:
+            layer.enable_adapters(True)
+
+
+class Policy:
+    """The trainable AV, its KL reference and its optimizer (the model may be wrapped for DDP)."""
+
+    def __init__(self, verbalizer: Verbalizer, cfg: RLConfig):
+        model = verbalizer.model.requires_grad_(False)
+        if cfg.lora_rank:
+            model = add_lora(model, cfg.lora_rank)
+            self.reference = None  # the same model, adapters off
+        else:
+            # Full fine-tuning has no adapters to switch off, so the reference is a frozen copy.
+            self.reference = copy.deepcopy(model).eval() if cfg.kl_coef > 0 else None
+            model.requires_grad_(True)
+        verbalizer.model = model
+        self.verbalizer, self.cfg = verbalizer, cfg
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.av_lr, weight_decay=0.0)
+        self.scheduler = warmup_schedule(self.optimizer, cfg.warmup_steps)
+        self.wrapped = model
+
+    @torch.no_grad()
+    def reference_logprobs(self, embeds, mask, ids) -> torch.Tensor:
+        if self.reference is not None:
+            return response_logprobs(self.reference, embeds, mask, ids, self.cfg.temperature)
+        with adapters_disabled(self.verbalizer.model) as model:
+            return response_logprobs(model, embeds, mask, ids, self.cfg.temperature)
+
+
+def warmup_schedule(optimizer, warmup_steps: int):
+    """Linear warmup, then a constant rate (RL has no natural end to decay towards)."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / max(1, warmup_steps)))
+
+
+def response_logprobs(model, embeds: torch.Tensor, mask: torch.Tensor, ids: torch.Tensor,
+                      temperature: float) -> torch.Tensor:
+    """(N, R) log-probs of the response tokens `ids` after the prompt, at the sampling temperature."""
+    width = ids.shape[1]
+    # Only the logits that predict response tokens: position P-1 .. P+R-2 (the last one predicts nothing).
+    logits = model(inputs_embeds=embeds, attention_mask=mask, logits_to_keep=width + 1).logits[:, :-1]
+    return torch.log_softmax(logits.float() / temperature, dim=-1).gather(-1, ids[..., None]).squeeze(-1)
+
+
+def padded_responses(rollout: Rollout, pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    ids, mask = pad_right(rollout.token_ids, pad_id, device)  # (N, R) each
+    return ids, mask.float()
+
+
+class Trainer:
+    """The state of one run: the policy, the AR and its optimizer, the data, the accelerator."""
+
+    def __init__(self, cfg: RLConfig, reward: RewardFn | None, accelerator, backend: RolloutBackend | None = None):
+        self.cfg, self.accelerator = cfg, accelerator
+        torch.manual_seed(cfg.seed)  # the fresh adapters start the same on every process
+        # Separate AV and AR models: both are trained, each with its own fresh adapter.
+        self.nla = NLA.load(cfg.nla, device=str(accelerator.device), shared_base=False)
+        self.golds = read_activations(cfg.data, self.nla, "--data")
+        self.eval_golds = read_activations(cfg.eval_data, self.nla, "--eval-data")[: cfg.eval_rows] \
+            if cfg.eval_data else None
+        self.train_baseline = baseline(self.golds)
+        tokenizer = self.nla.verbalizer.tokenizer
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.policy = Policy(self.nla.verbalizer, cfg)
+        self._build_ar()
+        self.policy.wrapped, self.policy.optimizer, self.ar_wrapped, self.ar_optimizer = accelerator.prepare(
+            self.policy.verbalizer.model, self.policy.optimizer, self.nla.reconstructor, self.ar_optimizer)
+        self.backend = backend or HFRollouts(self.policy.verbalizer.model, tokenizer.eos_token_id, self.pad_id)
+        self.reward = reward or ReconstructionReward(self.reconstruct, cfg.reward)
+        self.reward_is_mse = reward is None and cfg.reward == "mse" and cfg.length_penalty == 0
+        order = np.random.default_rng(cfg.seed).permutation(
+            np.tile(np.arange(len(self.golds)), math.ceil(cfg.steps * cfg.batch_size / len(self.golds)) + 1))
+        self.order = order  # the activations of step s: order[s*B:(s+1)*B], the same on every process
+
+    def _build_ar(self) -> None:
+        ar, cfg = self.nla.reconstructor, self.cfg
+        ar.backbone.requires_grad_(False)
+        if cfg.ar_lora_rank:
+            ar.backbone = add_lora(ar.backbone, cfg.ar_lora_rank, layers=list(range(ar.layer + 1)))
+        else:
+            ar.backbone.requires_grad_(True)
+        ar.head.requires_grad_(True)
+        self.ar_params = [p for p in ar.parameters() if p.requires_grad]
+        self.ar_optimizer = torch.optim.AdamW(self.ar_params, lr=cfg.ar_lr, weight_decay=0.0)
+        self.ar_scheduler = warmup_schedule(self.ar_optimizer, cfg.warmup_steps)
+
+    def parts(self) -> dict:
+        return {"av": (self.policy.verbalizer.model, self.policy.optimizer, self.policy.scheduler),
+                "ar": (self.nla.reconstructor, self.ar_optimizer, self.ar_scheduler)}
+
+    def reconstruct(self, texts: list[str]) -> torch.Tensor:
+        ar = self.nla.reconstructor
+        ar.eval()
+        return reconstruct_texts(ar, self.nla.ar_tokenizer, self.nla.ar_meta.prompt_templates["ar"], texts)
+
+    # -- one step ------------------------------------------------------------------------------------
+
+    def local_vectors(self, step: int) -> tuple[np.ndarray, torch.Tensor]:
+        """This process's share of the step's activations, each repeated group_size times."""
+        cfg, acc = self.cfg, self.accelerator
+        rows = self.order[step * cfg.batch_size : (step + 1) * cfg.batch_size][acc.process_index :: acc.num_processes]
+        return rows, self.golds[rows].repeat_interleave(cfg.group_size, dim=0)
+
+    def step(self, step: int) -> tuple[dict, list[dict]]:
+        cfg, acc = self.cfg, self.accelerator
+        # Seeded by (seed, step, process): a resumed run samples exactly what an uninterrupted one would.
+        torch.manual_seed(cfg.seed * 1_000_003 + step * 1_009 + acc.process_index)
+        rows, vectors = self.local_vectors(step)
+        clock = time.perf_counter()
+        self.backend.sync(self.policy.verbalizer.model)
+        _, embeds, mask = self.policy.verbalizer.prompt_embeddings(vectors)
+        self.policy.verbalizer.model.eval()
+        rollout = self.backend.generate(embeds, mask, max_new_tokens=cfg.max_response_tokens,
+                                        temperature=cfg.temperature)
+        explanations = rollout.explanations(self.policy.verbalizer.tokenizer)
+        rollout_seconds = time.perf_counter() - clock
+
+        clock = time.perf_counter()
+        rewards = torch.tensor(shaped_rewards(explanations, vectors, self.reward, failure_reward=cfg.failure_reward,
+                                              length_penalty=cfg.length_penalty))
+        advantages = grpo.group_advantages(rewards, cfg.group_size)
+        reward_seconds = time.perf_counter() - clock
+
+        clock = time.perf_counter()
+        av_stats = self.update_policy(vectors, rollout, advantages)
+        ar_stats = self.update_reconstructor(explanations, vectors)
+        update_seconds = time.perf_counter() - clock
+
+        failed = torch.tensor([float(is_failure(e)) for e in explanations])
+        mse = torch.tensor([-r if not is_failure(e) else math.nan for e, r in zip(explanations, rewards.tolist())])
+        local = {"reward": rewards.mean(), "failure_rate": failed.mean(),
+                 "length": torch.tensor([float(e.num_tokens) for e in explanations]).mean(),
+                 **av_stats, **ar_stats}
+        record = {k: float(acc.reduce(torch.as_tensor(v, dtype=torch.float32, device=acc.device), "mean"))
+                  for k, v in local.items()}
+        if self.reward_is_mse and not torch.isnan(mse).all():  # -reward is the MSE: log the rollouts' FVE
+            record["rollout_fve"] = 1.0 - float(np.nanmean(mse.numpy())) / self.train_baseline.denominator
+        record.update(seconds_rollout=round(rollout_seconds, 3), seconds_reward=round(reward_seconds, 3),
+                      seconds_update=round(update_seconds, 3))
+        samples = [{"step": step + 1, "row": int(rows[i // cfg.group_size]), "reward": round(rewards[i].item(), 4),
+                    "answer": explanations[i].answer}
+                   for i in range(min(len(explanations), SAMPLES_PER_LOG * cfg.group_size))]
+        return record, samples
+
+    def update_policy(self, vectors: torch.Tensor, rollout: Rollout, advantages: torch.Tensor) -> dict:
+        cfg, acc, policy = self.cfg, self.accelerator, self.policy
+        verbalizer = policy.verbalizer
+        ids, mask = padded_responses(rollout, self.pad_id, acc.device)  # (N, R)
+        embeds, full_mask, _ = av_batch(verbalizer, vectors, rollout.token_ids, self.pad_id)
+        verbalizer.model.train()
+        logprobs = response_logprobs(policy.wrapped, embeds, full_mask, ids, cfg.temperature)  # (N, R)
+        rollout_logprobs = rollout.logprobs[:, : ids.shape[1]].to(acc.device)
+        old, agreed = grpo.old_logprobs_from_rollout(rollout_logprobs, logprobs)
+        per_token, clipped = grpo.clipped_policy_loss(logprobs, old, advantages.to(acc.device), cfg.clip)
+        stats = {"logprob_mismatch_k3": grpo.logprob_mismatch(rollout_logprobs, logprobs, mask),
+                 "rollout_logprobs_reused": float(grpo.masked_sum(agreed.float(), mask) / mask.sum()),
+                 "clip_fraction": float(grpo.masked_sum(clipped.float(), mask) / mask.sum())}
+        if cfg.kl_coef > 0:
+            ref = policy.reference_logprobs(embeds, full_mask, ids)
+            per_token = per_token + cfg.kl_coef * grpo.kl_penalty(logprobs, ref, cfg.kl_estimator)
+            stats["kl_k1"] = float(grpo.masked_sum(grpo.kl_k1(logprobs.detach(), ref), mask) / mask.sum())
+            stats["kl_k3"] = float(grpo.masked_sum(grpo.kl_k3(logprobs.detach(), ref), mask) / mask.sum())
+        # Token-mean over the whole batch on all processes (DDP averages, so scale by the process count).
+        tokens = acc.reduce(mask.sum().detach(), "sum")
+        loss = grpo.masked_sum(per_token, mask) * acc.num_processes / tokens
+        stats.update(self._optimizer_step(loss, policy.params, policy.optimizer, policy.scheduler, "av"))
+        return stats
+
+    def update_reconstructor(self, explanations, vectors: torch.Tensor) -> dict:
+        """Regression of the AR on this step's successful rollouts (failed ones weigh 0, so every process
+        runs the same collective ops even when all its samples failed)."""
+        if not self.cfg.ar_lr:
+            return {}
+        acc, ar = self.accelerator, self.nla.reconstructor
+        texts = [e.text if e.text is not None else e.answer for e in explanations]
+        weight = torch.tensor([0.0 if is_failure(e) else 1.0 for e in explanations], device=acc.device)
+        rows = ar_input_ids(self.nla.ar_tokenizer, texts, self.nla.ar_meta.prompt_templates["ar"],
+                            adapter_for(ar.backbone.config).requires_bos)
+        ids, mask = pad_right(rows, self.pad_id, acc.device)
+        ar.train()
+        mse = reconstruction_mse(self.ar_wrapped(ids, mask), vectors.to(acc.device))  # (N,)
+        count = acc.reduce(weight.sum(), "sum").clamp_min(1)
+        loss = (mse * weight).sum() * acc.num_processes / count
+        return self._optimizer_step(loss, self.ar_params, self.ar_optimizer, self.ar_scheduler, "ar")
+
+    def _optimizer_step(self, loss, params, optimizer, scheduler, name: str) -> dict:
+        optimizer.zero_grad(set_to_none=True)
+        self.accelerator.backward(loss)
+        grad_norm = self.accelerator.clip_grad_norm_(params, self.cfg.max_grad_norm)
+        finite = bool(torch.isfinite(torch.as_tensor(grad_norm)))
+        if finite:  # a non-finite gradient would poison the weights: skip the update, count it
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+        return {f"{name}_loss": float(loss.detach()), f"{name}_grad_norm": float(grad_norm),
+                f"{name}_skipped": float(not finite)}
+
+    # -- evaluation ----------------------------------------------------------------------------------
+
+    def evaluate(self) -> dict:
+        """Held-out FVE of greedy explanations, scored as `nla eval` scores them (a failed explanation counts
+        MSE 2), next to the shuffled control: each explanation scored against another row's activation."""
+        golds = self.eval_golds
+        self.policy.verbalizer.model.eval()
+        explanations = self.policy.verbalizer.explain(golds, max_new_tokens=self.cfg.max_response_tokens,
+                                                      temperature=0.0)
+        records = [{"text": e.text} for e in explanations]
+        reference = baseline(golds)
+        shuffled = derangement(len(golds), seed=0)
+        return {"eval_fve": summary(explanation_mse(self.nla, records, golds, 32), reference)["fve"],
+                "eval_fve_shuffled": summary(explanation_mse(self.nla, [records[i] for i in shuffled], golds, 32),
+                                             reference)["fve"],
+                "eval_length": float(np.mean([e.num_tokens for e in explanations])),
+                "eval_failure_rate": float(np.mean([e.text is None for e in explanations])),
+                "eval_examples": [e.answer for e in explanations[:3]]}
+
+
+# Settings that do not change the trajectory: a run may resume under other values (e.g. more steps, or a
+# copy of its state in another folder).
+VOLATILE_SETTINGS = ("out", "overwrite", "checkpoint_every", "sample_every", "eval_every", "device", "steps")
+
+
+def _settings(cfg: RLConfig, processes: int) -> dict:
+    settings = {**asdict(cfg), "processes": processes}
+    for volatile in VOLATILE_SETTINGS:
+        settings.pop(volatile)
+    return json.loads(json.dumps(settings, default=str))
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop lines logged after the resumed state: those steps run again."""
+    if path.exists():
+        lines = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
+        path.write_text("".join(f"{line}\n" for line in lines))
+
+
+def _resume(trainer: Trainer, settings: dict) -> int:
+    found = latest_state(trainer.cfg.out / STATE_DIR)
+    if not found:
+        return 0
+    saved = json.loads((found / "state.json").read_text()).get("settings") or {}
+    if {k: v for k, v in saved.items() if k not in VOLATILE_SETTINGS} != settings:
+        raise NLAError(f"{trainer.cfg.out} holds an RL run with other settings; use the same settings to resume, "
+                       "or pass --overwrite to start over")
+    return load_parts_state(found, trainer.parts())["step"]
+
+
+def _export(trainer: Trainer, steps: int, write: bool) -> None:
+    """Merge both adapters (on every process, so all hold the final weights) and, on the main process,
+    write OUT/av and OUT/ar in the released format (stage rl)."""
+    cfg, nla = trainer.cfg, trainer.nla
+    verbalizer, ar = trainer.policy.verbalizer, nla.reconstructor
+    if cfg.lora_rank:
+        verbalizer.model = merge_lora(verbalizer.model)
+    if cfg.ar_lora_rank:
+        ar.backbone = merge_lora(ar.backbone)
+    verbalizer.model.eval()
+    ar.eval()
+    training = {"loss_type": "grpo", "steps": steps, "group_size": cfg.group_size,
+                "global_batch_size": cfg.batch_size * cfg.group_size, "kl_coef": cfg.kl_coef, "reward": cfg.reward}
+    av_meta = replace(nla.av_meta, stage="rl", trained_on=[str(cfg.data)], created_at="",
+                      parent_checkpoints=[str(cfg.nla / "av")], training={**training, "lr": cfg.av_lr})
+    ar_meta = replace(nla.ar_meta, stage="rl", trained_on=[str(cfg.data)], created_at="",
+                      parent_checkpoints=[str(cfg.nla / "ar")], training={**training, "lr": cfg.ar_lr})
+    if not write:
+        return
+    with atomic_path(cfg.out / "av") as tmp:
+        save_verbalizer(tmp, verbalizer, av_meta)
+    with atomic_path(cfg.out / "ar") as tmp:
+        ar.save_released(tmp, nla.ar_tokenizer, ar_meta)
+
+
+def make_accelerator(device: str):
+    from accelerate import Accelerator
+
+    return Accelerator(cpu=device == "cpu")
+
+
+def _start(cfg: RLConfig, accelerator) -> None:
+    """Refuse to replace a finished run; clear an old one under --overwrite (main process only)."""
+    if not (cfg.nla / "av").is_dir() or not (cfg.nla / "ar").is_dir():
+        raise NLAError(f"{cfg.nla} is not an NLA folder (it needs av/ and ar/); pass the SFT NLA, e.g. runs/x/nla")
+    if (cfg.out / "av" / "nla_meta.yaml").exists() and not cfg.overwrite:
+        raise NLAError(f"{cfg.out} already holds a finished RL run; pass --overwrite or another --out")
+    if cfg.batch_size % accelerator.num_processes:
+        raise NLAError(f"batch-size {cfg.batch_size} does not split over {accelerator.num_processes} processes; "
+                       "pass a multiple of the process count")
+    if cfg.overwrite and accelerator.is_main_process:
+        for name in (STATE_DIR, "av", "ar"):
+            shutil.rmtree(cfg.out / name, ignore_errors=True)
+        for name in (METRICS_FILE, SAMPLES_FILE):
+            (cfg.out / name).unlink(missing_ok=True)
+    accelerator.wait_for_everyone()
+
+
+def rl(cfg: RLConfig, *, reward: RewardFn | None = None, backend: RolloutBackend | None = None,
+       accelerator=None, progress: bool = True, stop_after: int | None = None) -> dict:
+    """Run (or resume) GRPO; returns the step count and the first and last held-out evaluations.
+
+    `reward` replaces the reconstruction reward (tests use a toy one); `stop_after` ends the call after
+    that many steps without exporting, as a kill would (tests of resume use it)."""
+    accelerator = accelerator or make_accelerator(cfg.device)
+    _start(cfg, accelerator)
+    trainer = Trainer(cfg, reward, accelerator, backend)
+    settings = _settings(cfg, accelerator.num_processes)
+    step = _resume(trainer, settings)
+    main = accelerator.is_main_process
+    metrics_path, samples_path = cfg.out / METRICS_FILE, cfg.out / SAMPLES_FILE
+    if main:
+        cfg.out.mkdir(parents=True, exist_ok=True)
+        _truncate_log(metrics_path, step)
+        _truncate_log(samples_path, step)
+    evaluations = {}
+    if step == 0 and trainer.eval_golds is not None and main:
+        evaluations[0] = trainer.evaluate()
+        _append(metrics_path, {"step": 0, **evaluations[0]})
+    last = cfg.steps if stop_after is None else min(cfg.steps, step + stop_after)
+    bar = tqdm(total=cfg.steps, initial=step, desc="rl", unit="step", disable=not (progress and main))
+    while step < last:
+        record, samples = trainer.step(step)
+        step += 1
+        if main:
+            if trainer.eval_golds is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
+                evaluations[step] = trainer.evaluate()
+                record.update(evaluations[step])
+            _append(metrics_path, {"step": step, **record, "lr": trainer.policy.scheduler.get_last_lr()[0]})
+            if step % cfg.sample_every == 0 or step == 1:
+                for sample in samples:
+                    _append(samples_path, sample)
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            if main:
+                save_parts_state(cfg.out / STATE_DIR, trainer.parts(), step, {"settings": settings})
+            accelerator.wait_for_everyone()
+        bar.update(1)
+        bar.set_postfix(reward=f"{record['reward']:.3f}", fail=f"{record['failure_rate']:.2f}")
+    bar.close()
+    if step == cfg.steps:
+        _export(trainer, step, write=main)
+        accelerator.wait_for_everyone()
+    return {"steps": step, "out": str(cfg.out), "evaluations": evaluations, "trainer": trainer}
+
+
+def _append(path: Path, record: dict) -> None:
+    with path.open("a") as f:
+        f.write(json.dumps(record) + "\n")

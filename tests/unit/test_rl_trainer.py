@@ -1,0 +1,168 @@
+"""`nla rl` on a tiny SFT NLA: the reward rises where there is signal, KL paths, resume, refusals."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from conftest import write_toy_pairs
+from safetensors.torch import load_file
+
+from nla.autoencoder.nla import NLA
+from nla.errors import NLAError
+from nla.rl.config import RLConfig
+from nla.rl.trainer import Trainer, make_accelerator, rl
+from nla.train.ar import train_ar
+from nla.train.av import train_av
+from nla.train.config import ARTrainConfig, AVTrainConfig
+
+WORDS = ["river", "python", "music", "bread"]
+
+
+def build_sft_nla(root, model):
+    """A tiny NLA whose AV has learned the `<explanation>about WORD</explanation>` format (not perfectly)."""
+    data = write_toy_pairs(root / "pairs.parquet", WORDS, rows=64, noise=0.3, template="about {word}")[0]
+    train_av(AVTrainConfig(data=data, out=root / "nla", model=str(model), layer=1, lora_rank=0, lr=1e-2,
+                           batch_size=16, epochs=20, checkpoint_every=1000), progress=False)
+    train_ar(ARTrainConfig(data=data, out=root / "nla", model=str(model), layer=1, lora_rank=4, lr=1e-2,
+                           batch_size=16, epochs=4, checkpoint_every=1000), progress=False)
+    return root / "nla", data
+
+
+@pytest.fixture(scope="module")
+def sft(tmp_path_factory, tiny_llama):
+    return build_sft_nla(tmp_path_factory.mktemp("rl-sft"), tiny_llama)
+
+
+def config(sft, out, **overrides):
+    nla, data = sft
+    settings = dict(nla=nla, data=data, out=out, steps=4, batch_size=2, group_size=4, max_response_tokens=30,
+                    lora_rank=8, av_lr=1e-2, ar_lr=1e-3, ar_lora_rank=4, checkpoint_every=2, device="cpu")
+    return RLConfig(**{**settings, **overrides})
+
+
+def metrics(out) -> list[dict]:
+    return [json.loads(line) for line in (out / "rl_metrics.jsonl").read_text().splitlines()]
+
+
+def prefers_river(explanations, activations):
+    """A toy reward with signal: explanations that name "river" win."""
+    return [1.0 if e.text and "river" in e.text else 0.0 for e in explanations]
+
+
+def expected_toy_reward(trainer: Trainer, samples: int = 96) -> float:
+    """The policy's mean toy reward, from many samples at a fixed seed (the same draws before and after)."""
+    torch.manual_seed(123)
+    vectors = trainer.golds[:8].repeat_interleave(samples // 8, dim=0)
+    _, embeds, mask = trainer.policy.verbalizer.prompt_embeddings(vectors)
+    rollout = trainer.backend.generate(embeds, mask, max_new_tokens=30, temperature=1.0)
+    return float(np.mean(prefers_river(rollout.explanations(trainer.policy.verbalizer.tokenizer), vectors)))
+
+
+def test_a_few_steps_raise_the_reward_where_signal_exists(tmp_path, sft):
+    cfg = config(sft, tmp_path / "toy", steps=8, batch_size=4, group_size=8, ar_lr=0, kl_coef=0, failure_reward=0)
+    before = expected_toy_reward(Trainer(cfg, prefers_river, make_accelerator("cpu")))
+    after = expected_toy_reward(rl(cfg, reward=prefers_river, progress=False)["trainer"])
+    assert after > before + 0.1
+
+
+def test_kl_is_zero_for_a_fresh_adapter_then_positive_and_off_when_its_coefficient_is_zero(tmp_path, sft):
+    rl(config(sft, tmp_path / "kl", steps=3, kl_coef=0.5), progress=False)
+    with_kl = metrics(tmp_path / "kl")
+    assert with_kl[0]["kl_k3"] == pytest.approx(0.0, abs=1e-6)  # the policy starts as the SFT AV
+    assert with_kl[-1]["kl_k3"] > 1e-4 and with_kl[-1]["kl_k1"] != 0
+    rl(config(sft, tmp_path / "nokl", steps=3, kl_coef=0), progress=False)
+    assert all("kl_k3" not in m for m in metrics(tmp_path / "nokl"))  # no reference pass at all
+    # The penalty changes the update: same seed, same first step, different weights after.
+    av_kl, av_free = (load_file(tmp_path / name / "av" / "model.safetensors") for name in ("kl", "nokl"))
+    assert any(not torch.equal(av_kl[k], av_free[k]) for k in av_kl)
+
+
+def test_resume_after_a_stop_matches_an_uninterrupted_run(tmp_path, sft):
+    whole = rl(config(sft, tmp_path / "whole"), progress=False)
+    assert whole["steps"] == 4
+    rl(config(sft, tmp_path / "parts"), progress=False, stop_after=3)  # dies after step 3; state saved at 2
+    assert json.loads((tmp_path / "parts" / "rl_state" / "state.json").read_text())["step"] == 2
+    assert not (tmp_path / "parts" / "av").exists()
+    rl(config(sft, tmp_path / "parts"), progress=False)
+    for part in ("av/model.safetensors", "ar/model.safetensors", "ar/value_head.safetensors"):
+        a, b = load_file(tmp_path / "whole" / part), load_file(tmp_path / "parts" / part)
+        assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a), part
+    first, second = metrics(tmp_path / "whole"), metrics(tmp_path / "parts")
+    assert [m["step"] for m in second] == [1, 2, 3, 4]  # step 3 was logged once, not twice
+    assert [m["reward"] for m in first] == pytest.approx([m["reward"] for m in second], abs=1e-6)
+
+
+def test_a_finished_run_loads_as_an_nla_logs_its_time_split_and_is_not_replaced(tmp_path, sft):
+    cfg = config(sft, tmp_path / "run", steps=2, sample_every=1, eval_data=sft[1], eval_rows=8, eval_every=1)
+    result = rl(cfg, progress=False)
+    nla = NLA.load(cfg.out)
+    assert nla.av_meta.stage == "rl" and nla.ar_meta.stage == "rl" and nla.layer == 1
+    assert set(result["evaluations"]) == {0, 1, 2}
+    assert {"eval_fve", "eval_fve_shuffled", "eval_failure_rate"} <= set(result["evaluations"][2])
+    record = metrics(cfg.out)[1]
+    assert record["seconds_rollout"] > 0 and record["seconds_update"] > 0 and "seconds_reward" in record
+    # The training pass recomputes the rollout's log-probs: they agree, so the rollout's are reused.
+    assert record["logprob_mismatch_k3"] < 1e-6 and record["rollout_logprobs_reused"] == 1.0
+    samples = [json.loads(line) for line in (cfg.out / "rl_samples.jsonl").read_text().splitlines()]
+    assert {s["step"] for s in samples} == {1, 2} and all("answer" in s for s in samples)
+    with pytest.raises(NLAError, match="already holds a finished RL run"):
+        rl(cfg, progress=False)
+    pytest.importorskip("matplotlib")
+    from nla.rl.plots import plot_run
+
+    assert plot_run(cfg.out).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_non_finite_gradients_are_skipped_and_counted(tmp_path, sft):
+    nan_reward = lambda explanations, activations: [float("nan")] * len(explanations)
+    cfg = config(sft, tmp_path / "nan", steps=2, ar_lr=0, failure_reward=float("nan"))
+    rl(cfg, reward=nan_reward, progress=False)
+    assert [m["av_skipped"] for m in metrics(cfg.out)] == [1.0, 1.0]
+    sft_av, rl_av = load_file(sft[0] / "av" / "model.safetensors"), load_file(cfg.out / "av" / "model.safetensors")
+    assert all(torch.equal(sft_av[k], rl_av[k]) for k in sft_av)  # the skipped updates left the AV as it was
+
+
+def test_an_av_and_ar_of_different_layers_are_refused(tmp_path, sft):
+    mixed = tmp_path / "mixed"
+    shutil.copytree(sft[0] / "av", mixed / "av")
+    shutil.copytree(sft[0] / "ar", mixed / "ar")
+    meta_path = mixed / "ar" / "nla_meta.yaml"
+    meta = yaml.safe_load(meta_path.read_text())
+    meta["extraction_layer_index"] = 2
+    meta_path.write_text(yaml.safe_dump(meta))
+    with pytest.raises(NLAError, match="disagree on extraction_layer_index"):
+        rl(config(sft, tmp_path / "out", nla=mixed), progress=False)
+
+
+def test_activations_of_another_width_are_refused(tmp_path, sft):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"activation_vector": pa.array([[1.0] * 16] * 4, type=pa.list_(pa.float32(), 16))}),
+                   tmp_path / "narrow.parquet")
+    with pytest.raises(NLAError, match="d_model 32"):
+        rl(config(sft, tmp_path / "out", data=tmp_path / "narrow.parquet"), progress=False)
+
+
+def test_the_command_line_trains_reports_and_plots(tmp_path, sft):
+    from typer.testing import CliRunner
+
+    from nla.cli import app
+
+    out = tmp_path / "cli"
+    args = ["rl", "--nla", str(sft[0]), "--data", str(sft[1]), "--eval-data", str(sft[1]), "--eval-rows", "4",
+            "--out", str(out), "--steps", "1", "--batch-size", "2", "--max-response-tokens", "30", "--device", "cpu"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "step 0: held-out FVE" in result.output and "step 1: held-out FVE" in result.output
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 2 and "already holds a finished RL run" in again.output
+    bad = CliRunner().invoke(app, [*args[:-6], "--out", str(tmp_path / "other"), "--group-size", "1"])
+    assert bad.exit_code == 2 and "group-size must be at least 2" in bad.output
+    pytest.importorskip("matplotlib")
+    plotted = CliRunner().invoke(app, ["plot", str(out)])
+    assert plotted.exit_code == 0 and (out / "rl_curves.png").exists()
+    assert CliRunner().invoke(app, ["plot", str(tmp_path / "nowhere")]).exit_code == 2
