@@ -13,10 +13,11 @@ from safetensors.torch import load_file
 from nla.autoencoder.nla import NLA
 from nla.errors import NLAError
 from nla.rl.config import RLConfig
-from nla.rl.trainer import Trainer, make_accelerator, rl
+from nla.rl.trainer import Trainer, rl
 from nla.train.ar import train_ar
 from nla.train.av import train_av
 from nla.train.config import ARTrainConfig, AVTrainConfig
+from nla.train.loop import start_processes
 
 WORDS = ["river", "python", "music", "bread"]
 
@@ -63,7 +64,7 @@ def expected_toy_reward(trainer: Trainer, samples: int = 96) -> float:
 
 def test_a_few_steps_raise_the_reward_where_signal_exists(tmp_path, sft):
     cfg = config(sft, tmp_path / "toy", steps=8, batch_size=4, group_size=8, ar_lr=0, kl_coef=0, failure_reward=0)
-    before = expected_toy_reward(Trainer(cfg, prefers_river, make_accelerator("cpu")))
+    before = expected_toy_reward(Trainer(cfg, prefers_river, start_processes("cpu")))
     after = expected_toy_reward(rl(cfg, reward=prefers_river, progress=False)["trainer"])
     assert after > before + 0.1
 

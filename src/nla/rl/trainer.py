@@ -54,7 +54,9 @@ from nla.rl.rewards import ReconstructionReward, RewardFn, is_failure, shaped_re
 from nla.rl.rollout import HFRollouts, Rollout, RolloutBackend
 from nla.train.av import av_batch
 from nla.train.checkpoint import latest_state, load_parts_state, save_parts_state
+from nla.train.loop import start_processes
 from nla.train.lora import add_lora, merge_lora
+from nla.train.pairs import BatchOrder
 
 STATE_DIR, METRICS_FILE, SAMPLES_FILE = "rl_state", "rl_metrics.jsonl", "rl_samples.jsonl"
 SAMPLES_PER_LOG = 2  # activations (with their whole group) written to rl_samples.jsonl
@@ -154,9 +156,9 @@ class Trainer:
         self.backend = backend or HFRollouts(self.policy.verbalizer.model, tokenizer.eos_token_id, self.pad_id)
         self.reward = reward or ReconstructionReward(self.reconstruct, cfg.reward)
         self.reward_is_mse = reward is None and cfg.reward == "mse" and cfg.length_penalty == 0
-        order = np.random.default_rng(cfg.seed).permutation(
-            np.tile(np.arange(len(self.golds)), math.ceil(cfg.steps * cfg.batch_size / len(self.golds)) + 1))
-        self.order = order  # the activations of step s: order[s*B:(s+1)*B], the same on every process
+        # The activations of each step, the same on every process (each then takes its share).
+        self.batches = BatchOrder(len(self.golds), cfg.batch_size, cfg.steps * cfg.batch_size / len(self.golds),
+                                  np.random.default_rng(cfg.seed))
 
     def _build_ar(self) -> None:
         ar, cfg = self.nla.reconstructor, self.cfg
@@ -184,7 +186,7 @@ class Trainer:
     def local_vectors(self, step: int) -> tuple[np.ndarray, torch.Tensor]:
         """This process's share of the step's activations, each repeated group_size times."""
         cfg, acc = self.cfg, self.accelerator
-        rows = self.order[step * cfg.batch_size : (step + 1) * cfg.batch_size][acc.process_index :: acc.num_processes]
+        rows = np.array(self.batches.rows_at(step)[acc.process_index :: acc.num_processes])
         return rows, self.golds[rows].repeat_interleave(cfg.group_size, dim=0)
 
     def step(self, step: int) -> tuple[dict, list[dict]]:
@@ -356,12 +358,6 @@ def _export(trainer: Trainer, steps: int, write: bool) -> None:
         ar.save_released(tmp, nla.ar_tokenizer, ar_meta)
 
 
-def make_accelerator(device: str):
-    from accelerate import Accelerator
-
-    return Accelerator(cpu=device == "cpu")
-
-
 def _start(cfg: RLConfig, accelerator) -> None:
     """Refuse to replace a finished run; clear an old one under --overwrite (main process only)."""
     if not (cfg.nla / "av").is_dir() or not (cfg.nla / "ar").is_dir():
@@ -385,7 +381,7 @@ def rl(cfg: RLConfig, *, reward: RewardFn | None = None, backend: RolloutBackend
 
     `reward` replaces the reconstruction reward (tests use a toy one); `stop_after` ends the call after
     that many steps without exporting, as a kill would (tests of resume use it)."""
-    accelerator = accelerator or make_accelerator(cfg.device)
+    accelerator = accelerator or start_processes(cfg.device)
     _start(cfg, accelerator)
     trainer = Trainer(cfg, reward, accelerator, backend)
     settings = _settings(cfg, accelerator.num_processes)
