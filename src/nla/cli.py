@@ -397,6 +397,8 @@ def rl(
                              length_penalty=length_penalty, checkpoint_every=checkpoint_every,
                              sample_every=sample_every, eval_every=eval_every, seed=seed, device=device,
                              overwrite=overwrite))
+    if not result["trainer"].accelerator.is_main_process:  # under accelerate launch / torchrun, one reports
+        return
     for step, evaluation in sorted(result["evaluations"].items()):
         typer.echo(f"step {step}: held-out FVE {evaluation['eval_fve']:.3f} "
                    f"(shuffled control {evaluation['eval_fve_shuffled']:.3f}), "

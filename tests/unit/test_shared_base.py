@@ -117,3 +117,8 @@ def test_full_fine_tuning_replaces_a_stale_adapter(lora_run, tmp_path, tiny_llam
                            batch_size=16, overwrite=True), progress=False)
     assert not (run / "ar_adapter").exists()  # else NLA.load would prefer the old adapter
     assert not NLA.load(run).shared_base
+
+
+def test_shared_base_refuses_another_target(lora_run):
+    with pytest.raises(NLAError, match="adapters sit on"):
+        NLA.load(lora_run).target("some-other-model")

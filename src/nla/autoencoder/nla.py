@@ -73,7 +73,8 @@ class NLA:
             shared_base = has_adapters(path)
         if shared_base:
             if not has_adapters(path):
-                raise NLAError(f"{path} has no av_adapter/ and ar_adapter/; train with LoRA, or load the merged folders")
+                raise NLAError(f"{path} has no av_adapter/ and ar_adapter/; train with LoRA, or load the merged "
+                               "folders")
             target, verbalizer, reconstructor, av_meta, ar_meta = load_shared(
                 path, device=str(device), dtype=str(dtype).removeprefix("torch."))
             nla = cls(verbalizer, reconstructor, target.tokenizer, av_meta, ar_meta, target)
@@ -91,6 +92,9 @@ class NLA:
     def target(self, spec: str | None = None, *, device: str = "auto") -> Target:
         """The frozen target whose activations this NLA reads: the shared base when there is one, else
         loaded once from `spec` (default: the AV's base checkpoint)."""
+        if self.shared_base and spec and spec != self._target.name:
+            raise NLAError(f"this NLA's adapters sit on {self._target.name}, which is also its target; "
+                           f"drop --model {spec} (or load the merged folders to read another copy of it)")
         if self._target is None:
             from nla.models import load_target
 
