@@ -2,13 +2,16 @@
 processes end with the same weights; the main process alone writes the run."""
 
 import json
+import os
+import socket
+import subprocess
+import sys
 
 import pytest
 import torch
 from conftest import write_toy_pairs
 from safetensors.torch import load_file
 
-from nla.rl.config import RLConfig
 from nla.train.ar import train_ar
 from nla.train.av import train_av
 from nla.train.config import ARTrainConfig, AVTrainConfig
@@ -16,27 +19,35 @@ from nla.train.config import ARTrainConfig, AVTrainConfig
 pytestmark = pytest.mark.slow
 
 
-def _train_on_each_process(cfg: RLConfig, dump_dir):
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
+# Run by each of the two processes torchrun starts. Fresh processes, as `accelerate launch` makes them: a
+# fork of this pytest process (accelerate's debug_launcher) can hang in OpenMP once torch has used threads.
+WORKER = """
+import sys
+from pathlib import Path
 
-    from nla.rl.trainer import rl
+import torch
 
-    # The forked process inherits the parent's single-process state (the SFT stages created it); a real
-    # `accelerate launch` starts fresh processes, so start fresh here too.
-    AcceleratorState._reset_state(reset_partial_state=True)
-    accelerator = Accelerator(cpu=True)
-    result = rl(cfg, accelerator=accelerator, progress=False)
-    trainer = result["trainer"]
-    weights = {f"av.{k}": v for k, v in trainer.policy.verbalizer.model.state_dict().items()}
-    weights.update({f"ar.{k}": v for k, v in trainer.nla.reconstructor.state_dict().items()})
-    torch.save(weights, dump_dir / f"weights-{accelerator.process_index}.pt")
-    accelerator.wait_for_everyone()
+from nla.rl.config import RLConfig
+from nla.rl.trainer import rl
+
+out, nla, data = (Path(a) for a in sys.argv[1:4])
+cfg = RLConfig(nla=nla, data=data, out=out, steps=3, batch_size=4, group_size=4, max_response_tokens=30, lora_rank=8,
+               av_lr=1e-2, ar_lr=1e-3, ar_lora_rank=4, checkpoint_every=2, device="cpu")
+result = rl(cfg, progress=False)
+trainer = result["trainer"]
+weights = {f"av.{k}": v for k, v in trainer.policy.verbalizer.model.state_dict().items()}
+weights.update({f"ar.{k}": v for k, v in trainer.nla.reconstructor.state_dict().items()})
+torch.save(weights, out.parent / f"weights-{trainer.accelerator.process_index}.pt")
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def test_two_processes_end_with_identical_weights(tmp_path, tiny_llama, monkeypatch):
-    from accelerate import debug_launcher
-
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
     data = write_toy_pairs(tmp_path / "pairs.parquet", ["river", "python", "music", "bread"], rows=64, noise=0.3,
                            template="about {word}")[0]
@@ -44,10 +55,13 @@ def test_two_processes_end_with_identical_weights(tmp_path, tiny_llama, monkeypa
                            batch_size=16, epochs=20, checkpoint_every=1000), progress=False)
     train_ar(ARTrainConfig(data=data, out=tmp_path / "nla", model=str(tiny_llama), layer=1, lora_rank=4,
                            epochs=1, batch_size=16, checkpoint_every=1000), progress=False)
-    cfg = RLConfig(nla=tmp_path / "nla", data=data, out=tmp_path / "rl", steps=3, batch_size=4, group_size=4,
-                   max_response_tokens=30, lora_rank=8, av_lr=1e-2, ar_lr=1e-3, ar_lora_rank=4, checkpoint_every=2,
-                   device="cpu")
-    debug_launcher(_train_on_each_process, args=(cfg, tmp_path), num_processes=2)
+    worker = tmp_path / "worker.py"
+    worker.write_text(WORKER)
+    launch = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+         "--master_port", str(free_port()), str(worker), str(tmp_path / "rl"), str(tmp_path / "nla"), str(data)],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert launch.returncode == 0, launch.stderr[-4000:]
     first, second = (torch.load(tmp_path / f"weights-{rank}.pt") for rank in (0, 1))
     assert first.keys() == second.keys()
     assert all(torch.equal(first[k], second[k]) for k in first)  # DDP kept the replicas in step
