@@ -1,19 +1,20 @@
 """Training state on disk: written atomically, so `kill -9` at any moment leaves the last complete state.
 
-A state folder holds `trainable.safetensors` (the trainable tensors by name),
-`optimizer.pt` / `scheduler.pt`, and `state.json` (step, settings, RNG states).
-A state of several trained parts (RL: the AV and the AR, each with its own optimizer)
-holds those files once per part, prefixed by the part's name, and the torch, numpy and
-Python RNG states in `rng.pt`.
+A state folder holds, for each trained part (SFT: one, "model"; RL: "av" and "ar", each
+with its own optimizer), `{part}.trainable.safetensors` (the trainable tensors by name),
+`{part}.optimizer.pt` and `{part}.scheduler.pt`; then `rng.pt` (torch, numpy and Python
+RNG states) and `state.json` (step, settings).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -23,15 +24,8 @@ def trainable_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_training_state(folder: Path, module: torch.nn.Module, optimizer, scheduler, step: int, extra: dict) -> None:
-    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file(trainable_state(module), tmp / "trainable.safetensors")
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-    torch.save({"torch": torch.get_rng_state()}, tmp / "rng.pt")
-    (tmp / "state.json").write_text(json.dumps({"step": step, **extra}, indent=2))
-    _swap_in(tmp, folder)
+    """The state of one trained part (the SFT stages)."""
+    save_parts_state(folder, {"model": (module, optimizer, scheduler)}, step, extra)
 
 
 def _swap_in(tmp: Path, folder: Path) -> None:
@@ -52,22 +46,12 @@ def latest_state(folder: Path) -> Path | None:
 
 
 def load_training_state(folder: Path, module: torch.nn.Module, optimizer, scheduler) -> dict:
-    """Restore into the given objects; returns state.json."""
-    missing, unexpected = module.load_state_dict(load_file(folder / "trainable.safetensors"), strict=False)
-    if unexpected:
-        raise RuntimeError(f"checkpoint {folder} holds unknown tensors: {unexpected[:3]}")
-    optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
-    scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))
-    torch.set_rng_state(torch.load(folder / "rng.pt", weights_only=True)["torch"])
-    return json.loads((folder / "state.json").read_text())
+    """Restore what save_training_state wrote into the given objects and the RNGs; returns state.json."""
+    return load_parts_state(folder, {"model": (module, optimizer, scheduler)})
 
 
 def save_parts_state(folder: Path, parts: dict[str, tuple], step: int, extra: dict) -> None:
-    """Like save_training_state for several (module, optimizer, scheduler) parts, keyed by name."""
-    import random
-
-    import numpy as np
-
+    """Several (module, optimizer, scheduler) parts keyed by name, plus the RNGs, as one atomic state."""
     tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -83,10 +67,6 @@ def save_parts_state(folder: Path, parts: dict[str, tuple], step: int, extra: di
 
 def load_parts_state(folder: Path, parts: dict[str, tuple]) -> dict:
     """Restore what save_parts_state wrote into the given parts and the RNGs; returns state.json."""
-    import random
-
-    import numpy as np
-
     for name, (module, optimizer, scheduler) in parts.items():
         tensors = load_file(folder / f"{name}.trainable.safetensors")
         _, unexpected = module.load_state_dict(tensors, strict=False)
