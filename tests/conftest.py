@@ -26,6 +26,7 @@ NUM_LAYERS = 4
 @functools.lru_cache(maxsize=1)
 def _trained_tokenizer():
     from pydoc_data.topics import topics
+
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -129,3 +130,45 @@ def write_toy_pairs(path: Path, words: list[str], rows: int, noise: float, templ
     table = rows_to_table(vectors, {c: [None] * rows for c in PAIR_COLUMNS}, D_MODEL)
     pq.write_table(table.append_column("explanation", pa.array(texts)), path)
     return path, texts, torch.from_numpy(vectors)
+
+
+@pytest.fixture()
+def extracted_dataset(tmp_path, tiny_llama, small_corpus) -> Path:
+    """A finished `nla extract` of the small corpus on the tiny llama (layer 1, 3 positions per document)."""
+    from nla.data.extract import ExtractConfig, extract
+
+    cfg = ExtractConfig(out=tmp_path / "acts", model=str(tiny_llama), corpus=str(small_corpus), layer=1,
+                        positions_per_doc=3, min_position=4)
+    extract(cfg, progress=False)
+    return cfg.out
+
+
+TOY_WORDS = ["river", "python", "music", "bread"]
+
+
+def build_sft_nla(root: Path, model: Path) -> tuple[Path, Path]:
+    """A tiny NLA whose AV has learned the `<explanation>about WORD</explanation>` format (not perfectly):
+    (its folder, the pairs it was trained on)."""
+    from nla.train.ar import train_ar
+    from nla.train.av import train_av
+    from nla.train.config import ARTrainConfig, AVTrainConfig
+
+    data = write_toy_pairs(root / "pairs.parquet", TOY_WORDS, rows=64, noise=0.3, template="about {word}")[0]
+    train_av(AVTrainConfig(data=data, out=root / "nla", model=str(model), layer=1, lora_rank=0, lr=1e-2,
+                           batch_size=16, epochs=20, checkpoint_every=1000), progress=False)
+    train_ar(ARTrainConfig(data=data, out=root / "nla", model=str(model), layer=1, lora_rank=4, lr=1e-2,
+                           batch_size=16, epochs=4, checkpoint_every=1000), progress=False)
+    return root / "nla", data
+
+
+def torchrun(processes: int) -> list[str]:
+    """The command that starts `processes` fresh CPU processes (gloo) on a free local port. Fresh, as
+    `accelerate launch` makes them: a fork of the pytest process can hang in OpenMP once torch used threads."""
+    import socket
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
+            "--master_addr", "127.0.0.1", "--master_port", str(port)]

@@ -6,13 +6,12 @@ processes must end where one process with the whole batch ends (up to float roun
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
 import pytest
 import torch
-from conftest import write_toy_pairs
+from conftest import torchrun, write_toy_pairs
 from safetensors.torch import load_file
 
 pytestmark = pytest.mark.slow
@@ -21,17 +20,10 @@ STEPS_ARGS = ["--layer", "1", "--lora-rank", "4", "--batch-size", "16", "--epoch
               "--checkpoint-every", "2"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def train_ar(out, data, model, processes: int) -> subprocess.CompletedProcess:
     nla = ["-m", "nla.cli", "train-ar", "--data", str(data), "--out", str(out), "--model", str(model),
            "--device", "cpu", *STEPS_ARGS]
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
-                "--master_addr", "127.0.0.1", "--master_port", str(free_port())] if processes > 1 else [sys.executable]
+    launcher = torchrun(processes) if processes > 1 else [sys.executable]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(launcher + nla, capture_output=True, text=True, timeout=600, env=env)
 

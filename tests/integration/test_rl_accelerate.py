@@ -3,24 +3,17 @@ processes end with the same weights; the main process alone writes the run."""
 
 import json
 import os
-import socket
 import subprocess
-import sys
 
 import pytest
 import torch
-from conftest import write_toy_pairs
+from conftest import build_sft_nla, torchrun
 from safetensors.torch import load_file
-
-from nla.train.ar import train_ar
-from nla.train.av import train_av
-from nla.train.config import ARTrainConfig, AVTrainConfig
 
 pytestmark = pytest.mark.slow
 
 
-# Run by each of the two processes torchrun starts. Fresh processes, as `accelerate launch` makes them: a
-# fork of this pytest process (accelerate's debug_launcher) can hang in OpenMP once torch has used threads.
+# Run by each of the two processes torchrun starts (see conftest.torchrun for why not a fork).
 WORKER = """
 import sys
 from pathlib import Path
@@ -41,31 +34,19 @@ torch.save(weights, out.parent / f"weights-{trainer.accelerator.process_index}.p
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_processes_end_with_identical_weights(tmp_path, tiny_llama, monkeypatch):
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
-    data = write_toy_pairs(tmp_path / "pairs.parquet", ["river", "python", "music", "bread"], rows=64, noise=0.3,
-                           template="about {word}")[0]
-    train_av(AVTrainConfig(data=data, out=tmp_path / "nla", model=str(tiny_llama), layer=1, lora_rank=0, lr=1e-2,
-                           batch_size=16, epochs=20, checkpoint_every=1000), progress=False)
-    train_ar(ARTrainConfig(data=data, out=tmp_path / "nla", model=str(tiny_llama), layer=1, lora_rank=4,
-                           epochs=1, batch_size=16, checkpoint_every=1000), progress=False)
+    nla, data = build_sft_nla(tmp_path, tiny_llama)
     worker = tmp_path / "worker.py"
     worker.write_text(WORKER)
     launch = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-         "--master_port", str(free_port()), str(worker), str(tmp_path / "rl"), str(tmp_path / "nla"), str(data)],
+        [*torchrun(2), str(worker), str(tmp_path / "rl"), str(nla), str(data)],
         capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert launch.returncode == 0, launch.stderr[-4000:]
     first, second = (torch.load(tmp_path / f"weights-{rank}.pt") for rank in (0, 1))
     assert first.keys() == second.keys()
     assert all(torch.equal(first[k], second[k]) for k in first)  # DDP kept the replicas in step
-    sft_av = load_file(tmp_path / "nla" / "av" / "model.safetensors")
+    sft_av = load_file(nla / "av" / "model.safetensors")
     assert any(not torch.equal(first[f"av.{k}"], sft_av[k]) for k in sft_av)  # and they did train
     lines = [json.loads(line) for line in (tmp_path / "rl" / "rl_metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in lines] == [1, 2, 3]  # one writer: each step logged once

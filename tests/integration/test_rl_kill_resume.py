@@ -9,12 +9,8 @@ import time
 
 import pytest
 import torch
-from conftest import write_toy_pairs
+from conftest import build_sft_nla
 from safetensors.torch import load_file
-
-from nla.train.ar import train_ar
-from nla.train.av import train_av
-from nla.train.config import ARTrainConfig, AVTrainConfig
 
 pytestmark = pytest.mark.slow
 
@@ -29,17 +25,12 @@ def nla_rl(nla, data, out):
 
 
 def test_kill_9_then_rerun_gives_the_uninterrupted_result(tmp_path, tiny_llama):
-    data = write_toy_pairs(tmp_path / "pairs.parquet", ["river", "python", "music", "bread"], rows=64, noise=0.3,
-                           template="about {word}")[0]
-    train_av(AVTrainConfig(data=data, out=tmp_path / "nla", model=str(tiny_llama), layer=1, lora_rank=0, lr=1e-2,
-                           batch_size=16, epochs=20, checkpoint_every=1000), progress=False)
-    train_ar(ARTrainConfig(data=data, out=tmp_path / "nla", model=str(tiny_llama), layer=1, lora_rank=4,
-                           epochs=2, batch_size=16, checkpoint_every=1000), progress=False)
-    reference = nla_rl(tmp_path / "nla", data, tmp_path / "ref")
+    nla, data = build_sft_nla(tmp_path, tiny_llama)
+    reference = nla_rl(nla, data, tmp_path / "ref")
     assert reference.wait(timeout=300) == 0, reference.stderr.read()
 
     out = tmp_path / "killed"
-    run = nla_rl(tmp_path / "nla", data, out)
+    run = nla_rl(nla, data, out)
     deadline = time.time() + 120
     state = out / "rl_state" / "state.json"
     while not (state.exists() and json.loads(state.read_text())["step"] >= 4):
@@ -49,7 +40,7 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_result(tmp_path, tiny_llama):
     run.wait()
     assert not (out / "av").exists()
 
-    rerun = nla_rl(tmp_path / "nla", data, out)
+    rerun = nla_rl(nla, data, out)
     assert rerun.wait(timeout=300) == 0, rerun.stderr.read()
     for part in ("av/model.safetensors", "ar/model.safetensors", "ar/value_head.safetensors"):
         a, b = load_file(tmp_path / "ref" / part), load_file(out / part)

@@ -14,7 +14,6 @@ from fake_api_server import FakeAPI, context_of
 
 from nla.cli import app
 from nla.data.dataset import sidecar_path
-from nla.data.extract import ExtractConfig, extract
 from nla.errors import NLAError
 from nla.explainers.api import (CACHE_FILE, DEFAULT_MODELS, INSTRUCTION, ApiExplainer, clean_answer,
                                 prompt_for, split_features)
@@ -184,11 +183,8 @@ def test_a_missing_sdk_names_the_extra(tmp_path, monkeypatch):
 
 
 @pytest.fixture()
-def dataset(tmp_path, tiny_llama, small_corpus):
-    cfg = ExtractConfig(out=tmp_path / "acts", model=str(tiny_llama), corpus=str(small_corpus), layer=1,
-                        positions_per_doc=3, min_position=4)
-    extract(cfg, progress=False)
-    return cfg.out
+def dataset(extracted_dataset):
+    return extracted_dataset
 
 
 def test_explain_data_with_an_api_backend(dataset, monkeypatch, caplog):

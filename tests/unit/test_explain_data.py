@@ -7,17 +7,13 @@ from typer.testing import CliRunner
 
 from nla.cli import app
 from nla.data.dataset import sidecar_path
-from nla.data.extract import ExtractConfig, extract
 from nla.errors import NLAError
 from nla.explainers.stage import ExplainDataConfig, explain_data
 
 
 @pytest.fixture()
-def dataset(tmp_path, tiny_llama, small_corpus):
-    cfg = ExtractConfig(out=tmp_path / "acts", model=str(tiny_llama), corpus=str(small_corpus), layer=1,
-                        positions_per_doc=3, min_position=4)
-    extract(cfg, progress=False)
-    return cfg.out
+def dataset(extracted_dataset):
+    return extracted_dataset
 
 
 def test_every_row_gets_a_factual_explanation(dataset):

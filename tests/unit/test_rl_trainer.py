@@ -7,29 +7,14 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import write_toy_pairs
+from conftest import build_sft_nla
 from safetensors.torch import load_file
 
 from nla.autoencoder.nla import NLA
 from nla.errors import NLAError
 from nla.rl.config import RLConfig
 from nla.rl.trainer import Trainer, rl
-from nla.train.ar import train_ar
-from nla.train.av import train_av
-from nla.train.config import ARTrainConfig, AVTrainConfig
 from nla.train.loop import start_processes
-
-WORDS = ["river", "python", "music", "bread"]
-
-
-def build_sft_nla(root, model):
-    """A tiny NLA whose AV has learned the `<explanation>about WORD</explanation>` format (not perfectly)."""
-    data = write_toy_pairs(root / "pairs.parquet", WORDS, rows=64, noise=0.3, template="about {word}")[0]
-    train_av(AVTrainConfig(data=data, out=root / "nla", model=str(model), layer=1, lora_rank=0, lr=1e-2,
-                           batch_size=16, epochs=20, checkpoint_every=1000), progress=False)
-    train_ar(ARTrainConfig(data=data, out=root / "nla", model=str(model), layer=1, lora_rank=4, lr=1e-2,
-                           batch_size=16, epochs=4, checkpoint_every=1000), progress=False)
-    return root / "nla", data
 
 
 @pytest.fixture(scope="module")
