@@ -1,0 +1,25 @@
+"""The `nla` command line: a thin layer over the stage functions, one module per command group.
+
+    nla demo                      # the main job on the embedded default
+    nla info --model gemma3-270m  # layers, d_model, activation norms
+    nla extract --out runs/acts   # corpus -> activation dataset
+    nla explain-data --dataset runs/acts   # warm-start explanations for the SFT splits
+    nla train-ar / train-av / rl / export / plot  # training (cli/train.py)
+    nla explain "some text" --nla runs/nla # every token's explanation and fidelity (cli/read.py)
+    nla eval --nla runs/nla --out runs/eval  # held-out FVE next to its controls, JSON + PNGs
+    nla build-corpus --out FILE   # regenerate the embedded default corpus
+
+Groups: cli/data.py (info, extract, explain-data, build-corpus), cli/train.py (train-ar,
+train-av, rl, export, plot), cli/read.py (explain, eval, demo). Each registers its
+commands on the one `app` defined in cli/common.py.
+"""
+
+from nla.cli.common import app
+from nla.cli import data, read, train  # noqa: F401  (registers the commands)
+
+
+def main() -> None:
+    app()
+
+
+__all__ = ["app", "main"]

@@ -1,0 +1,5 @@
+import sys
+
+from nla.cli import main
+
+sys.exit(main())

@@ -1,0 +1,146 @@
+"""Data commands: info, extract, explain-data, build-corpus."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from nla.data.config import ExtractConfig
+from nla.data.sampling import SplitFractions
+from nla.explainers.api import DEFAULT_CONCURRENCY, DEFAULT_MAX_RETRIES
+from nla.explainers.api import DEFAULT_MODELS as DEFAULT_API_MODELS
+from nla.cli.common import AR, AV, CORPUS_HELP, EVAL, EXTRACT, MODEL_HELP, RL, SPLIT, app, user_errors
+
+
+@app.command()
+@user_errors
+def info(
+    model: str = typer.Option(EXTRACT["model"], help=MODEL_HELP),
+    layer: Optional[int] = typer.Option(None, help="Layer K (output of block K); default floor(2L/3)."),
+    corpus: str = typer.Option(EXTRACT["corpus"], help=CORPUS_HELP),
+    max_docs: int = typer.Option(64, help="Documents used for the norm statistics."),
+    min_position: int = typer.Option(EXTRACT["min_position"], help="Ignore earlier positions (outlier norms)."),
+    device: str = typer.Option(EXTRACT["device"], help="auto, cpu, cuda, cuda:N."),
+    trust_remote_code: bool = typer.Option(False, help="Run a hub model's own code (only if you trust it)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
+):
+    """Layer count, d_model, default layer, and activation-norm statistics at a layer."""
+    from nla.data.info import target_info
+    from nla.models import load_target
+
+    target = load_target(model, device=device, trust_remote_code=trust_remote_code)
+    result = target_info(target, layer=layer, corpus=corpus, max_docs=max_docs,
+                         min_position=min_position)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    for key, value in result.items():
+        if key not in ("activation_norm", "suggested_injection_scale"):
+            typer.echo(f"{key:>26}: {value}")
+    norms = result["activation_norm"]
+    typer.echo(f"{'activation norm at layer':>26}: mean {norms['mean']:.1f}, p50 {norms['p50']:.1f}, "
+               f"p90 {norms['p90']:.1f}, p99 {norms['p99']:.1f}, max {norms['max']:.1f} "
+               f"({norms['count']} positions in {norms['documents']} documents)")
+    typer.echo(f"{'suggested injection scale':>26}: {result['suggested_injection_scale']:g}")
+
+
+@app.command()
+@user_errors
+def extract(
+    out: Path = typer.Option(..., help="Output folder (one parquet + sidecar per split)."),
+    model: str = typer.Option(EXTRACT["model"], help=MODEL_HELP),
+    corpus: str = typer.Option(EXTRACT["corpus"], help=CORPUS_HELP),
+    text_field: str = typer.Option(EXTRACT["text_field"], help="Text field (.jsonl) or column (.parquet)."),
+    layer: Optional[int] = typer.Option(None, help="Layer K (output of block K); default floor(2L/3)."),
+    positions_per_doc: int = typer.Option(EXTRACT["positions_per_doc"], help="Positions sampled per document."),
+    min_position: int = typer.Option(EXTRACT["min_position"], help="Earliest token position that may be sampled."),
+    max_doc_tokens: int = typer.Option(EXTRACT["max_doc_tokens"], help="Cut longer documents to this many tokens."),
+    max_docs: Optional[int] = typer.Option(None, help="Use only the first N documents."),
+    seed: int = typer.Option(EXTRACT["seed"], help="Keys position sampling and splits (with the doc id)."),
+    validation: float = typer.Option(SPLIT["validation"], help="Fraction of documents held out for validation."),
+    test: float = typer.Option(SPLIT["test"], help="Fraction of documents held out for test."),
+    batch_tokens: int = typer.Option(EXTRACT["batch_tokens"], help="Tokens per forward pass (rows x longest row)."),
+    chunk_docs: int = typer.Option(EXTRACT["chunk_docs"], help="Documents per resumable chunk."),
+    device: str = typer.Option(EXTRACT["device"], help="auto, cpu, cuda, cuda:N."),
+    dtype: str = typer.Option(EXTRACT["dtype"], help="auto (fp32 on CPU, bf16 on CUDA), float32, bfloat16, float16."),
+    trust_remote_code: bool = typer.Option(False, help="Run a hub model's own code (only if you trust it)."),
+    overwrite: bool = typer.Option(False, help="Replace an existing extraction in --out."),
+):
+    """Extract residual-stream activations from a corpus into a training-ready dataset."""
+    from nla.data.extract import extract as run_extract
+
+    cfg = ExtractConfig(out=out, model=model, corpus=corpus, text_field=text_field, layer=layer,
+                        positions_per_doc=positions_per_doc, min_position=min_position,
+                        max_doc_tokens=max_doc_tokens, max_docs=max_docs, seed=seed,
+                        splits=SplitFractions(validation=validation, test=test), batch_tokens=batch_tokens,
+                        chunk_docs=chunk_docs, device=device, dtype=dtype,
+                        trust_remote_code=trust_remote_code, overwrite=overwrite)
+    typer.echo(format_summary(run_extract(cfg), out))
+
+
+@app.command("explain-data")
+@user_errors
+def explain_data(
+    dataset: Path = typer.Option(..., help="A finished `nla extract` folder."),
+    out: Optional[Path] = typer.Option(None, help="Output folder (default: DATASET/explanations-EXPLAINER)."),
+    explainer: str = typer.Option("offline", help="Explanation backend: offline (facts only, no network), "
+                                  "anthropic, or openai (also vLLM, Ollama, any compatible server via --base-url)."),
+    splits: str = typer.Option("ar_sft,av_sft", help="Comma-separated splits to explain."),
+    top_k: int = typer.Option(3, help="The target's next-token candidates given to the explainer."),
+    api_model: Optional[str] = typer.Option(None, help="API model (default: " + ", ".join(
+        f"{k} {v}" for k, v in DEFAULT_API_MODELS.items()) + ")."),
+    base_url: Optional[str] = typer.Option(None, help="API base URL, e.g. http://localhost:8000/v1 for vLLM."),
+    api_key_env: Optional[str] = typer.Option(None, help="Environment variable holding the API key (default: "
+                                              "ANTHROPIC_API_KEY / OPENAI_API_KEY); none: a keyless local server."),
+    concurrency: int = typer.Option(DEFAULT_CONCURRENCY, help="API requests in flight."),
+    max_retries: int = typer.Option(DEFAULT_MAX_RETRIES, help="Retries per API request (429, 5xx, lost connection)."),
+    device: str = typer.Option(EXTRACT["device"], help="auto, cpu, cuda, cuda:N."),
+    overwrite: bool = typer.Option(False, help="Replace existing explanations in --out (API answers stay cached)."),
+):
+    """Write warm-start explanations for the SFT splits of an activation dataset."""
+    from nla.explainers.stage import ExplainDataConfig
+    from nla.explainers.stage import explain_data as run_explain_data
+
+    cfg = ExplainDataConfig(dataset=dataset, out=out, explainer=explainer,
+                            splits=tuple(s.strip() for s in splits.split(",") if s.strip()), top_k=top_k,
+                            device=device, overwrite=overwrite, api_model=api_model, base_url=base_url,
+                            api_key_env=api_key_env, concurrency=concurrency, max_retries=max_retries)
+    summary = run_explain_data(cfg)
+    for split, counts in summary["splits"].items():
+        typer.echo(f"{split}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    typer.echo(f"explanations written to {cfg.out}/")
+
+
+def format_summary(summary: dict, out: Path) -> str:
+    norms = summary["activation_norm"]
+    splits = ", ".join(f"{k} {v}" for k, v in summary["rows_per_split"].items())
+    speed = summary["tokens_per_second"]
+    lines = [
+        f"extracted {summary['rows']} activations from {summary['documents_used']} documents "
+        f"({summary['documents_skipped_too_short']} skipped as too short) into {out}/",
+        f"  model {summary['model']}, layer {summary['layer']}, d_model {summary['d_model']}; "
+        f"{summary['tokens']} tokens" + (f" at {speed:.0f} tokens/s" if speed else " (all resumed from chunks)"),
+        f"  rows per split: {splits}",
+        f"  activation norm: mean {norms['mean']:.1f}, p50 {norms['p50']:.1f}, p99 {norms['p99']:.1f}, "
+        f"max {norms['max']:.1f} -> suggested injection scale {summary['suggested_injection_scale']:g}",
+    ]
+    return "\n".join(lines)
+
+
+@app.command("build-corpus")
+@user_errors
+def build_corpus(
+    out: Path = typer.Option(..., help="Output .jsonl.gz (the shipped one is src/nla/data/default_corpus.jsonl.gz)."),
+    model: str = typer.Option(EXTRACT["model"], help="Instruction-tuned model that writes the generated part."),
+    limit: Optional[int] = typer.Option(None, help="Generate only the first N documents (for a quick look)."),
+    batch_size: int = typer.Option(64, help="Documents generated together."),
+):
+    """Regenerate the embedded default corpus (resumable; ~40 min on 2 CPU cores)."""
+    from nla.data.build_corpus import BuildConfig
+    from nla.data.build_corpus import build_corpus as run_build
+
+    typer.echo(json.dumps(run_build(BuildConfig(out=out, model=model, limit=limit, batch_size=batch_size)), indent=2))
