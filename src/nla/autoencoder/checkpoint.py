@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from nla.autoencoder.injection import Injection
 from nla.autoencoder.marker import Marker
 from nla.autoencoder.meta import ModelMeta, read_model_meta, write_model_meta
 from nla.autoencoder.verbalizer import Verbalizer
@@ -71,7 +72,8 @@ def load_verbalizer(folder: str | Path, *, device: str | torch.device = "cpu",
         tokenizer.pad_token = tokenizer.eos_token
     ids, site = check_site(tokenizer, meta, folder)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(device).eval()
-    return Verbalizer(model, tokenizer, ids, site, float(meta.injection_scale)), meta
+    return Verbalizer(model, tokenizer, ids, site, float(meta.injection_scale),
+                      Injection.from_dict(meta.injection)), meta
 
 
 def check_pair(av: ModelMeta, ar: ModelMeta, where: Path) -> None:

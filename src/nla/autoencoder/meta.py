@@ -37,11 +37,15 @@ class ModelMeta:
     parent_checkpoints: list = field(default_factory=list)
     training: dict = field(default_factory=dict)  # lr, loss_type, global_batch_size
     created_at: str = ""
+    # AV only: where the vector enters ({} = the released embedding site; see autoencoder/injection.py)
+    injection: dict = field(default_factory=dict)
 
     def to_yaml_dict(self) -> dict:
         data = asdict(self)
         layer = data.pop("extraction_layer_index")
         injection_scale, mse_scale = data.pop("injection_scale"), data.pop("mse_scale")
+        if not data["injection"] or data["injection"].get("site", "embedding") == "embedding":
+            data.pop("injection")  # the released layout has no such key: leave it out
         return {"kind": "nla_model", "schema_version": SCHEMA_VERSION, "role": data.pop("role"),
                 "d_model": data.pop("d_model"), "extraction_layer_index": layer,
                 "extraction": {"injection_scale": injection_scale, "mse_scale": mse_scale}, **data,
@@ -95,6 +99,7 @@ def read_model_meta(folder: str | Path) -> ModelMeta:
         parent_checkpoints=raw.get("parent_checkpoints") or [],
         training=raw.get("training") or {},
         created_at=str(raw.get("created_at") or ""),
+        injection=raw.get("injection") or {},
     )
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from nla.autoencoder.checkpoint import AR_DIR, AV_DIR, check_pair, load_verbalizer
+from nla.autoencoder.default import resolve as resolve_default
 from nla.autoencoder.meta import ModelMeta
 from nla.autoencoder.reconstructor import Reconstructor, load_reconstructor, reconstruction_mse
 from nla.autoencoder.shared import has_adapters, load_shared, use_role
@@ -67,8 +68,9 @@ class NLA:
     @classmethod
     def load(cls, path: str | Path, *, device: str = "auto", dtype: torch.dtype = torch.float32,
              shared_base: bool | None = None) -> "NLA":
-        """shared_base None: use the adapters when the folder has both, else the merged folders."""
-        path, device = Path(path), pick_device(device)
+        """shared_base None: use the adapters when the folder has both, else the merged folders.
+        `path` "default" is the NLA shipped in the package (see autoencoder/default.py)."""
+        path, device = resolve_default(path), pick_device(device)
         if shared_base is None:
             shared_base = has_adapters(path)
         if shared_base:

@@ -26,6 +26,7 @@ from torch import nn
 
 from nla.atomic import atomic_path
 from nla.autoencoder.checkpoint import AR_DIR, AV_DIR, check_pair, check_site
+from nla.autoencoder.injection import Injection
 from nla.autoencoder.meta import ModelMeta, read_model_meta, write_model_meta
 from nla.autoencoder.reconstructor import VALUE_HEAD_FILE, Reconstructor
 from nla.autoencoder.verbalizer import Verbalizer
@@ -84,7 +85,8 @@ def load_shared(run: Path, *, device: str = "cpu", dtype: str = "float32"):
         warnings.simplefilter("ignore", UserWarning)
         model = load_adapter(model, ar_dir, "ar").requires_grad_(False)
     ids, site = check_site(target.tokenizer, av_meta, av_dir)
-    verbalizer = Verbalizer(model, target.tokenizer, ids, site, float(av_meta.injection_scale))
+    verbalizer = Verbalizer(model, target.tokenizer, ids, site, float(av_meta.injection_scale),
+                            Injection.from_dict(av_meta.injection))
     reconstructor = Reconstructor(model, ar_meta.extraction_layer_index, _head(ar_dir, ar_meta.d_model)).eval()
     use_role(model, "target")
     return target, verbalizer, reconstructor, av_meta, ar_meta

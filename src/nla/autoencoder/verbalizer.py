@@ -9,11 +9,13 @@ a failed sample (text None), never a crash.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
 
 import torch
 
+from nla.autoencoder.injection import RESIDUAL, Injection, ResidualInjection
 from nla.autoencoder.verbalizer_prompt import InjectionSite, inject
 from nla.errors import NLAError
 
@@ -52,12 +54,22 @@ def check_vectors(vectors: torch.Tensor, d_model: int) -> torch.Tensor:
 
 
 class Verbalizer:
-    def __init__(self, model, tokenizer, prompt: list[int], site: InjectionSite, injection_scale: float):
+    def __init__(self, model, tokenizer, prompt: list[int], site: InjectionSite, injection_scale: float,
+                 injection: Injection = Injection()):
         self.model = model
         self.tokenizer = tokenizer
         self.prompt = prompt
         self.site = site
         self.injection_scale = injection_scale
+        self.injection = injection
+        self._residual = None
+        if injection.site == RESIDUAL:
+            self._residual = ResidualInjection(model, injection.layer, prompt.index(site.marker.token_id),
+                                               len(prompt), site.marker.token_id)
+
+    def reading(self):
+        """Wrap every AV forward (training, generate, RL log-probs) in this: it arms a residual injection."""
+        return self._residual.active() if self._residual else contextlib.nullcontext()
 
     @property
     def d_model(self) -> int:
@@ -81,8 +93,9 @@ class Verbalizer:
             _, embeds, mask = self.prompt_embeddings(vectors[start : start + batch_size])
             sampling = dict(do_sample=True, temperature=temperature, top_p=1.0, top_k=0) if temperature > 0 \
                 else dict(do_sample=False)
-            out = self.model.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                      pad_token_id=self.tokenizer.pad_token_id, **sampling)
+            with self.reading():
+                out = self.model.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                          pad_token_id=self.tokenizer.pad_token_id, **sampling)
             for row in out:  # generate() from embeddings returns only the new tokens
                 row = row.tolist()
                 eos = self.tokenizer.eos_token_id

@@ -22,12 +22,9 @@ from nla.autoencoder.marker import Marker, find_marker
 from nla.autoencoder.reconstructor import normalize
 from nla.errors import NLAError
 
-AV_TEMPLATE = (
-    "Here is one hidden state of a language model ({marker}), captured while it was reading some text.\n"
-    "Say in plain English what the model is representing at that moment: what the text is about, "
-    "what was just said, and what it expects to come next. "
-    "Answer inside <explanation></explanation> tags."
-)
+# Short on purpose: the prompt is recomputed in every training and RL pass (SmolLM2's chat template
+# already adds a system prompt of its own), and the AV learns what to say from training, not from here.
+AV_TEMPLATE = "Explain this hidden state of a language model ({marker}) inside <explanation></explanation> tags."
 
 
 @dataclass(frozen=True)

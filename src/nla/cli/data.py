@@ -91,6 +91,7 @@ def explain_data(
                                   "anthropic, or openai (also vLLM, Ollama, any compatible server via --base-url)."),
     splits: str = typer.Option("ar_sft,av_sft", help="Comma-separated splits to explain."),
     top_k: int = typer.Option(3, help="The target's next-token candidates given to the explainer."),
+    quote_tokens: int = typer.Option(12, help="The last N tokens of each context, quoted exactly."),
     api_model: Optional[str] = typer.Option(None, help="API model (default: " + ", ".join(
         f"{k} {v}" for k, v in DEFAULT_API_MODELS.items()) + ")."),
     base_url: Optional[str] = typer.Option(None, help="API base URL, e.g. http://localhost:8000/v1 for vLLM."),
@@ -106,7 +107,7 @@ def explain_data(
     from nla.explainers.stage import explain_data as run_explain_data
 
     cfg = ExplainDataConfig(dataset=dataset, out=out, explainer=explainer,
-                            splits=tuple(s.strip() for s in splits.split(",") if s.strip()), top_k=top_k,
+                            splits=tuple(s.strip() for s in splits.split(",") if s.strip()), top_k=top_k, quote_tokens=quote_tokens,
                             device=device, overwrite=overwrite, api_model=api_model, base_url=base_url,
                             api_key_env=api_key_env, concurrency=concurrency, max_retries=max_retries)
     summary = run_explain_data(cfg)

@@ -51,6 +51,8 @@ def train_av(
     layer: Optional[int] = typer.Option(None, help="Default: the dataset's layer."),
     injection_scale: Optional[float] = typer.Option(None, help="Default: a round number just above the mean norm."),
     shuffle_activations: bool = typer.Option(False, help="Control run: pair explanations with other activations."),
+    injection: str = typer.Option(AV["injection"], help="embedding (the released site: the marker's token "
+                                  "embedding) or residual (block K's output at the marker; reads faster)."),
     lora_rank: int = typer.Option(AV["lora_rank"], help="LoRA rank; 0 trains every weight."),
     lr: float = typer.Option(AV["lr"], help="Peak learning rate (warmup, then cosine to 10%)."),
     batch_size: int = typer.Option(AV["batch_size"]),
@@ -63,7 +65,8 @@ def train_av(
     from nla.train.av import train_av as run_train_av
 
     result = run_train_av(AVTrainConfig(data=data, out=out, model=model, layer=layer, injection_scale=injection_scale,
-                                        shuffle_activations=shuffle_activations, lora_rank=lora_rank, lr=lr,
+                                        shuffle_activations=shuffle_activations, injection=injection,
+                                        lora_rank=lora_rank, lr=lr,
                                         batch_size=batch_size, epochs=epochs, checkpoint_every=checkpoint_every,
                                         device=device, overwrite=overwrite))
     if result["main_process"]:  # under accelerate launch / torchrun, one process reports
@@ -142,3 +145,24 @@ def plot(run: Path = typer.Argument(..., help="An `nla rl` run folder (holding r
     from nla.rl.plots import plot_run
 
     typer.echo(f"wrote {plot_run(run)}")
+
+
+@app.command("train")
+@user_errors
+def train(
+    out: Path = typer.Option(..., help="Run folder: acts/, sft/, rl/, eval/, train_config.yaml, stages.json."),
+    preset: Optional[str] = typer.Option(None, help="smollm2-135m (the shipped default's recipe) or gemma3-270m."),
+    config: Optional[Path] = typer.Option(None, help="A YAML config (see src/nla/train/presets/ for the keys)."),
+):
+    """The whole pipeline from one config: extract, explain, SFT of AR and AV, RL, eval; a rerun resumes."""
+    from nla.errors import NLAError
+    from nla.eval.evaluate import format_result
+    from nla.train.pipeline import load_config, preset_path, run_pipeline
+
+    if (preset is None) == (config is None):
+        raise NLAError("pass exactly one of --preset NAME or --config FILE")
+    result = run_pipeline(load_config(config or preset_path(preset)), out, echo=typer.echo)
+    typer.echo(format_result(result["eval"]))
+    minutes = sum(s["wall_seconds"] for s in result["stages"].values()) / 60
+    typer.echo("stages: " + ", ".join(f"{k} {v['wall_seconds'] / 60:.1f} min" for k, v in result["stages"].items())
+               + f" (total {minutes:.1f} min); NLA: {out}/rl or {out}/sft, report: {out}/eval/eval.json")

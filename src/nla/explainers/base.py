@@ -15,6 +15,7 @@ class ExplainRequest:
     genre: str = ""
     topic: str = ""
     next_tokens: tuple[tuple[str, float], ...] = field(default_factory=tuple)  # the target's top predictions
+    quote: str | None = None  # the last few tokens of the context, decoded exactly (quote_tokens of them)
 
 
 class Explainer(Protocol):

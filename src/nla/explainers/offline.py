@@ -1,92 +1,56 @@
-"""The offline explainer: an explanation built only from facts, with no network and no API key.
+"""The offline explainer: a short, checkable explanation built only from facts, with no network or API key.
 
-Facts used: the document's genre and topic, a quote of the last few words, what kind
-of token ends the context, and the target model's own most likely next tokens there.
-Wording varies by a hash of the row id (several phrasings for each paragraph, two or
-three paragraphs), so the verbalizer learns to say these things, not one sentence frame.
+Three sentences, in this order (see docs/quality.md for the measurements behind it):
+
+    A news article about volcanoes. Next it expects " erupt", " be" or " have". The text so far ends: "…scientists say the volcano could"
+
+1. What the passage is (the document's genre and topic).
+2. What the target itself predicts next: its top next tokens at that position.
+3. An exact quote of the last few tokens of the context (`ExplainRequest.quote`), last,
+   so the reconstructor reads the quoted words right before its fixed suffix, as the
+   target read them. A reconstructor that reads true quotes of the recent context
+   recovers most of what one reading the whole context recovers (docs/quality.md),
+   while a short prose summary recovers almost nothing.
+
+The frame is fixed: varied wording would only add text the verbalizer must guess and
+the reconstructor must ignore. Every quoted span is a substring of the context, so a
+reader (and `nla trace`'s claim checks) can verify it.
 """
 
 from __future__ import annotations
 
-import hashlib
-import re
-
 from nla.explainers.base import ExplainRequest
 
-QUOTE_WORDS = 8
-
-
-def token_role(token: str) -> str:
-    """What kind of token closes the context, in words."""
-    stripped = token.strip()
-    if not stripped:
-        return "a line break" if "\n" in token else "a space"
-    if re.fullmatch(r"[.!?]+", stripped):
-        return "the end of a sentence"
-    if re.fullmatch(r"[,;:]", stripped):
-        return "a pause inside a sentence"
-    if re.fullmatch(r"[\W_]+", stripped):
-        return f"the symbol {stripped!r}"
-    if stripped.isdigit():
-        return "a number"
-    if token[:1].isspace():
-        return f"the word {stripped!r}" if stripped.isalpha() else f"the start of {stripped!r}"
-    return f"a piece of a longer word ({stripped!r})"
-
-
-def _choice(key: str, options: list[str]) -> str:
-    return options[int(hashlib.sha256(key.encode()).hexdigest(), 16) % len(options)]
-
-
-def _quote(context: str) -> str:
-    words = context.replace("\n", " ").split()
-    return " ".join(words[-QUOTE_WORDS:])
+FORMAT_VERSION = 2
 
 
 def _a(noun: str) -> str:
     return f"an {noun}" if noun[:1].lower() in "aeiou" else f"a {noun}"
 
 
-def _setting(r: ExplainRequest) -> str:
-    kind = _a(r.genre.replace("-", " ") or "text")
+def setting(r: ExplainRequest) -> str:
+    kind = (r.genre.replace("-", " ") or "text").strip()
     about = f" about {r.topic}" if r.topic else ""
-    return _choice(r.row_id + "setting", [
-        f"The model is reading {kind}{about}.",
-        f"This is {kind}{about}, and the model is following along.",
-        f"The passage is {kind}{about}; the model keeps track of that.",
-        f"The model recognises the text as {kind}{about}.",
-    ])
+    sentence = f"{_a(kind)}{about}."
+    return sentence[:1].upper() + sentence[1:]
 
 
-def _recent(r: ExplainRequest) -> str:
-    quote, role = _quote(r.context), token_role(r.token)
-    return _choice(r.row_id + "recent", [
-        f"The most recent words are \"{quote}\", ending on {role}.",
-        f"It has just read \"{quote}\", and the current token is {role}.",
-        f"Right now it sits at {role}, after \"{quote}\".",
-    ])
-
-
-def _expectation(r: ExplainRequest) -> str | None:
+def expectation(r: ExplainRequest) -> str | None:
     if not r.next_tokens:
         return None
-    options = [repr(t.strip() or t) for t, _ in r.next_tokens[:3]]
+    options = [f'"{token}"' for token, _ in r.next_tokens[:3]]
     listed = ", ".join(options[:-1]) + f" or {options[-1]}" if len(options) > 1 else options[0]
-    confident = r.next_tokens[0][1] >= 0.5
-    return _choice(r.row_id + "next", [
-        f"It expects the text to continue with {listed}" + (", and it is fairly sure." if confident else "."),
-        f"Next it predicts {listed}" + (" with some confidence." if confident else ", though it is unsure."),
-        f"What should follow, in its view, is {listed}.",
-    ])
+    return f"Next it expects {listed}."
+
+
+def recent(r: ExplainRequest) -> str:
+    quote = r.quote if r.quote is not None else r.context[-40:]
+    cut = "…" if len(quote) < len(r.context) else ""
+    return f'The text so far ends: "{cut}{quote}"'
 
 
 def offline_explanation(r: ExplainRequest) -> str:
-    """Two or three short paragraphs: the setting and the recent words, then what comes next."""
-    paragraphs = [f"{_setting(r)} {_recent(r)}"]
-    expectation = _expectation(r)
-    if expectation:
-        paragraphs.append(expectation)
-    return "\n\n".join(paragraphs)
+    return " ".join(part for part in (setting(r), expectation(r), recent(r)) if part)
 
 
 class OfflineExplainer:

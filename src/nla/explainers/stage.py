@@ -65,6 +65,7 @@ class ExplainDataConfig:
     explainer: str = "offline"
     splits: tuple[str, ...] = ("ar_sft", "av_sft")
     top_k: int = 3  # next-token candidates shown to the explainer
+    quote_tokens: int = 12  # the last N tokens of the context, quoted exactly (docs/quality.md)
     batch_tokens: int = 8192
     device: str = "auto"
     overwrite: bool = False
@@ -82,6 +83,8 @@ class ExplainDataConfig:
             raise NLAError(f"unknown explainer '{self.explainer}'; choose one of: {', '.join(EXPLAINERS)}")
         if self.top_k < 1:
             raise NLAError("top-k must be at least 1")
+        if self.quote_tokens < 1:
+            raise NLAError("quote-tokens must be at least 1")
         if self.concurrency < 1:
             raise NLAError("concurrency must be at least 1")
         if self.max_retries < 0:
@@ -93,7 +96,7 @@ class ExplainDataConfig:
 
 
 def _requests(target: Target, table: pa.Table, docs: dict, max_doc_tokens: int, top_k: int,
-              batch_tokens: int) -> list[ExplainRequest]:
+              batch_tokens: int, quote_tokens: int) -> list[ExplainRequest]:
     rows = table.select(["doc_id", "position", "token_id", "token", "detokenized_text_truncated",
                          "source", "genre", "topic"]).to_pylist()
     by_doc: dict[str, list[int]] = {}
@@ -115,12 +118,14 @@ def _requests(target: Target, table: pa.Table, docs: dict, max_doc_tokens: int, 
     cut = [ids[: max(p) + 1] for ids, p in zip(sequences, positions)]
     candidates = next_token_candidates(target, cut, positions, k=top_k, batch_tokens=batch_tokens)
     requests: list[ExplainRequest | None] = [None] * len(rows)
-    for doc_id, per_position in zip(doc_ids, candidates):
+    for doc_id, ids, per_position in zip(doc_ids, sequences, candidates):
         for i, top in zip(by_doc[doc_id], per_position):
             row = rows[i]
+            end = row["position"] + 1
+            quote = target.tokenizer.decode(ids[max(0, end - quote_tokens) : end])
             requests[i] = ExplainRequest(
                 row_id=f"{doc_id}:{row['position']}", context=row["detokenized_text_truncated"], token=row["token"],
-                source=row["source"], genre=row["genre"], topic=row["topic"], next_tokens=tuple(top))
+                source=row["source"], genre=row["genre"], topic=row["topic"], next_tokens=tuple(top), quote=quote)
     return requests
 
 
@@ -130,15 +135,23 @@ def _explain_split(cfg: ExplainDataConfig, split: str, target: Target, docs: dic
     if not source.exists():
         raise NLAError(f"{source} not found; pass splits the dataset has (ar_sft, av_sft, rl, validation, test)")
     table = pq.read_table(source)
-    requests = _requests(target, table, docs, extract_cfg["max_doc_tokens"], cfg.top_k, cfg.batch_tokens)
+    requests = _requests(target, table, docs, extract_cfg["max_doc_tokens"], cfg.top_k, cfg.batch_tokens,
+                         cfg.quote_tokens)
     explanations = explainer.explain(requests)
     usage = getattr(explainer, "usage", {})  # API backends count requests, cache hits, retries and tokens
     keep = [i for i, text in enumerate(explanations) if text]
-    explained = table.take(keep).append_column("explanation", pa.array([explanations[i] for i in keep], pa.string()))
+    # The facts behind each explanation travel with it (claim checks and format studies read them).
+    facts = {"explanation": pa.array([explanations[i] for i in keep], pa.string()),
+             "quote": pa.array([requests[i].quote for i in keep], pa.string()),
+             "next_tokens": pa.array([[t for t, _ in requests[i].next_tokens] for i in keep], pa.list_(pa.string())),
+             "next_probs": pa.array([[p for _, p in requests[i].next_tokens] for i in keep], pa.list_(pa.float32()))}
+    explained = table.take(keep)
+    for name, column in facts.items():
+        explained = explained.append_column(name, column)
     with atomic_path(cfg.out / f"{split}.parquet") as tmp:
         pq.write_table(explained, tmp)
     meta = yaml.safe_load(sidecar_path(source).read_text())
-    about = {"explainer": explainer.name, "top_k": cfg.top_k}
+    about = {"explainer": explainer.name, "top_k": cfg.top_k, "quote_tokens": cfg.quote_tokens}
     if usage:
         about.update(model=explainer.model, instruction_version=INSTRUCTION_VERSION)
     meta.update(row_count=explained.num_rows, explanations=about)

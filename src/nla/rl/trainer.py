@@ -99,6 +99,9 @@ class Policy:
             self.reference = None  # the same model, adapters off
         else:
             # Full fine-tuning has no adapters to switch off, so the reference is a frozen copy.
+            if verbalizer.injection.site != "embedding" and cfg.kl_coef > 0:
+                raise NLAError("full fine-tuning (--lora-rank 0) with a KL reference supports the embedding "
+                               "injection only; use LoRA (--lora-rank 16) for a residual-injection AV")
             self.reference = copy.deepcopy(model).eval() if cfg.kl_coef > 0 else None
             model.requires_grad_(True)
         verbalizer.model = model
@@ -198,8 +201,9 @@ class Trainer:
         self.backend.sync(self.policy.verbalizer.model)
         _, embeds, mask = self.policy.verbalizer.prompt_embeddings(vectors)
         self.policy.verbalizer.model.eval()
-        rollout = self.backend.generate(embeds, mask, max_new_tokens=cfg.max_response_tokens,
-                                        temperature=cfg.temperature)
+        with self.policy.verbalizer.reading():
+            rollout = self.backend.generate(embeds, mask, max_new_tokens=cfg.max_response_tokens,
+                                            temperature=cfg.temperature)
         explanations = rollout.explanations(self.policy.verbalizer.tokenizer)
         rollout_seconds = time.perf_counter() - clock
 
@@ -236,7 +240,8 @@ class Trainer:
         ids, mask = padded_responses(rollout, self.pad_id, acc.device)  # (N, R)
         embeds, full_mask, _ = av_batch(verbalizer, vectors, rollout.token_ids, self.pad_id)
         verbalizer.model.train()
-        logprobs = response_logprobs(policy.wrapped, embeds, full_mask, ids, cfg.temperature)  # (N, R)
+        with verbalizer.reading():
+            logprobs = response_logprobs(policy.wrapped, embeds, full_mask, ids, cfg.temperature)  # (N, R)
         rollout_logprobs = rollout.logprobs[:, : ids.shape[1]].to(acc.device)
         old, agreed = grpo.old_logprobs_from_rollout(rollout_logprobs, logprobs)
         per_token, clipped = grpo.clipped_policy_loss(logprobs, old, advantages.to(acc.device), cfg.clip)
@@ -244,7 +249,8 @@ class Trainer:
                  "rollout_logprobs_reused": float(grpo.masked_sum(agreed.float(), mask) / mask.sum()),
                  "clip_fraction": float(grpo.masked_sum(clipped.float(), mask) / mask.sum())}
         if cfg.kl_coef > 0:
-            ref = policy.reference_logprobs(embeds, full_mask, ids)
+            with verbalizer.reading():
+                ref = policy.reference_logprobs(embeds, full_mask, ids)
             per_token = per_token + cfg.kl_coef * grpo.kl_penalty(logprobs, ref, cfg.kl_estimator)
             stats["kl_k1"] = float(grpo.masked_sum(grpo.kl_k1(logprobs.detach(), ref), mask) / mask.sum())
             stats["kl_k3"] = float(grpo.masked_sum(grpo.kl_k3(logprobs.detach(), ref), mask) / mask.sum())
@@ -362,7 +368,8 @@ def _start(cfg: RLConfig, accelerator) -> None:
     """Refuse to replace a finished run; clear an old one under --overwrite (main process only)."""
     if not (cfg.nla / "av").is_dir() or not (cfg.nla / "ar").is_dir():
         raise NLAError(f"{cfg.nla} is not an NLA folder (it needs av/ and ar/); pass the SFT NLA, e.g. runs/x/nla")
-    if (cfg.out / "av" / "nla_meta.yaml").exists() and not cfg.overwrite:
+    finished = all((cfg.out / role / "nla_meta.yaml").exists() for role in ("av", "ar"))  # ar/ is written last
+    if finished and not cfg.overwrite:
         raise NLAError(f"{cfg.out} already holds a finished RL run; pass --overwrite or another --out")
     if cfg.batch_size % accelerator.num_processes:
         raise NLAError(f"batch-size {cfg.batch_size} does not split over {accelerator.num_processes} processes; "

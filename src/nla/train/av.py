@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from nla.autoencoder.checkpoint import verbalizer_tokens
+from nla.autoencoder.injection import RESIDUAL, Injection
 from nla.autoencoder.meta import ModelMeta
 from nla.autoencoder.shared import write_trained
 from nla.autoencoder.verbalizer import Verbalizer
@@ -60,7 +61,8 @@ def av_batch(verbalizer: Verbalizer, vectors: torch.Tensor, responses: list[list
     return embeds, full_mask, full_labels
 
 
-def build_verbalizer(model_spec: str, injection_scale: float, lora_rank: int, device: str | torch.device):
+def build_verbalizer(model_spec: str, injection_scale: float, lora_rank: int, device: str | torch.device,
+                     injection: Injection = Injection()):
     target = load_target(model_spec, device=device)
     model = target.model.requires_grad_(False)
     if lora_rank:
@@ -69,7 +71,7 @@ def build_verbalizer(model_spec: str, injection_scale: float, lora_rank: int, de
         model.requires_grad_(True)
     marker = choose_marker(target.tokenizer)
     ids = prompt_ids(target.tokenizer, AV_TEMPLATE, marker)
-    return Verbalizer(model, target.tokenizer, ids, injection_site(ids, marker), injection_scale), target
+    return Verbalizer(model, target.tokenizer, ids, injection_site(ids, marker), injection_scale, injection), target
 
 
 def train_av(cfg: AVTrainConfig, *, progress: bool = True) -> dict:
@@ -84,7 +86,9 @@ def train_av(cfg: AVTrainConfig, *, progress: bool = True) -> dict:
     scale = cfg.injection_scale or suggest_injection_scale(float(golds.norm(dim=1).mean()))
     accelerator = start_processes(cfg.device)
     torch.manual_seed(cfg.seed)
-    av, target = build_verbalizer(model_spec, scale, cfg.lora_rank, process_device(accelerator, cfg.device))
+    injection = Injection(cfg.injection, int(layer) if cfg.injection == RESIDUAL else None)
+    av, target = build_verbalizer(model_spec, scale, cfg.lora_rank, process_device(accelerator, cfg.device),
+                                  injection)
     if golds.shape[1] != av.d_model:
         raise NLAError(f"{cfg.data} holds d={golds.shape[1]} activations but {model_spec} has d_model {av.d_model}")
     if cfg.shuffle_activations:  # its own generator: the control must see the same batches as the real run
@@ -95,7 +99,8 @@ def train_av(cfg: AVTrainConfig, *, progress: bool = True) -> dict:
     def loss_at(step: int, model, share) -> torch.Tensor:
         batch = share(batches.rows_at(step))
         embeds, mask, labels = av_batch(av, golds[batch], [responses[i] for i in batch], target.pad_id)
-        return model(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
+        with av.reading():
+            return model(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
 
     settings = {**asdict(cfg), "model": model_spec, "rows": len(texts), "injection_scale": scale}
     settings.pop("overwrite")
@@ -106,6 +111,7 @@ def train_av(cfg: AVTrainConfig, *, progress: bool = True) -> dict:
     meta_out = ModelMeta(role="av", d_model=av.d_model, extraction_layer_index=int(layer), injection_scale=scale,
                          mse_scale=math.sqrt(av.d_model), tokens=verbalizer_tokens(av),
                          prompt_templates={"av": AV_TEMPLATE}, base_checkpoint=model_spec, stage="sl",
+                         injection=injection.to_dict(),
                          trained_on=[str(cfg.data)],
                          training={"lr": cfg.lr, "loss_type": "ce_response", "global_batch_size": cfg.batch_size,
                                    "lora_rank": cfg.lora_rank, "steps": steps,

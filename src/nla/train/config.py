@@ -57,8 +57,13 @@ class AVTrainConfig(SFTConfig):
     injection_scale: float | None = None  # default: a round number just above the data's mean norm
     shuffle_activations: bool = False  # the control: pair each explanation with another row's activation
     max_response_tokens: int = 150
+    # embedding: the released site (the marker's token embedding); residual: block K's output at the marker,
+    # which the AV's later blocks already know how to read (see autoencoder/injection.py)
+    injection: str = "embedding"
 
     def __post_init__(self):
         super().__post_init__()
         if self.injection_scale is not None and self.injection_scale <= 0:
             raise NLAError("injection-scale must be positive")
+        if self.injection not in ("embedding", "residual"):
+            raise NLAError(f"injection '{self.injection}' is unknown; use embedding or residual")

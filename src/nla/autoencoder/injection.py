@@ -1,0 +1,104 @@
+"""Where the AV reads the activation: the marker's token embedding (released), or block K's output.
+
+The released NLAs overwrite the marker's input embedding with the rescaled vector, so
+the AV must learn to read a layer-K vector as if it were a token embedding. The
+`residual` injection instead writes the vector into the AV's residual stream right
+after block K, at the marker's position: blocks K+1.. (which read exactly such vectors
+in the target) see it in the form they already understand, and the AV can read it with
+far less training (the `patchscope` idea). Blocks 0..K then see a plain, constant prompt.
+
+The vector still travels in the marker's slot of `inputs_embeds` (so batching,
+`generate` and the RL loop work unchanged); two hooks, armed only inside
+`ResidualInjection.active()`, move it: a pre-hook on block 0 takes it out and puts the
+marker's own embedding back, and a hook on block K writes it into block K's output.
+The hooks act on the prompt pass only (a forward at least as long as the prompt); the
+decoding steps of `generate` reuse the cached keys and values.
+
+    sidecar: injection: {site: residual, layer: K}      (absent: the released embedding site)
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+
+from nla.errors import NLAError
+from nla.models.adapters import adapter_for
+
+EMBEDDING, RESIDUAL = "embedding", "residual"
+SITES = (EMBEDDING, RESIDUAL)
+
+
+@dataclass(frozen=True)
+class Injection:
+    site: str = EMBEDDING
+    layer: int | None = None  # residual: the block whose output takes the vector (the extraction layer K)
+
+    def __post_init__(self):
+        if self.site not in SITES:
+            raise NLAError(f"injection site '{self.site}' is unknown; use one of: {', '.join(SITES)}")
+        if self.site == RESIDUAL and (self.layer is None or self.layer < 0):
+            raise NLAError("a residual injection needs the layer K it writes into (injection.layer)")
+
+    def to_dict(self) -> dict:
+        return {"site": self.site, "layer": self.layer}
+
+    @classmethod
+    def from_dict(cls, raw: dict | None) -> "Injection":
+        raw = raw or {}
+        layer = raw.get("layer")
+        return cls(site=str(raw.get("site", EMBEDDING)), layer=None if layer is None else int(layer))
+
+
+def _hidden_arg(args: tuple, kwargs: dict) -> torch.Tensor:
+    return args[0] if args else kwargs["hidden_states"]
+
+
+class ResidualInjection:
+    """The two hooks that move the vector from the marker's embedding slot to block K's output."""
+
+    def __init__(self, model: torch.nn.Module, layer: int, position: int, prompt_length: int, marker_id: int):
+        layers = adapter_for(model.config).decoder_layers(model)
+        if not 0 <= layer < len(layers):
+            raise NLAError(f"residual injection at layer {layer}, but the AV has {len(layers)} blocks (0.."
+                           f"{len(layers) - 1}); the AV and the activations must come from the same model")
+        self.model, self.position, self.prompt_length, self.marker_id = model, position, prompt_length, marker_id
+        self.armed = False
+        self.pending: torch.Tensor | None = None  # (B, d): the vectors taken out at block 0, put in at block K
+        layers[0].register_forward_pre_hook(self._take, with_kwargs=True)
+        layers[layer].register_forward_hook(self._put)
+
+    @contextlib.contextmanager
+    def active(self):
+        """Arm the hooks for AV forwards only (on a shared base the target and AR pass through the same blocks)."""
+        previous, self.armed = self.armed, True
+        try:
+            yield
+        finally:
+            self.armed, self.pending = previous, None
+
+    def _is_prompt_pass(self, hidden: torch.Tensor) -> bool:
+        return self.armed and hidden.shape[1] >= self.prompt_length
+
+    def _take(self, module, args, kwargs):
+        hidden = _hidden_arg(args, kwargs)  # (B, T, d)
+        if not self._is_prompt_pass(hidden):
+            return None
+        self.pending = hidden[:, self.position].clone()
+        embedding = self.model.get_input_embeddings()(torch.tensor([self.marker_id], device=hidden.device))
+        hidden = hidden.clone()
+        hidden[:, self.position] = embedding.to(hidden.dtype)
+        if args:
+            return (hidden, *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": hidden}
+
+    def _put(self, module, args, output):
+        hidden = output[0] if isinstance(output, tuple) else output
+        if self.pending is None or not self._is_prompt_pass(hidden):
+            return None
+        hidden = hidden.clone()
+        hidden[:, self.position] = self.pending.to(hidden.dtype)
+        self.pending = None
+        return (hidden, *output[1:]) if isinstance(output, tuple) else hidden

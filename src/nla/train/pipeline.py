@@ -1,0 +1,189 @@
+"""`nla train`: the whole pipeline from one YAML config, each stage in its own folder.
+
+    nla train --preset smollm2-135m --out runs/smol        # the shipped default's recipe
+    nla train --config my.yaml --out runs/mine             # a user's model, layer and corpus
+
+Stages, in order (OUT/<folder>):
+    extract   acts/                    activations of the corpus at layer K (nla extract)
+    explain   acts/explanations/       warm-start explanations of ar_sft and av_sft (nla explain-data)
+    sft-ar    sft/ar_adapter/, sft/ar/ the reconstructor on those explanations (nla train-ar)
+    sft-av    sft/av_adapter/, sft/av/ the verbalizer on those explanations (nla train-av)
+    rl        rl/                      GRPO on the AV with a live AR (nla rl); skipped when rl.steps is 0
+    eval      eval/                    held-out FVE next to its controls (nla eval)
+
+A stage whose output marks it finished is skipped; an unfinished one resumes (every stage
+function resumes on its own after a kill). OUT/train_config.yaml holds the config the run
+was started with: rerunning with another config is refused and names the keys that differ.
+OUT/stages.json records each stage's wall and CPU seconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import resource
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from nla.atomic import write_json, write_yaml
+from nla.errors import NLAError
+
+CONFIG_FILE, STAGES_FILE = "train_config.yaml", "stages.json"
+SECTIONS = ("extract", "explain", "ar", "av", "rl", "eval")
+PRESETS = ("smollm2-135m", "gemma3-270m")
+
+
+@dataclass
+class PipelineConfig:
+    """One YAML file: the target and corpus at the top, then one section of settings per stage."""
+
+    model: str = "smollm2-135m"
+    layer: int | None = None
+    corpus: str = "default"
+    extract: dict = field(default_factory=dict)  # ExtractConfig fields (max_docs, positions_per_doc, ...)
+    explain: dict = field(default_factory=dict)  # ExplainDataConfig fields (explainer, quote_tokens, ...)
+    ar: dict = field(default_factory=dict)  # ARTrainConfig fields (lr, batch_size, epochs, lora_rank, ...)
+    av: dict = field(default_factory=dict)  # AVTrainConfig fields (injection, lr, epochs, ...)
+    rl: dict = field(default_factory=dict)  # RLConfig fields; steps 0 skips RL
+    eval: dict = field(default_factory=dict)  # EvalConfig fields (max_rows, ...)
+
+
+def preset_path(name: str) -> Path:
+    if name not in PRESETS:
+        raise NLAError(f"unknown preset '{name}'; choose one of: {', '.join(PRESETS)} (or pass --config FILE)")
+    return Path(str(resources.files("nla.train") / "presets" / f"{name}.yaml"))
+
+
+def load_config(path: Path) -> PipelineConfig:
+    if not path.exists():
+        raise NLAError(f"config {path} not found; pass a YAML file or --preset {PRESETS[0]}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise NLAError(f"{path} is not valid YAML ({str(err).splitlines()[0]}); fix the file") from None
+    if not isinstance(raw, dict):
+        raise NLAError(f"{path} must hold a YAML mapping (model:, corpus:, extract:, ...)")
+    known = {f.name for f in dataclasses.fields(PipelineConfig)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise NLAError(f"{path}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    for section in SECTIONS:
+        if not isinstance(raw.get(section) or {}, dict):
+            raise NLAError(f"{path}: '{section}' must be a mapping of settings")
+    return PipelineConfig(**{k: (v or {}) if k in SECTIONS else v for k, v in raw.items()})
+
+
+def _build(cls, settings: dict, section: str, **fixed):
+    """A stage config from its YAML section; an unknown or fixed key is named in one line."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    bad = sorted(k for k in settings if k not in names or k in fixed)
+    if bad:
+        allowed = sorted(names - set(fixed) - {"overwrite"})
+        raise NLAError(f"section '{section}': key(s) {', '.join(bad)} cannot be set there; allowed: "
+                       f"{', '.join(allowed)}")
+    return cls(**{**settings, **fixed})
+
+
+def stage_configs(cfg: PipelineConfig, out: Path) -> dict:
+    """Every stage's config object, built (and so validated) before any work starts."""
+    from nla.data.config import ExtractConfig
+    from nla.eval.config import EvalConfig
+    from nla.explainers.stage import ExplainDataConfig
+    from nla.rl.config import RLConfig
+    from nla.train.config import ARTrainConfig, AVTrainConfig
+
+    acts, sft, rl = out / "acts", out / "sft", out / "rl"
+    explained = acts / "explanations"
+    configs = {
+        "extract": _build(ExtractConfig, cfg.extract, "extract", out=acts, model=cfg.model, corpus=cfg.corpus,
+                          layer=cfg.layer),
+        "explain": _build(ExplainDataConfig, cfg.explain, "explain", dataset=acts, out=explained),
+        "sft-ar": _build(ARTrainConfig, cfg.ar, "ar", data=explained / "ar_sft.parquet", out=sft),
+        "sft-av": _build(AVTrainConfig, cfg.av, "av", data=explained / "av_sft.parquet", out=sft),
+    }
+    if cfg.rl.get("steps", 1):
+        configs["rl"] = _build(RLConfig, cfg.rl, "rl", nla=sft, data=acts / "rl.parquet", out=rl,
+                               eval_data=acts / "validation.parquet")
+    final = rl if "rl" in configs else sft
+    configs["eval"] = _build(EvalConfig, cfg.eval, "eval", nla=final, out=out / "eval",
+                             data=acts / "validation.parquet")
+    return configs
+
+
+def finished(stage: str, config) -> bool:
+    """What each stage writes last, so its presence means the stage completed."""
+    out = Path(config.out)
+    # SFT writes its adapter first and the merged released folder last, so the folder is the marker.
+    marker = {"extract": out / "summary.json", "explain": out / "summary.json",
+              "sft-ar": out / "ar" / "nla_meta.yaml", "sft-av": out / "av" / "nla_meta.yaml",
+              "rl": out / "ar" / "nla_meta.yaml", "eval": out / "eval.json"}[stage]
+    return marker.exists()
+
+
+# stage -> (module, function): imported only when the stage runs, so `nla train --help` stays light
+STAGE_FUNCTIONS = {"extract": ("nla.data.extract", "extract"), "explain": ("nla.explainers.stage", "explain_data"),
+                   "sft-ar": ("nla.train.ar", "train_ar"), "sft-av": ("nla.train.av", "train_av"),
+                   "rl": ("nla.rl.trainer", "rl"), "eval": ("nla.eval.evaluate", "evaluate")}
+
+
+def run_stage(stage: str, config) -> None:
+    module, function = STAGE_FUNCTIONS[stage]
+    getattr(importlib.import_module(module), function)(config)
+
+
+def differences(saved: dict, now: dict, prefix: str = "") -> list[str]:
+    """Dotted names of the settings that differ between two nested configs."""
+    changed = []
+    for key in sorted(set(saved) | set(now)):
+        a, b = saved.get(key), now.get(key)
+        if isinstance(a, dict) or isinstance(b, dict):
+            changed += differences(a or {}, b or {}, f"{prefix}{key}.")
+        elif a != b:
+            changed.append(prefix + key)
+    return changed
+
+
+def _check_same_config(out: Path, cfg: PipelineConfig) -> None:
+    saved_path = out / CONFIG_FILE
+    if not saved_path.exists():
+        return
+    changed = differences(yaml.safe_load(saved_path.read_text()) or {}, dataclasses.asdict(cfg))
+    if changed:
+        raise NLAError(f"{out} was started with another config (changed: {', '.join(changed)}); rerun with the "
+                       f"config in {saved_path}, or pass another --out")
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_pipeline(cfg: PipelineConfig, out: Path, *, echo=print) -> dict:
+    """Run (or resume) every stage; returns OUT/stages.json's content, the evaluation at its end."""
+    out = Path(out)
+    configs = stage_configs(cfg, out)  # every section is validated before the first stage runs
+    _check_same_config(out, cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    write_yaml(out / CONFIG_FILE, dataclasses.asdict(cfg))
+    record = json.loads((out / STAGES_FILE).read_text()) if (out / STAGES_FILE).exists() else {}
+    started = time.perf_counter()
+    for number, (stage, config) in enumerate(configs.items(), start=1):
+        where = f"[{number}/{len(configs)}] {stage}"
+        if finished(stage, config):
+            echo(f"{where}: finished earlier, skipped ({config.out})")
+            continue
+        echo(f"{where}: running -> {config.out}")
+        clock, cpu = time.perf_counter(), _cpu_seconds()
+        run_stage(stage, config)
+        spent = record.get(stage, {"wall_seconds": 0.0, "cpu_seconds": 0.0})  # resumed stages add up
+        record[stage] = {"wall_seconds": round(spent["wall_seconds"] + time.perf_counter() - clock, 1),
+                         "cpu_seconds": round(spent["cpu_seconds"] + _cpu_seconds() - cpu, 1)}
+        write_json(out / STAGES_FILE, record)
+        echo(f"{where}: done in {record[stage]['wall_seconds'] / 60:.1f} min "
+             f"(total this call {(time.perf_counter() - started) / 60:.1f} min)")
+    return {"stages": record, "eval": json.loads((configs["eval"].out / "eval.json").read_text())}

@@ -1,0 +1,65 @@
+"""`nla train` on a tiny model: every stage runs, finished stages are skipped, and a kill -9 resumes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.slow
+
+
+def tiny_config(tmp_path, model, corpus):
+    config = {
+        "model": str(model), "layer": 1, "corpus": str(corpus),
+        "extract": {"positions_per_doc": 3, "min_position": 4},
+        "explain": {"quote_tokens": 4},
+        "ar": {"lora_rank": 4, "batch_size": 8, "epochs": 1.0, "lr": 1e-3},
+        "av": {"lora_rank": 4, "batch_size": 8, "epochs": 3.0, "lr": 1e-3, "injection": "residual"},
+        "rl": {"steps": 2, "batch_size": 2, "group_size": 2, "max_response_tokens": 8, "eval_rows": 4},
+        "eval": {"max_rows": 8, "max_new_tokens": 8},
+    }
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def nla_train(config, out, **kwargs):
+    return subprocess.Popen([sys.executable, "-m", "nla.cli", "train", "--config", str(config), "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
+
+
+def test_every_stage_runs_then_a_rerun_skips_them(tmp_path, tiny_llama, small_corpus):
+    config, out = tiny_config(tmp_path, tiny_llama, small_corpus), tmp_path / "run"
+    first = nla_train(config, out)
+    output = first.communicate(timeout=600)[0]
+    assert first.returncode == 0, output
+    stages = json.loads((out / "stages.json").read_text())
+    assert list(stages) == ["extract", "explain", "sft-ar", "sft-av", "rl", "eval"]
+    report = json.loads((out / "eval" / "eval.json").read_text())
+    assert report["rows"] == 8 and report["nla"] == str(out / "rl") and "shuffled_av" in report["controls"]
+    assert yaml.safe_load((out / "train_config.yaml").read_text())["av"]["injection"] == "residual"
+    assert "site: residual" in (out / "rl" / "av" / "nla_meta.yaml").read_text()
+    again = nla_train(config, out)
+    output = again.communicate(timeout=300)[0]
+    assert again.returncode == 0 and output.count("finished earlier, skipped") == 6, output
+
+
+def test_a_kill_during_training_resumes_with_the_same_command(tmp_path, tiny_llama, small_corpus):
+    config, out = tiny_config(tmp_path, tiny_llama, small_corpus), tmp_path / "run"
+    victim = nla_train(config, out, start_new_session=True)
+    deadline = time.time() + 300
+    while not (out / "sft" / "ar_adapter").exists() and time.time() < deadline and victim.poll() is None:
+        time.sleep(0.2)
+    os.killpg(victim.pid, signal.SIGKILL)  # mid-pipeline: the AR is done, the AV is not
+    victim.wait()
+    assert not (out / "eval" / "eval.json").exists()
+    rerun = nla_train(config, out)
+    output = rerun.communicate(timeout=600)[0]
+    assert rerun.returncode == 0, output
+    assert "[3/6] sft-ar: finished earlier, skipped" in output
+    assert (out / "eval" / "eval.json").exists()
