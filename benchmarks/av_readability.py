@@ -1,9 +1,11 @@
 """How well the AV can write a format from the vector alone, per injection site, next to its control.
 
-    python benchmarks/av_readability.py --explained runs/acts/explanations-offline --ar runs/ceiling/v2_12/run \
-        --out runs/readability --steps 150 --variants embedding,residual,residual-shuffled
+    python benchmarks/av_readability.py --explained runs/acts/explanations-offline --format v2_12 \
+        --ar runs/ceiling/v2_12/run --out runs/readability --steps 150 --variants embedding,residual,residual-shuffled
 
-For each variant it trains an AV with `nla train-av`'s own function on av_sft for the same
+The AV learns the texts of `--format` (a variant of benchmarks/format_ceiling.py, whose AR
+for the same format is passed as --ar). For each variant it trains an AV with `nla train-av`'s
+own function on av_sft for the same
 number of steps (`-shuffled`: the control, every explanation paired with another row's
 activation), then explains held-out validation activations greedily and reports:
   fve               end to end: the given AR reading the AV's explanations (failures score MSE 2)
@@ -25,14 +27,17 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import torch
+import yaml
 
 from nla.autoencoder.checkpoint import load_verbalizer
 from nla.autoencoder.nla import reconstruct_texts
 from nla.autoencoder.reconstructor import load_reconstructor, reconstruction_mse
-from nla.data.dataset import vectors_of
+from nla.data.dataset import sidecar_path, vectors_of
 from nla.eval.metrics import baseline
 from nla.train.av import train_av
 from nla.train.config import AVTrainConfig
+
+from format_ceiling import last_tokens, variant_texts, write_variant  # benchmarks/ is on sys.path
 
 QUOTE = re.compile(r'ends: "…?(.*)"\s*$', re.DOTALL)
 NEXT = re.compile(r'Next it expects "(.*?)"')
@@ -50,16 +55,18 @@ def suffix_match(tokenizer, written: str | None, true: str) -> int:
     return n
 
 
-def score(texts: list[str | None], table, tokenizer) -> dict:
-    rows = table.select(["quote", "next_tokens", "explanation"]).to_pylist()
+def score(texts: list[str | None], table, tokenizer, quote_length: int, true_texts: list[str]) -> dict:
+    rows = table.select(["quote", "next_tokens"]).to_pylist()
+    for r in rows:  # the quote the format asked for: the last quote_length tokens
+        r["quote"] = last_tokens(tokenizer, r["quote"], quote_length)
     quote_tokens = [len(tokenizer(r["quote"], add_special_tokens=False)["input_ids"]) for r in rows]
     matched, next_hits, setting_hits = [], 0, 0
-    for text, row in zip(texts, rows):
+    for text, row, true in zip(texts, rows, true_texts):
         quote = QUOTE.search(text or "")
         matched.append(suffix_match(tokenizer, quote.group(1) if quote else None, row["quote"]))
         nxt = NEXT.search(text or "")
         next_hits += bool(nxt and row["next_tokens"] and nxt.group(1) == row["next_tokens"][0])
-        setting_hits += bool(text and text.split(".")[0] == row["explanation"].split(".")[0])
+        setting_hits += bool(text and text.split(".")[0] == true.split(".")[0])
     n = len(rows)
     return {"quote_suffix_tokens": round(sum(matched) / n, 2), "quote_tokens": round(sum(quote_tokens) / n, 2),
             "quote_first_token": round(sum(m >= 1 for m in matched) / n, 3),
@@ -72,6 +79,7 @@ def main() -> None:
     parser.add_argument("--explained", type=Path, required=True, help="explain-data output (av_sft, validation)")
     parser.add_argument("--ar", type=Path, required=True, help="a run folder whose ar/ reads this format")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--format", default="v2_12", help="a v2_N variant of benchmarks/format_ceiling.py")
     parser.add_argument("--variants", default="embedding,residual,residual-shuffled")
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--batch-size", type=int, default=8)
@@ -81,9 +89,17 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=96)
     args = parser.parse_args()
 
-    data = args.explained / "av_sft.parquet"
+    from nla.models import load_target
+
+    source = args.explained / "av_sft.parquet"
+    model = yaml.safe_load(sidecar_path(source).read_text())["extraction"]["base_model"]
+    tokenizer = load_target(model).tokenizer
+    quote_length = int(args.format.removeprefix("v2_"))
+    data = write_variant(source, args.out / args.format / "av_sft.parquet",
+                         variant_texts(args.format, pq.read_table(source), tokenizer))
     rows = pq.read_metadata(data).num_rows
     eval_table = pq.read_table(args.explained / "validation.parquet").slice(0, args.eval_rows)
+    true_texts = variant_texts(args.format, eval_table, tokenizer)
     golds = torch.from_numpy(vectors_of(eval_table).copy())
     reference = baseline(golds)
     ar, ar_tokenizer, ar_meta = load_reconstructor(args.ar / "ar")
@@ -111,7 +127,7 @@ def main() -> None:
             mse[ok] = reconstruction_mse(predicted, golds[ok])
         losses = [json.loads(line)["loss"] for line in (out / "av_metrics.jsonl").read_text().splitlines()]
         result = {"variant": name, "fve": round(1 - float(mse.mean()) / reference.denominator, 4),
-                  "failure_rate": round(1 - len(ok) / len(texts), 3), **score(texts, eval_table, av.tokenizer),
+                  "failure_rate": round(1 - len(ok) / len(texts), 3), **score(texts, eval_table, av.tokenizer, quote_length, true_texts),
                   "final_train_loss": round(sum(losses[-10:]) / len(losses[-10:]), 4), "steps": args.steps,
                   "train_seconds": round(seconds, 1), "eval_rows": len(golds), "examples": texts[:3]}
         print(json.dumps(result), flush=True)

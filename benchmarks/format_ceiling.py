@@ -41,12 +41,12 @@ def last_tokens(tokenizer, quote: str, n: int) -> str:
 
 
 def variant_texts(name: str, table: pa.Table, tokenizer) -> list[str]:
-    rows = table.select(["quote", "next_tokens", "next_probs", "genre", "topic", "detokenized_text_truncated",
-                         "token"]).to_pylist()
+    rows = table.select(["quote", "next_tokens", "next_probs", "source", "genre", "topic",
+                         "detokenized_text_truncated", "token"]).to_pylist()
     texts = []
     for r in rows:
         request = ExplainRequest(row_id="", context=r["detokenized_text_truncated"], token=r["token"],
-                                 genre=r["genre"], topic=r["topic"],
+                                 source=r["source"], genre=r["genre"], topic=r["topic"],
                                  next_tokens=tuple(zip(r["next_tokens"], r["next_probs"])))
         if name == "context":
             texts.append(r["detokenized_text_truncated"])

@@ -23,6 +23,11 @@ def test_the_quote_is_a_substring_of_the_context():
     assert CONTEXT.endswith(quoted)
 
 
+def test_genres_read_as_english():
+    assert OfflineExplainer().explain([request(3, genre="how-to", source="smollm2-chat")])[0].startswith(
+        "A chat asking for a how-to guide about nature.")
+
+
 def test_a_whole_context_quote_has_no_ellipsis_and_no_predictions_is_fine():
     text = OfflineExplainer().explain([request(2, quote=CONTEXT, next_tokens=())])[0]
     assert "expects" not in text and text.endswith(f'ends: "{CONTEXT}"')

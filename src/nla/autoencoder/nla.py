@@ -93,7 +93,8 @@ class NLA:
 
     def target(self, spec: str | None = None, *, device: str = "auto") -> Target:
         """The frozen target whose activations this NLA reads: the shared base when there is one, else
-        loaded once from `spec` (default: the AV's base checkpoint)."""
+        loaded once from `spec` (default: the AV's base checkpoint). On a shared base this switches the
+        adapters off, so the returned model is the plain target until explain/reconstruct switch again."""
         if self.shared_base and spec and spec != self._target.name:
             raise NLAError(f"this NLA's adapters sit on {self._target.name}, which is also its target; "
                            f"drop --model {spec} (or load the merged folders to read another copy of it)")
@@ -101,6 +102,7 @@ class NLA:
             from nla.models import load_target
 
             self._target = load_target(spec or self.av_meta.base_checkpoint, device=device)
+        self._use("target")
         return self._target
 
     def _use(self, role: str) -> None:

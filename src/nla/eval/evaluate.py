@@ -44,6 +44,7 @@ from nla.data.dataset import vectors_of
 from nla.errors import NLAError
 from nla.eval.config import EvalConfig
 from nla.eval.metrics import Baseline, baseline
+from nla.eval.readability import perplexity, quote_precision
 
 EVAL_JSON, ROWS_FILE, EXPLANATIONS_FILE = "eval.json", "rows.parquet", "explanations.jsonl"
 FAILED_MSE = 2.0  # an untagged explanation scores like an orthogonal guess
@@ -193,6 +194,23 @@ def explanation_stats(records: list[dict]) -> dict:
             "mean_explanation_tokens": float(np.mean([r["num_tokens"] for r in records]))}
 
 
+def readability(nla: NLA, records: list[dict], table, rows: int = 64) -> dict:
+    """Quote precision against each row's context, and perplexity under the plain target next to the
+    warm-start texts the AV was trained on (when that file is still there)."""
+    texts = [r["text"] for r in records]
+    result = {"quotes": quote_precision(texts, table.column(CONTEXT_COLUMN).to_pylist())
+              if CONTEXT_COLUMN in table.column_names else {"skipped": f"no {CONTEXT_COLUMN} column"}}
+    target = nla.target()  # adapters off: the plain target
+    written = [t for t in texts if t][:rows]
+    if written:
+        result["perplexity"] = perplexity(target.model, target.tokenizer, written)
+    warm = [Path(p) for p in nla.av_meta.trained_on if Path(p).exists()]
+    if warm and "explanation" in pq.read_schema(warm[0]).names:
+        start = pq.read_table(warm[0], columns=["explanation"]).column("explanation").to_pylist()[:rows]
+        result["warm_start_perplexity"] = perplexity(target.model, target.tokenizer, start)
+    return result
+
+
 def fve_by_bucket(values: np.ndarray, errors: dict[str, np.ndarray], reference: Baseline, buckets: int) -> dict:
     """FVE per quantile bucket of `values` (position or norm), against the one held-out denominator B."""
     edges = np.unique(np.quantile(values, np.linspace(0, 1, buckets + 1)))
@@ -288,6 +306,7 @@ def evaluate(cfg: EvalConfig, *, progress: bool = True) -> dict:
     else:
         controls["mean"] = {"skipped": f"no ar_sft.parquet next to {data}; pass --mean-from with a training split"}
 
+    readable = readability(nla, explained["nla"], table)
     norms = golds.norm(dim=1).numpy()
     by = {"position": fve_by_bucket(table.column("position").to_numpy().astype(float), errors, reference, cfg.buckets),
           "norm": fve_by_bucket(norms, errors, reference, cfg.buckets)}
@@ -298,7 +317,7 @@ def evaluate(cfg: EvalConfig, *, progress: bool = True) -> dict:
         "baseline_denominator": reference.denominator,
         "fve": summary(errors["nla"], reference)["fve"], "mse": float(errors["nla"].mean()),
         "cosine": summary(errors["nla"], reference)["cosine"], **explanation_stats(explained["nla"]),
-        "failed_mse": FAILED_MSE, "controls": controls, "by_position": by["position"], "by_norm": by["norm"],
+        "failed_mse": FAILED_MSE, "controls": controls, "readability": readable, "by_position": by["position"], "by_norm": by["norm"],
         "plots": write_plots(cfg.out, by, len(golds)),
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items() if k != "overwrite"},
         "seconds": round(time.time() - started, 1),

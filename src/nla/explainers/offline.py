@@ -28,10 +28,21 @@ def _a(noun: str) -> str:
     return f"an {noun}" if noun[:1].lower() in "aeiou" else f"a {noun}"
 
 
+# Corpus genre labels that read badly as a noun ("a how to about ..."); others are used as they are.
+GENRE_NOUNS = {"how-to": "how-to guide", "news": "news story", "pros-cons": "list of pros and cons",
+               "fun-facts": "list of fun facts", "kids": "text for children", "misconceptions": "text on misconceptions",
+               "debug-my-thinking": "check of someone's reasoning", "api-docstring": "API docstring",
+               "module-docstring": "module docstring", "reference": "reference page", "faq": "FAQ",
+               "persuasive": "persuasive text", "opinion": "opinion piece", "lesson-plan": "lesson plan",
+               "product": "product description", "instructions": "set of instructions", "history": "history text"}
+
+
 def setting(r: ExplainRequest) -> str:
-    kind = (r.genre.replace("-", " ") or "text").strip()
+    noun = GENRE_NOUNS.get(r.genre, (r.genre.replace("-", " ") or "text").strip())
     about = f" about {r.topic}" if r.topic else ""
-    sentence = f"{_a(kind)}{about}."
+    if r.source.endswith("chat"):  # the genre of a chat transcript is what the user asked for
+        return f"A chat asking for {_a(noun)}{about}."
+    sentence = f"{_a(noun)}{about}."
     return sentence[:1].upper() + sentence[1:]
 
 

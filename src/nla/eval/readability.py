@@ -1,0 +1,56 @@
+"""Is an explanation still readable English a person can check? Two measurements for `nla eval`.
+
+- quotes: every quoted span ("...") is looked up in the context it claims to quote; the
+  share found there is the quote precision (a quote found nowhere is confabulated).
+- perplexity: of the explanation text under the plain target (adapters off, no context),
+  next to the perplexity of the warm-start texts: RL that drifts into a private code
+  shows up as a perplexity far above the warm start's.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import torch
+
+from nla.models.activations import pad_right
+
+_QUOTE = re.compile(r'"…?(.+?)"(?=[\s.,;:!?)]|$)', re.DOTALL)
+
+
+def quoted_spans(text: str) -> list[str]:
+    """The spans between straight double quotes (a leading ellipsis marks a cut, not quoted text)."""
+    return [span for span in _QUOTE.findall(text or "") if span.strip()]
+
+
+def quote_precision(explanations: list[str | None], contexts: list[str]) -> dict:
+    """Of all quoted spans of substantial length, the share that occurs in their row's context."""
+    found = total = 0
+    for text, context in zip(explanations, contexts):
+        for span in quoted_spans(text):
+            if len(span.strip()) < 4:  # a quoted next token (" the") says nothing about the context
+                continue
+            total += 1
+            found += span in context
+    return {"quotes": total, "found_in_context": found, "precision": found / total if total else math.nan}
+
+
+@torch.no_grad()
+def perplexity(model, tokenizer, texts: list[str], *, batch_size: int = 16, bos: bool = True) -> float:
+    """exp(mean next-token NLL) of the texts under `model` read without any context."""
+    rows = []
+    for text in texts:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        start = [tokenizer.bos_token_id] if bos and tokenizer.bos_token_id is not None else []
+        rows.append(start + ids)
+    device = next(model.parameters()).device
+    total_nll, total_tokens = 0.0, 0
+    for begin in range(0, len(rows), batch_size):
+        ids, mask = pad_right(rows[begin : begin + batch_size], 0, device)
+        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+        targets, weight = ids[:, 1:], mask[:, 1:].float()
+        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
+        total_nll += float((nll * weight).sum())
+        total_tokens += int(weight.sum())
+    return math.exp(total_nll / max(1, total_tokens))
