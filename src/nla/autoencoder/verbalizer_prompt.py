@@ -20,10 +20,11 @@ import torch
 
 from nla.autoencoder.marker import Marker, find_marker
 from nla.autoencoder.reconstructor import normalize
+from nla.autoencoder.templates import fill_av_template
 from nla.errors import NLAError
 
 AV_TEMPLATE = (
-    "Here is one hidden state of a language model ({marker}), captured while it was reading some text.\n"
+    "Here is one hidden state of a language model ({injection_char}), captured while it was reading some text.\n"
     "Say in plain English what the model is representing at that moment: what the text is about, "
     "what was just said, and what it expects to come next. "
     "Answer inside <explanation></explanation> tags."
@@ -40,7 +41,7 @@ class InjectionSite:
 
 
 def prompt_ids(tokenizer, template: str, marker: Marker) -> list[int]:
-    text = template.format(marker=marker.char)
+    text = fill_av_template(template, marker.char)
     if getattr(tokenizer, "chat_template", None):
         ids = tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=True,
                                             add_generation_prompt=True)

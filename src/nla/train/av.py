@@ -60,8 +60,9 @@ def av_batch(verbalizer: Verbalizer, vectors: torch.Tensor, responses: list[list
     return embeds, full_mask, full_labels
 
 
-def build_verbalizer(model_spec: str, injection_scale: float, lora_rank: int, device: str | torch.device):
-    target = load_target(model_spec, device=device)
+def build_verbalizer(model_spec: str, injection_scale: float, lora_rank: int, device: str | torch.device,
+                     dtype: str = "auto"):
+    target = load_target(model_spec, device=str(device), dtype=dtype)
     model = target.model.requires_grad_(False)
     if lora_rank:
         model = add_lora(model, lora_rank, adapter_name="av")  # named: it can share a base with the AR's
@@ -84,7 +85,7 @@ def train_av(cfg: AVTrainConfig, *, progress: bool = True) -> dict:
     scale = cfg.injection_scale or suggest_injection_scale(float(golds.norm(dim=1).mean()))
     accelerator = start_processes(cfg.device)
     torch.manual_seed(cfg.seed)
-    av, target = build_verbalizer(model_spec, scale, cfg.lora_rank, process_device(accelerator, cfg.device))
+    av, target = build_verbalizer(model_spec, scale, cfg.lora_rank, process_device(accelerator, cfg.device), cfg.dtype)
     if golds.shape[1] != av.d_model:
         raise NLAError(f"{cfg.data} holds d={golds.shape[1]} activations but {model_spec} has d_model {av.d_model}")
     if cfg.shuffle_activations:  # its own generator: the control must see the same batches as the real run
