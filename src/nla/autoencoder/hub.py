@@ -34,11 +34,16 @@ class NLASource:
     label: str = ""  # what the user passed, for messages and records
 
 
-def looks_like_hub_id(spec: str) -> bool:
-    """org/name, not a path: one slash, no leading ./ or /, nothing on disk by that name."""
+def looks_like_hub_id(spec: str, flag: str) -> bool:
+    """org/name, not a path: one slash, no leading ./ or /, nothing on disk by that name. A missing folder
+    inside a local one (runs/nla where runs/ exists) is a typo, not a hub id: that is an error here."""
     parts = spec.split("/")
-    return (len(parts) == 2 and all(parts) and not spec.startswith((".", "/", "~"))
-            and not Path(spec).expanduser().exists())
+    if len(parts) != 2 or not all(parts) or spec.startswith((".", "/", "~")) or Path(spec).expanduser().exists():
+        return False
+    if Path(parts[0]).is_dir():
+        raise NLAError(f"{spec} not found (and {parts[0]}/ is a local folder, so it is not read as a hub id); "
+                       f"check {flag}")
+    return True
 
 
 def _offline() -> bool:
@@ -90,7 +95,7 @@ def checkpoint_folder(spec: str | Path, role: str) -> Path:
         raise NLAError(f"{path} has no {META_FILE}; {flag} takes an {role.upper()} checkpoint folder or hub id")
     if path.exists():
         raise NLAError(f"{path} is a file; {flag} takes an {role.upper()} checkpoint folder or hub id")
-    if not looks_like_hub_id(str(spec)):
+    if not looks_like_hub_id(str(spec), flag):
         raise NLAError(f"{spec} is neither a folder nor a hub id (org/name); check {flag}")
     folder = download(str(spec))
     if not (folder / META_FILE).exists():
@@ -120,7 +125,7 @@ def resolve_nla(nla: str | Path | None = None, *, av: str | Path | None = None,
                            "other half with the other")
         raise NLAError(f"{path} is not an NLA folder: it needs {AV_DIR}/ and {AR_DIR}/ checkpoint folders")
     spec = str(nla)
-    if not looks_like_hub_id(spec):
+    if not looks_like_hub_id(spec, "--nla"):
         raise NLAError(f"{spec} is neither an NLA folder nor a hub prefix (org/name, expanded to org/name-av "
                        "and org/name-ar); check --nla")
     prefix = spec.removesuffix("-av").removesuffix("-ar")  # one half given: both are meant
