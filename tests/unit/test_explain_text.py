@@ -21,7 +21,8 @@ def test_every_token_from_min_position_gets_a_reading(tiny_nla, tiny_llama):
     ids = target.encode(text)
     assert [r.position for r in readings] == list(range(2, len(ids)))
     assert [r.token for r in readings] == [target.tokenizer.decode([i]) for i in ids[2:]]
-    assert all(r.explanation is None and r.score is None for r in readings)  # untrained: counted as failed
+    # Untrained: no tags within 4 tokens, so every reading is truncated, and none is scored.
+    assert all(r.explanation is None and r.score is None and r.truncated for r in readings)
 
 
 def test_too_short_text_is_named(tiny_nla, tiny_llama):
@@ -34,5 +35,7 @@ def test_command_prints_one_line_per_token(tiny_nla, tiny_llama):
                                       str(tiny_llama), "--max-new-tokens", "3"])
     assert result.exit_code == 0, result.output
     lines = result.stdout.strip().splitlines()
-    assert lines[0].lstrip().startswith("#") and len(lines) == 1 + len(load_target(str(tiny_llama)).encode("Rivers carry water."))
-    assert all("failed" in line for line in lines[1:])
+    tokens = len(load_target(str(tiny_llama)).encode("Rivers carry water."))
+    assert lines[0].lstrip().startswith("#") and len(lines) == 2 + tokens
+    assert all("truncated" in line and "raise --max-new-tokens" in line for line in lines[1:-1])
+    assert lines[-1] == f"{tokens} of {tokens} explanations were truncated (not scored)"

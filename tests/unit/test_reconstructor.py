@@ -16,7 +16,7 @@ TEXTS = [[5, 9, 13, 40, 41, 42, 43], [7, 8, 9], [100, 101, 102, 103, 104]]
 
 def ar_meta(layer, d=32):
     return ModelMeta(role="ar", d_model=d, extraction_layer_index=layer, injection_scale=None,
-                     mse_scale=d ** 0.5, stage="init")
+                     mse_scale=d ** 0.5, stage="init", prompt_templates={"ar": "Text: {explanation} Summary:"})
 
 
 def test_mse_is_two_times_one_minus_cosine():

@@ -115,7 +115,7 @@ def test_an_av_and_ar_of_different_layers_are_refused(tmp_path, sft):
     mixed = tmp_path / "mixed"
     shutil.copytree(sft[0] / "av", mixed / "av")
     shutil.copytree(sft[0] / "ar", mixed / "ar")
-    meta_path = mixed / "ar" / "nla_meta.yaml"
+    meta_path = mixed / "av" / "nla_meta.yaml"  # (an AR's own sidecar must match the blocks it holds)
     meta = yaml.safe_load(meta_path.read_text())
     meta["extraction_layer_index"] = 2
     meta_path.write_text(yaml.safe_dump(meta))

@@ -103,6 +103,8 @@ def test_export_round_trips(lora_run, tmp_path):
 def test_export_without_adapters_is_named(tmp_path):
     result = CliRunner().invoke(app, ["export", str(tmp_path)])
     assert result.exit_code == 2 and "no av_adapter/ or ar_adapter/" in result.output
+    (tmp_path / "av").mkdir()
+    (tmp_path / "ar").mkdir()
     with pytest.raises(NLAError, match="no av_adapter/ and ar_adapter/"):
         NLA.load(tmp_path, shared_base=True)
 

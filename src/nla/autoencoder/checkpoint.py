@@ -15,7 +15,8 @@ import torch
 
 from nla.autoencoder.injection import Injection
 from nla.autoencoder.marker import Marker
-from nla.autoencoder.meta import ModelMeta, read_model_meta, write_model_meta
+from nla.autoencoder.meta import META_FILE, ModelMeta, read_model_meta, write_model_meta
+from nla.autoencoder.templates import check_av_template
 from nla.autoencoder.verbalizer import Verbalizer
 from nla.autoencoder.verbalizer_prompt import InjectionSite, injection_site, prompt_ids
 from nla.errors import NLAError
@@ -40,9 +41,12 @@ def save_verbalizer(folder: str | Path, verbalizer: Verbalizer, meta: ModelMeta)
 def check_site(tokenizer, meta: ModelMeta, folder: Path) -> tuple[list[int], InjectionSite]:
     """Rebuild the canonical prompt with the live tokenizer and compare it with the sidecar."""
     tokens, template = meta.tokens, meta.prompt_templates.get("av")
-    if not template or "injection_token_id" not in tokens:
-        raise NLAError(f"{folder}/nla_meta.yaml lacks the AV prompt template or injection tokens; it is not an AV")
-    marker = Marker(tokens["injection_char"], int(tokens["injection_token_id"]))
+    missing = [f"tokens.{k}" for k in ("injection_char", "injection_token_id") if tokens.get(k) is None]
+    if not template or missing:
+        raise NLAError(f"{folder}/{META_FILE} lacks {missing[0] if missing else 'prompt_templates.av'}; "
+                       "an AV sidecar records its prompt template and injection marker")
+    check_av_template(template, f"{folder}/{META_FILE} prompt_templates.av")
+    marker = Marker(str(tokens["injection_char"]), int(tokens["injection_token_id"]))
     encoded = tokenizer.encode(marker.char, add_special_tokens=False)
     if encoded != [marker.token_id] or marker.token_id == tokenizer.unk_token_id:
         raise NLAError(f"tokenizer drift in {folder}: marker {marker.char!r} now encodes to {encoded}, "
@@ -57,9 +61,11 @@ def check_site(tokenizer, meta: ModelMeta, folder: Path) -> tuple[list[int], Inj
     return ids, site
 
 
-def load_verbalizer(folder: str | Path, *, device: str | torch.device = "cpu",
-                    dtype: torch.dtype = torch.float32) -> tuple[Verbalizer, ModelMeta]:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def load_verbalizer(folder: str | Path, *, device: str | torch.device = "cpu", dtype: str | torch.dtype = "auto",
+                    spread: bool = False) -> tuple[Verbalizer, ModelMeta]:
+    from transformers import AutoTokenizer
+
+    from nla.models.loading import load_causal_lm
 
     folder = Path(folder)
     meta = read_model_meta(folder)
@@ -71,13 +77,20 @@ def load_verbalizer(folder: str | Path, *, device: str | torch.device = "cpu",
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     ids, site = check_site(tokenizer, meta, folder)
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(device).eval()
+    model = load_causal_lm(folder, device=device, dtype=dtype, spread=spread)
+    width = model.get_input_embeddings().weight.shape[1]
+    if width != meta.d_model:
+        raise NLAError(f"{folder} holds a model of width {width} but its sidecar says d_model {meta.d_model}; "
+                       "the folder mixes files of different models")
     return Verbalizer(model, tokenizer, ids, site, float(meta.injection_scale),
                       Injection.from_dict(meta.injection)), meta
 
 
-def check_pair(av: ModelMeta, ar: ModelMeta, where: Path) -> None:
-    """An AV and an AR belong together only if they read the same target layer and width."""
+def check_pair(av: ModelMeta, ar: ModelMeta, where) -> None:
+    """An AV and an AR belong together only if they read the same target layer and width. An AV whose
+    sidecar names no layer (its config cannot say) reads its AR's."""
+    if av.extraction_layer_index is None:
+        av.extraction_layer_index = ar.extraction_layer_index
     for field_name in ("d_model", "extraction_layer_index"):
         if getattr(av, field_name) != getattr(ar, field_name):
             raise NLAError(f"the AV and AR in {where} disagree on {field_name} ({getattr(av, field_name)} vs "

@@ -1,12 +1,14 @@
 """The `nla_meta.yaml` sidecar of an AV or AR checkpoint folder (the released NLAs' format).
 
 We write schema version 2 with `av`/`ar` names; we read both that and the older
-files, which say `actor`/`critic` and keep the extraction layer in other places.
+(schema 1) files, which say `actor`/`critic` and keep the extraction layer in other
+places (see `_layer_index`: the legacy `critic.num_hidden_layers` means K itself).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,7 +28,7 @@ STAGES = ("init", "sl", "rl")
 class ModelMeta:
     role: str  # "av" (verbalizer) or "ar" (reconstructor)
     d_model: int
-    extraction_layer_index: int
+    extraction_layer_index: int | None  # K; None only for an AV whose sidecar does not say (its AR's K is used)
     injection_scale: float | None  # None for the AR
     mse_scale: float | None
     tokens: dict = field(default_factory=dict)  # injection_char, injection_token_id, neighbour ids, critic_suffix_ids
@@ -52,16 +54,19 @@ class ModelMeta:
                 "created_at": self.created_at or datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
-def _layer_index(raw: dict, folder: Path) -> int:
-    """Top-level key, else critic.extraction_layer_index, else legacy critic.num_hidden_layers (= K+1),
-    else the folder's config (an AR holds blocks 0..K)."""
+def _layer_index(raw: dict, role: str, folder: Path) -> int | None:
+    """K, read as the reference reads it: the top-level key, else critic.extraction_layer_index, else the
+    legacy critic.num_hidden_layers (which means K itself, not K+1). Failing those, an AR's own config
+    (it holds blocks 0..K, so K+1 layers); an AV's config says nothing about K, so None (its AR's K is used)."""
     if raw.get("extraction_layer_index") is not None:
         return int(raw["extraction_layer_index"])
     critic = raw.get("critic") or {}
     if critic.get("extraction_layer_index") is not None:
         return int(critic["extraction_layer_index"])
     if critic.get("num_hidden_layers") is not None:
-        return int(critic["num_hidden_layers"]) - 1
+        return int(critic["num_hidden_layers"])
+    if role == "av":
+        return None
     config = folder / "config.json"
     if config.exists():
         data = json.loads(config.read_text())
@@ -71,12 +76,29 @@ def _layer_index(raw: dict, folder: Path) -> int:
     raise NLAError(f"{folder / META_FILE} names no extraction layer and the folder has no config.json to infer it")
 
 
+def _scale(value, d_model: int, name: str, path: Path) -> float | None:
+    """A resolved scale: a number, "sqrt_d_model" (the reference's sentinel), or null/"raw"/"none" (no scaling)."""
+    if value is None or value in ("raw", "none"):
+        return None
+    if value == "sqrt_d_model":
+        return math.sqrt(d_model)
+    try:
+        return float(value)
+    except (TypeError, ValueError) as err:
+        raise NLAError(f"{path} has extraction.{name} {value!r}; expected a number, sqrt_d_model or null") from err
+
+
 def read_model_meta(folder: str | Path) -> ModelMeta:
     folder = Path(folder)
     path = folder / META_FILE
     if not path.exists():
         raise NLAError(f"{folder} has no {META_FILE}; pass an NLA checkpoint folder (AV or AR)")
-    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise NLAError(f"{path} is not valid YAML ({str(err).splitlines()[0]}); restore the checkpoint's sidecar") from err
+    if not isinstance(raw, dict):
+        raise NLAError(f"{path} is not a mapping of fields; restore the checkpoint's sidecar")
     if raw.get("kind") not in (None, "nla_model"):
         raise NLAError(f"{path} is a '{raw.get('kind')}' sidecar, not an nla_model one")
     role = ROLE_ALIASES.get(str(raw.get("role", "")).lower())
@@ -84,12 +106,15 @@ def read_model_meta(folder: str | Path) -> ModelMeta:
         raise NLAError(f"{path} has role '{raw.get('role')}'; expected av, ar, actor or critic")
     templates = raw.get("prompt_templates") or {}
     extraction = raw.get("extraction") or {}
+    if raw.get("d_model") is None:
+        raise NLAError(f"{path} has no d_model; it is not a complete nla_model sidecar")
+    d_model = int(raw["d_model"])
     return ModelMeta(
         role=role,
-        d_model=int(raw["d_model"]),
-        extraction_layer_index=_layer_index(raw, folder),
-        injection_scale=extraction.get("injection_scale"),
-        mse_scale=extraction.get("mse_scale"),
+        d_model=d_model,
+        extraction_layer_index=_layer_index(raw, role, folder),
+        injection_scale=_scale(extraction.get("injection_scale"), d_model, "injection_scale", path),
+        mse_scale=_scale(extraction.get("mse_scale"), d_model, "mse_scale", path),
         tokens=raw.get("tokens") or {},
         prompt_templates={"av": templates.get("av", templates.get("actor")),
                           "ar": templates.get("ar", templates.get("critic"))},

@@ -1,14 +1,17 @@
 """The public handle on a trained NLA: load it, explain activations, reconstruct text, score pairs.
 
     nla = NLA.load("path/to/nla")             # holds av/ and ar/ (or av_adapter/ and ar_adapter/)
+    nla = NLA.load("kitft/nla-qwen2.5-7b-L20")   # a released NLA: its -av and -ar hub repositories
     explanations = nla.explain(vectors)       # (N, d) activations -> N explanations
     predicted = nla.reconstruct(texts)        # N texts -> (N, d)
     mse = nla.score(vectors, texts)           # per row, 2(1 - cos): 0 perfect, 2 orthogonal
 
 A folder with LoRA adapters (what train-ar / train-av write beside the merged folders) loads
 onto one base model that also serves as the target (`nla.target`): one copy of the
-weights instead of three. Merged folders load as two models, and the target as a third
-when first asked for.
+weights instead of three. Merged folders (ours, or a released NLA's two repositories) load
+as two models, and the target as a third when first asked for (default: the AV's
+base_checkpoint). Explanations are greedy and capped at 200 new tokens unless asked otherwise,
+as in the release; one that reaches the cap without its closing tag is reported as truncated.
 """
 
 from __future__ import annotations
@@ -17,16 +20,18 @@ from pathlib import Path
 
 import torch
 
-from nla.autoencoder.checkpoint import AR_DIR, AV_DIR, check_pair, load_verbalizer
-from nla.autoencoder.default import resolve as resolve_default
+from nla.autoencoder.checkpoint import check_pair, load_verbalizer
+from nla.autoencoder.hub import NLASource, resolve_nla
 from nla.autoencoder.meta import ModelMeta
 from nla.autoencoder.reconstructor import Reconstructor, load_reconstructor, reconstruction_mse
 from nla.autoencoder.shared import has_adapters, load_shared, use_role
+from nla.autoencoder.templates import fill_ar_template
 from nla.autoencoder.verbalizer import Explanation, Verbalizer, check_vectors
 from nla.errors import NLAError
 from nla.models.activations import pad_right, residual_stream
 from nla.models.adapters import adapter_for
-from nla.models.target import Target, pick_device
+from nla.models.loading import check_dtype_name, input_device
+from nla.models.target import Target
 
 
 def ar_input_ids(tokenizer, texts: list[str], template: str, requires_bos: bool) -> list[list[int]]:
@@ -34,7 +39,7 @@ def ar_input_ids(tokenizer, texts: list[str], template: str, requires_bos: bool)
     bos = tokenizer.bos_token_id
     rows = []
     for text in texts:
-        ids = tokenizer(template.format(explanation=text), add_special_tokens=True)["input_ids"]
+        ids = tokenizer(fill_ar_template(template, text), add_special_tokens=True)["input_ids"]
         rows.append([bos] + ids if requires_bos and bos is not None and ids[:1] != [bos] else ids)
     return rows
 
@@ -45,7 +50,7 @@ def reconstruct_texts(reconstructor: Reconstructor, tokenizer, template: str, te
     """The AR's predictions (N, d), fp32 on CPU, for texts read through its template, in padded batches."""
     requires_bos = adapter_for(reconstructor.backbone.config).requires_bos
     rows = ar_input_ids(tokenizer, texts, template, requires_bos)
-    device = next(reconstructor.parameters()).device
+    device = input_device(reconstructor.backbone)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0  # masked: any id works
     out = []
     for start in range(0, len(rows), batch_size):
@@ -56,7 +61,8 @@ def reconstruct_texts(reconstructor: Reconstructor, tokenizer, template: str, te
 
 class NLA:
     def __init__(self, verbalizer: Verbalizer, reconstructor: Reconstructor, ar_tokenizer,
-                 av_meta: ModelMeta, ar_meta: ModelMeta, target: Target | None = None):
+                 av_meta: ModelMeta, ar_meta: ModelMeta, target: Target | None = None,
+                 source: NLASource | None = None, device: str = "auto", dtype: str = "auto"):
         self.verbalizer = verbalizer
         self.reconstructor = reconstructor
         self.ar_tokenizer = ar_tokenizer
@@ -64,44 +70,60 @@ class NLA:
         self.ar_meta = ar_meta
         self._target = target  # the shared base (adapters), or loaded on first use (merged folders)
         self.shared_base = target is not None and target.model is verbalizer.model
+        self.source = source  # where the checkpoints were read from
+        self.device, self.dtype = device, dtype  # how the target is loaded when first asked for
 
     @classmethod
-    def load(cls, path: str | Path, *, device: str = "auto", dtype: torch.dtype = torch.float32,
-             shared_base: bool | None = None) -> "NLA":
-        """shared_base None: use the adapters when the folder has both, else the merged folders.
-        `path` "default" is the NLA shipped in the package (see autoencoder/default.py)."""
-        path, device = resolve_default(path), pick_device(device)
+    def load(cls, path: str | Path | None = None, *, av: str | Path | None = None, ar: str | Path | None = None,
+             device: str = "auto", dtype: str | torch.dtype = "auto", shared_base: bool | None = None) -> "NLA":
+        """Load an NLA from `path` (an nla folder, "default" for the NLA shipped in the package, or a hub
+        prefix such as "kitft/nla-qwen2.5-7b-L20" that expands to its -av and -ar repositories) or from `av`
+        and `ar` (each a folder or a hub id).
+
+        dtype "auto": bf16 on CUDA, fp32 on CPU. device "auto": the GPU (spread over all GPUs when there are
+        several), else the CPU. shared_base None: use the LoRA adapters when an nla folder has both."""
+        source = resolve_nla(path, av=av, ar=ar)
+        dtype = str(dtype).removeprefix("torch.")
+        check_dtype_name(dtype)
         if shared_base is None:
-            shared_base = has_adapters(path)
+            shared_base = source.run is not None and has_adapters(source.run)
         if shared_base:
-            if not has_adapters(path):
-                raise NLAError(f"{path} has no av_adapter/ and ar_adapter/; train with LoRA, or load the merged "
-                               "folders")
+            if source.run is None or not has_adapters(source.run):
+                raise NLAError(f"{source.label} has no av_adapter/ and ar_adapter/; train with LoRA, or load the "
+                               "merged folders")
             target, verbalizer, reconstructor, av_meta, ar_meta = load_shared(
-                path, device=str(device), dtype=str(dtype).removeprefix("torch."))
-            nla = cls(verbalizer, reconstructor, target.tokenizer, av_meta, ar_meta, target)
+                source.run, device=device, dtype=dtype, spread=True)
+            nla = cls(verbalizer, reconstructor, target.tokenizer, av_meta, ar_meta, target, source, device, dtype)
         else:
-            if not (path / AV_DIR).is_dir() or not (path / AR_DIR).is_dir():
-                raise NLAError(f"{path} is not an NLA folder: it needs {AV_DIR}/ and {AR_DIR}/ checkpoint folders")
-            verbalizer, av_meta = load_verbalizer(path / AV_DIR, device=device, dtype=dtype)
-            reconstructor, ar_tokenizer, ar_meta = load_reconstructor(path / AR_DIR, device=device, dtype=dtype)
-            check_pair(av_meta, ar_meta, path)
-            nla = cls(verbalizer, reconstructor.eval(), ar_tokenizer, av_meta, ar_meta)
-        if not nla.ar_meta.prompt_templates.get("ar"):
-            raise NLAError(f"{path}: the AR's nla_meta.yaml has no AR prompt template")
+            verbalizer, av_meta = load_verbalizer(source.av, device=device, dtype=dtype, spread=True)
+            reconstructor, ar_tokenizer, ar_meta = load_reconstructor(source.ar, device=device, dtype=dtype,
+                                                                      spread=True)
+            check_pair(av_meta, ar_meta, source.label)
+            nla = cls(verbalizer, reconstructor.eval(), ar_tokenizer, av_meta, ar_meta, None, source, device, dtype)
         return nla
 
-    def target(self, spec: str | None = None, *, device: str = "auto") -> Target:
+    def target(self, spec: str | None = None, *, device: str | None = None, dtype: str | None = None) -> Target:
         """The frozen target whose activations this NLA reads: the shared base when there is one, else
-        loaded once from `spec` (default: the AV's base checkpoint). On a shared base this switches the
-        adapters off, so the returned model is the plain target until explain/reconstruct switch again."""
+        loaded once from `spec` (default: the AV's base_checkpoint), on the NLA's device and dtype. On a
+        shared base this switches the adapters off, so the returned model is the plain target until
+        explain/reconstruct switch again."""
         if self.shared_base and spec and spec != self._target.name:
             raise NLAError(f"this NLA's adapters sit on {self._target.name}, which is also its target; "
                            f"drop --model {spec} (or load the merged folders to read another copy of it)")
         if self._target is None:
             from nla.models import load_target
 
-            self._target = load_target(spec or self.av_meta.base_checkpoint, device=device)
+            base = spec or self.av_meta.base_checkpoint
+            if not base:
+                raise NLAError("the AV's sidecar names no base_checkpoint; pass --model with the target it reads")
+            try:
+                self._target = load_target(base, device=device or self.device, dtype=dtype or self.dtype,
+                                           spread=True)
+            except NLAError as err:
+                if spec:
+                    raise
+                raise NLAError(f"cannot load the AV's base_checkpoint {base!r} ({err}); pass --model with "
+                               "that target (a local folder or hub id)") from err
         self._use("target")
         return self._target
 

@@ -25,7 +25,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from nla.autoencoder.meta import ModelMeta, read_model_meta, write_model_meta
+from nla.autoencoder.meta import META_FILE, ModelMeta, read_model_meta, write_model_meta
+from nla.autoencoder.templates import check_ar_suffix, check_ar_template
 from nla.errors import NLAError
 from nla.models.adapters import FamilyAdapter, adapter_for, text_config
 from nla.models.activations import hidden_at_layer
@@ -69,8 +70,9 @@ class Reconstructor(nn.Module):
         """(B, T) right-padded token ids -> (B, d) predicted activations, fp32."""
         hidden = hidden_at_layer(self.backbone, self.adapter.decoder_layers(self.backbone), input_ids,
                                  attention_mask, self.layer)  # (B, T, d)
-        last = attention_mask.sum(dim=1) - 1  # right padding: the last real token
-        return self.head(hidden[torch.arange(hidden.shape[0], device=hidden.device), last].float())
+        last = (attention_mask.sum(dim=1) - 1).to(hidden.device)  # right padding: the last real token
+        picked = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+        return self.head(picked.to(device=self.head.weight.device, dtype=torch.float32))
 
     def save_released(self, folder: str | Path, tokenizer, meta: ModelMeta) -> None:
         """Write the released AR layout (truncated config and weights, value head, tokenizer, sidecar)."""
@@ -101,32 +103,53 @@ class Reconstructor(nn.Module):
         write_model_meta(folder, meta)
 
 
-def load_reconstructor(folder: str | Path, *, device: str | torch.device = "cpu",
-                       dtype: torch.dtype = torch.float32) -> tuple[Reconstructor, object, ModelMeta]:
+def read_value_head(folder: Path, d_model: int) -> nn.Linear:
+    """The AR's Linear(d, d) head from value_head.safetensors (one tensor, `weight`; the release's is bf16),
+    held in fp32."""
+    path = folder / VALUE_HEAD_FILE
+    if not path.exists():
+        raise NLAError(f"{folder} has no {VALUE_HEAD_FILE}; an AR folder needs its value head")
+    tensors = load_file(path)
+    if "weight" not in tensors:
+        raise NLAError(f"{path} holds {sorted(tensors)} but no 'weight'; the value head is one tensor named weight")
+    weight = tensors["weight"]
+    if tuple(weight.shape) != (d_model, d_model):
+        raise NLAError(f"{path} has shape {tuple(weight.shape)}, but the sidecar says "
+                       f"d_model {d_model}; the folder mixes files of different models")
+    head = nn.Linear(d_model, d_model, bias=False)
+    with torch.no_grad():
+        head.weight.copy_(weight.float())
+    return head
+
+
+def _drop_lm_head(backbone: nn.Module) -> None:
+    """The AR never runs its lm_head (absent from the folder, so freshly initialised): free it unless it is
+    tied to the input embeddings (then it costs nothing)."""
+    head = backbone.get_output_embeddings()
+    if head is not None and head.weight is not backbone.get_input_embeddings().weight:
+        backbone.set_output_embeddings(nn.Identity())
+
+
+def load_reconstructor(folder: str | Path, *, device: str | torch.device = "cpu", dtype: str | torch.dtype = "auto",
+                       spread: bool = False) -> tuple[Reconstructor, object, ModelMeta]:
     """Load an AR folder in the released layout: (reconstructor, tokenizer, sidecar)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as transformers_logging
+    from transformers import AutoTokenizer
+
+    from nla.models.loading import load_causal_lm
 
     folder = Path(folder)
     meta = read_model_meta(folder)
     if meta.role != "ar":
         raise NLAError(f"{folder} holds a {meta.role.upper()}, not an AR; pass the reconstructor's folder")
-    if not (folder / VALUE_HEAD_FILE).exists():
-        raise NLAError(f"{folder} has no {VALUE_HEAD_FILE}; an AR folder needs its value head")
-    weight = load_file(folder / VALUE_HEAD_FILE)["weight"]
-    if weight.shape != (meta.d_model, meta.d_model):
-        raise NLAError(f"{folder / VALUE_HEAD_FILE} has shape {tuple(weight.shape)}, but the sidecar says "
-                       f"d_model {meta.d_model}; the folder mixes files of different models")
-    # The final norm and lm_head are absent by design; they are never run (the forward stops at block K),
-    # so transformers' report of them as missing is silenced.
-    verbosity = transformers_logging.get_verbosity()
-    transformers_logging.set_verbosity_error()
-    try:
-        backbone = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).to(device)
-    finally:
-        transformers_logging.set_verbosity(verbosity)
-    head = nn.Linear(meta.d_model, meta.d_model, bias=False)
-    with torch.no_grad():
-        head.weight.copy_(weight)
+    head = read_value_head(folder, meta.d_model)
+    template = check_ar_template(meta.prompt_templates.get("ar"), f"{folder}/{META_FILE} prompt_templates.ar")
     tokenizer = AutoTokenizer.from_pretrained(folder)
+    check_ar_suffix(tokenizer, template, meta.tokens.get("critic_suffix_ids"), folder)
+    # The final norm and lm_head are absent by design; they are never run (the forward stops at block K).
+    backbone = load_causal_lm(folder, device=device, dtype=dtype, spread=spread)
+    layers = text_config(backbone.config).num_hidden_layers
+    if meta.extraction_layer_index is None or not 0 <= meta.extraction_layer_index < layers:
+        raise NLAError(f"{folder} keeps {layers} blocks but its sidecar says layer {meta.extraction_layer_index}; "
+                       "an AR holds blocks 0..K (config num_hidden_layers = K+1)")
+    _drop_lm_head(backbone)
     return Reconstructor(backbone, meta.extraction_layer_index, head), tokenizer, meta

@@ -20,15 +20,15 @@ import shutil
 import warnings
 from pathlib import Path
 
-import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from nla.atomic import atomic_path
 from nla.autoencoder.checkpoint import AR_DIR, AV_DIR, check_pair, check_site
 from nla.autoencoder.injection import Injection
 from nla.autoencoder.meta import ModelMeta, read_model_meta, write_model_meta
-from nla.autoencoder.reconstructor import VALUE_HEAD_FILE, Reconstructor
+from nla.autoencoder.reconstructor import VALUE_HEAD_FILE, Reconstructor, read_value_head
+from nla.autoencoder.templates import check_ar_suffix, check_ar_template
 from nla.autoencoder.verbalizer import Verbalizer
 from nla.errors import NLAError
 from nla.train.lora import load_adapter, lora_layers, merge_lora, save_adapter
@@ -55,18 +55,7 @@ def use_role(model: nn.Module, role: str) -> None:
             layer.set_adapter(role, inference_mode=True)
 
 
-def _head(folder: Path, d_model: int) -> nn.Linear:
-    weight = load_file(folder / VALUE_HEAD_FILE)["weight"]
-    if weight.shape != (d_model, d_model):
-        raise NLAError(f"{folder / VALUE_HEAD_FILE} has shape {tuple(weight.shape)}, but the sidecar says "
-                       f"d_model {d_model}; the folder mixes files of different models")
-    head = nn.Linear(d_model, d_model, bias=False)
-    with torch.no_grad():
-        head.weight.copy_(weight)
-    return head
-
-
-def load_shared(run: Path, *, device: str = "cpu", dtype: str = "float32"):
+def load_shared(run: Path, *, device: str = "cpu", dtype: str = "auto", spread: bool = False):
     """(target, verbalizer, reconstructor, av_meta, ar_meta): all three on one base model, switched by use_role."""
     from nla.models import load_target
 
@@ -76,7 +65,9 @@ def load_shared(run: Path, *, device: str = "cpu", dtype: str = "float32"):
     check_pair(av_meta, ar_meta, run)
     if av_meta.base_checkpoint != ar_meta.base_checkpoint or not av_meta.base_checkpoint:
         raise NLAError(f"the adapters in {run} do not name one base model; load the merged folders instead")
-    target = load_target(av_meta.base_checkpoint, device=device, dtype=dtype)
+    template = check_ar_template(ar_meta.prompt_templates.get("ar"), f"{ar_dir}/nla_meta.yaml prompt_templates.ar")
+    target = load_target(av_meta.base_checkpoint, device=device, dtype=dtype, spread=spread)
+    check_ar_suffix(target.tokenizer, template, ar_meta.tokens.get("critic_suffix_ids"), ar_dir)
     if target.d_model != av_meta.d_model:
         raise NLAError(f"{av_meta.base_checkpoint} has d_model {target.d_model} but the adapters in {run} were "
                        f"trained for {av_meta.d_model}; the base model changed since training")
@@ -87,7 +78,7 @@ def load_shared(run: Path, *, device: str = "cpu", dtype: str = "float32"):
     ids, site = check_site(target.tokenizer, av_meta, av_dir)
     verbalizer = Verbalizer(model, target.tokenizer, ids, site, float(av_meta.injection_scale),
                             Injection.from_dict(av_meta.injection))
-    reconstructor = Reconstructor(model, ar_meta.extraction_layer_index, _head(ar_dir, ar_meta.d_model)).eval()
+    reconstructor = Reconstructor(model, ar_meta.extraction_layer_index, read_value_head(ar_dir, ar_meta.d_model)).eval()
     use_role(model, "target")
     return target, verbalizer, reconstructor, av_meta, ar_meta
 
@@ -115,7 +106,7 @@ def write_adapter(run: Path, role: str, model: nn.Module, meta: ModelMeta, head:
     return folder
 
 
-def export_role(run: Path, role: str, out: Path) -> Path:
+def export_role(run: Path, role: str, out: Path, *, dtype: str = "float32") -> Path:
     """Merge RUN/{role}_adapter into a fresh copy of its base and write OUT/{av|ar} in the released layout."""
     from nla.models import load_target
 
@@ -123,9 +114,9 @@ def export_role(run: Path, role: str, out: Path) -> Path:
     if not (folder / "nla_meta.yaml").exists():
         raise NLAError(f"{folder} not found; export needs a run trained with LoRA (train-ar / train-av)")
     meta = read_model_meta(folder)
-    target = load_target(meta.base_checkpoint, device="cpu", dtype="float32")
+    target = load_target(meta.base_checkpoint, device="cpu", dtype=dtype)
     model = merge_lora(load_adapter(target.model, folder, role))
-    head = _head(folder, meta.d_model) if role == "ar" else None
+    head = read_value_head(folder, meta.d_model) if role == "ar" else None
     released = Path(out) / RELEASED_DIRS[role]
     with atomic_path(released) as tmp:
         write_released(tmp, role, model, target.tokenizer, meta, head)
@@ -147,7 +138,7 @@ def write_trained(run: Path, role: str, model: nn.Module, tokenizer, meta: Model
     return released
 
 
-def export_nla(run: Path, out: Path | None = None, *, overwrite: bool = False) -> list[Path]:
+def export_nla(run: Path, out: Path | None = None, *, overwrite: bool = False, dtype: str = "float32") -> list[Path]:
     """`nla export`: the released av/ and ar/ folders merged from RUN's adapters (default: into RUN itself)."""
     run = Path(run)
     out = Path(out) if out else run
@@ -158,4 +149,4 @@ def export_nla(run: Path, out: Path | None = None, *, overwrite: bool = False) -
         taken = [str(out / RELEASED_DIRS[r]) for r in roles if (out / RELEASED_DIRS[r]).exists()]
         if taken:
             raise NLAError(f"{taken[0]} already exists; pass --overwrite to replace it, or another --out")
-    return [export_role(run, role, out) for role in roles]
+    return [export_role(run, role, out, dtype=dtype) for role in roles]

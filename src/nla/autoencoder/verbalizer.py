@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from nla.autoencoder.defaults import MAX_NEW_TOKENS
 from nla.autoencoder.injection import RESIDUAL, Injection, ResidualInjection
 from nla.autoencoder.verbalizer_prompt import InjectionSite, inject
 from nla.errors import NLAError
@@ -33,6 +34,17 @@ class Explanation:
     text: str | None  # None: the answer had no complete <explanation> tags
     answer: str  # everything the AV wrote
     num_tokens: int
+    truncated: bool = False  # the answer reached the token cap before its closing tag: raise max_new_tokens
+
+
+def stop_ids(model, tokenizer) -> set[int]:
+    """Every id that ends an answer: the tokenizer's EOS and the model's generation EOS ids (an instruct
+    model may stop on its end-of-turn token, e.g. Gemma's <end_of_turn>)."""
+    ids = {tokenizer.eos_token_id}
+    config = getattr(model, "generation_config", None)
+    eos = getattr(config, "eos_token_id", None)
+    ids.update(eos if isinstance(eos, (list, tuple)) else [eos])
+    return {i for i in ids if i is not None}
 
 
 def check_vectors(vectors: torch.Tensor, d_model: int) -> torch.Tensor:
@@ -84,22 +96,29 @@ class Verbalizer:
         return ids, embeds, torch.ones_like(ids)
 
     @torch.no_grad()
-    def explain(self, vectors: torch.Tensor, *, max_new_tokens: int = 150, temperature: float = 0.0,
+    def explain(self, vectors: torch.Tensor, *, max_new_tokens: int = MAX_NEW_TOKENS, temperature: float = 0.0,
                 batch_size: int = 32) -> list[Explanation]:
-        """One explanation per activation; greedy when temperature is 0."""
+        """One explanation per activation; greedy when temperature is 0 (the default, as in the release)."""
         vectors = check_vectors(vectors, self.d_model)
+        if max_new_tokens < 1 or temperature < 0:
+            raise NLAError("max-new-tokens must be at least 1 and temperature at least 0 (0: greedy)")
+        stops = stop_ids(self.model, self.tokenizer)
         results = []
         for start in range(0, len(vectors), batch_size):
             _, embeds, mask = self.prompt_embeddings(vectors[start : start + batch_size])
+            # Greedy overrides any sampling defaults in the checkpoint's generation_config.
             sampling = dict(do_sample=True, temperature=temperature, top_p=1.0, top_k=0) if temperature > 0 \
-                else dict(do_sample=False)
+                else dict(do_sample=False, temperature=None, top_p=None, top_k=None)
             with self.reading():
                 out = self.model.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                          pad_token_id=self.tokenizer.pad_token_id, **sampling)
+                                          pad_token_id=self.tokenizer.pad_token_id, eos_token_id=sorted(stops) or None,
+                                          **sampling)
             for row in out:  # generate() from embeddings returns only the new tokens
                 row = row.tolist()
-                eos = self.tokenizer.eos_token_id
-                length = row.index(eos) + 1 if eos in row else len(row)
+                end = next((i for i, token in enumerate(row) if token in stops), None)
+                length = end + 1 if end is not None else len(row)
                 answer = self.tokenizer.decode(row[:length], skip_special_tokens=True)
-                results.append(Explanation(parse_explanation(answer), answer, length))
+                text = parse_explanation(answer)
+                truncated = text is None and end is None and length >= max_new_tokens
+                results.append(Explanation(text, answer, length, truncated))
         return results

@@ -20,11 +20,13 @@ import torch
 
 from nla.autoencoder.marker import Marker, find_marker
 from nla.autoencoder.reconstructor import normalize
+from nla.autoencoder.templates import fill_av_template
 from nla.errors import NLAError
 
 # Short on purpose: the prompt is recomputed in every training and RL pass (SmolLM2's chat template
 # already adds a system prompt of its own), and the AV learns what to say from training, not from here.
-AV_TEMPLATE = "Explain this hidden state of a language model ({marker}) inside <explanation></explanation> tags."
+AV_TEMPLATE = ("Explain this hidden state of a language model ({injection_char}) "
+               "inside <explanation></explanation> tags.")
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,7 @@ class InjectionSite:
 
 
 def prompt_ids(tokenizer, template: str, marker: Marker) -> list[int]:
-    text = template.format(marker=marker.char)
+    text = fill_av_template(template, marker.char)
     if getattr(tokenizer, "chat_template", None):
         ids = tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=True,
                                             add_generation_prompt=True)

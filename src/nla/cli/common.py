@@ -8,6 +8,7 @@ import os
 
 import typer
 
+from nla.autoencoder.defaults import TEMPERATURE
 from nla.data.config import ExtractConfig, defaults
 from nla.data.sampling import SplitFractions
 from nla.errors import NLAError
@@ -55,3 +56,55 @@ def user_errors(command):
 
     return wrapper
 
+
+
+# ---------------------------------------------------------------- options every model-loading command shares
+
+DEVICE_HELP = "auto (the GPU, else the CPU), cpu, cuda, cuda:N."
+READ_DEVICE_HELP = ("Where the target, AV and AR go: auto (the GPU; spread over all GPUs when there are several; "
+                    "else the CPU), cpu, cuda, cuda:N.")
+DTYPE_HELP = "auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16 or float16."
+NLA_HELP = ("The NLA: an nla folder (av/ + ar/), or a hub prefix such as kitft/nla-qwen2.5-7b-L20 "
+            "(its -av and -ar repositories). Or pass --nla-av and --nla-ar.")
+
+
+def opt_device(default: str = "auto", help: str = DEVICE_HELP):
+    return typer.Option(default, "--device", help=help)
+
+
+def opt_dtype():
+    return typer.Option("auto", "--dtype", help=DTYPE_HELP)
+
+
+def opt_nla():
+    return typer.Option(None, "--nla", help=NLA_HELP)
+
+
+def opt_nla_av():
+    return typer.Option(None, "--nla-av", help="The AV alone: a released AV folder or hub id (with --nla-ar).")
+
+
+def opt_nla_ar():
+    return typer.Option(None, "--nla-ar", help="The AR alone: a released AR folder or hub id (with --nla-av).")
+
+
+def opt_max_new_tokens(default: int):
+    return typer.Option(default, "--max-new-tokens", help="Longest explanation, in tokens (the release: 200); "
+                        "one that reaches it without its closing tag is reported as truncated.")
+
+
+def opt_temperature():
+    return typer.Option(TEMPERATURE, "--temperature", help="0: greedy (the release's examples); above 0: sampled.")
+
+
+def checked_dtype(dtype: str) -> str:
+    from nla.models.loading import check_dtype_name
+
+    return check_dtype_name(dtype)
+
+
+def load_nla(nla, nla_av, nla_ar, *, device: str, dtype: str, **kwargs):
+    """NLA.load from the --nla / --nla-av / --nla-ar options (one definition for every command)."""
+    from nla.autoencoder.nla import NLA
+
+    return NLA.load(nla, av=nla_av, ar=nla_ar, device=device, dtype=checked_dtype(dtype), **kwargs)

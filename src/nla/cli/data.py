@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import textwrap
 from pathlib import Path
 from typing import Optional
 
@@ -13,7 +12,8 @@ from nla.data.config import ExtractConfig
 from nla.data.sampling import SplitFractions
 from nla.explainers.api import DEFAULT_CONCURRENCY, DEFAULT_MAX_RETRIES
 from nla.explainers.api import DEFAULT_MODELS as DEFAULT_API_MODELS
-from nla.cli.common import AR, AV, CORPUS_HELP, EVAL, EXTRACT, MODEL_HELP, RL, SPLIT, app, user_errors
+from nla.cli.common import (CORPUS_HELP, DTYPE_HELP, EXTRACT, MODEL_HELP, SPLIT, app, checked_dtype, opt_device,
+                            opt_dtype, user_errors)
 
 
 @app.command()
@@ -24,7 +24,8 @@ def info(
     corpus: str = typer.Option(EXTRACT["corpus"], help=CORPUS_HELP),
     max_docs: int = typer.Option(64, help="Documents used for the norm statistics."),
     min_position: int = typer.Option(EXTRACT["min_position"], help="Ignore earlier positions (outlier norms)."),
-    device: str = typer.Option(EXTRACT["device"], help="auto, cpu, cuda, cuda:N."),
+    device: str = opt_device(EXTRACT["device"]),
+    dtype: str = opt_dtype(),
     trust_remote_code: bool = typer.Option(False, help="Run a hub model's own code (only if you trust it)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ):
@@ -32,7 +33,7 @@ def info(
     from nla.data.info import target_info
     from nla.models import load_target
 
-    target = load_target(model, device=device, trust_remote_code=trust_remote_code)
+    target = load_target(model, device=device, dtype=checked_dtype(dtype), trust_remote_code=trust_remote_code)
     result = target_info(target, layer=layer, corpus=corpus, max_docs=max_docs,
                          min_position=min_position)
     if as_json:
@@ -66,7 +67,7 @@ def extract(
     batch_tokens: int = typer.Option(EXTRACT["batch_tokens"], help="Tokens per forward pass (rows x longest row)."),
     chunk_docs: int = typer.Option(EXTRACT["chunk_docs"], help="Documents per resumable chunk."),
     device: str = typer.Option(EXTRACT["device"], help="auto, cpu, cuda, cuda:N."),
-    dtype: str = typer.Option(EXTRACT["dtype"], help="auto (fp32 on CPU, bf16 on CUDA), float32, bfloat16, float16."),
+    dtype: str = typer.Option(EXTRACT["dtype"], "--dtype", help=DTYPE_HELP),
     trust_remote_code: bool = typer.Option(False, help="Run a hub model's own code (only if you trust it)."),
     overwrite: bool = typer.Option(False, help="Replace an existing extraction in --out."),
 ):

@@ -9,34 +9,43 @@ from typing import Optional
 
 import typer
 
+from nla.autoencoder.defaults import MAX_NEW_TOKENS
 from nla.data.config import ExtractConfig
-from nla.cli.common import AR, AV, CORPUS_HELP, EVAL, EXTRACT, MODEL_HELP, RL, SPLIT, app, user_errors
+from nla.cli.common import (EVAL, EXTRACT, MODEL_HELP, READ_DEVICE_HELP, app, checked_dtype, load_nla, opt_device,
+                            opt_dtype, opt_max_new_tokens, opt_nla, opt_nla_ar, opt_nla_av, opt_temperature,
+                            user_errors)
+from nla.cli.data import format_summary
 
 
 @app.command("eval")
 @user_errors
 def eval_(
-    nla: Path = typer.Option(..., "--nla", help="An NLA folder holding av/ and ar/."),
     out: Path = typer.Option(..., help="Output folder: eval.json, rows.parquet, fve_by_*.png."),
+    nla: Optional[str] = opt_nla(),
+    nla_av: Optional[str] = opt_nla_av(),
+    nla_ar: Optional[str] = opt_nla_ar(),
     data: Optional[Path] = typer.Option(None, help="Held-out split; default: the NLA's dataset validation split."),
     max_rows: Optional[int] = typer.Option(None, help="Evaluate a seeded sample of N rows (default: all)."),
     oracle_ar: Optional[Path] = typer.Option(None, help="AR from nla train-ar --text-column "
                                              "detokenized_text_truncated: the true-context ceiling."),
     mean_from: Optional[Path] = typer.Option(None, help="Split whose mean activation is the predict-the-mean "
                                              "control; default: ar_sft.parquet next to --data."),
-    batch_size: int = typer.Option(EVAL["batch_size"], help="Activations explained together (greedy)."),
-    max_new_tokens: int = typer.Option(EVAL["max_new_tokens"], help="Longest explanation, in tokens."),
+    batch_size: int = typer.Option(EVAL["batch_size"], help="Activations explained together."),
+    max_new_tokens: int = opt_max_new_tokens(EVAL["max_new_tokens"]),
+    temperature: float = opt_temperature(),
     seed: int = typer.Option(EVAL["seed"], help="Keys the row sample and the shuffled-AV permutation."),
-    device: str = typer.Option(EVAL["device"], help="auto, cpu, cuda, cuda:N."),
+    device: str = opt_device(EVAL["device"], READ_DEVICE_HELP),
+    dtype: str = opt_dtype(),
     overwrite: bool = typer.Option(False, help="Replace a finished evaluation (explanations made with the same "
                                    "AV settings are reused)."),
 ):
     """Held-out FVE of an NLA next to its controls (shuffled AV, text-oracle AR, predict-the-mean)."""
     from nla.eval.evaluate import EvalConfig, evaluate, format_result
 
-    result = evaluate(EvalConfig(nla=nla, out=out, data=data, max_rows=max_rows, oracle_ar=oracle_ar,
-                                 mean_from=mean_from, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                                 seed=seed, device=device, overwrite=overwrite))
+    result = evaluate(EvalConfig(nla=nla, nla_av=nla_av, nla_ar=nla_ar, out=out, data=data, max_rows=max_rows,
+                                 oracle_ar=oracle_ar, mean_from=mean_from, batch_size=batch_size,
+                                 max_new_tokens=max_new_tokens, temperature=temperature, seed=seed, device=device,
+                                 dtype=checked_dtype(dtype), overwrite=overwrite))
     typer.echo(format_result(result))
     typer.echo(f"written to {out}/eval.json and {out}/rows.parquet")
 
@@ -45,20 +54,24 @@ def eval_(
 @user_errors
 def explain(
     text: str = typer.Argument(..., help="The text whose tokens to explain."),
-    nla: Path = typer.Option(..., "--nla", help="An NLA folder holding av/ and ar/ (e.g. from train-ar + train-av)."),
-    model: Optional[str] = typer.Option(None, help="The target; default: the AV's base checkpoint. " + MODEL_HELP),
+    nla: Optional[str] = opt_nla(),
+    nla_av: Optional[str] = opt_nla_av(),
+    nla_ar: Optional[str] = opt_nla_ar(),
+    model: Optional[str] = typer.Option(None, help="The target; default: the AV's base_checkpoint. " + MODEL_HELP),
     min_position: int = typer.Option(0, help="Skip earlier tokens."),
-    max_new_tokens: int = typer.Option(100, help="Longest explanation, in tokens."),
-    device: str = typer.Option(EXTRACT["device"], help="auto, cpu, cuda, cuda:N."),
+    max_new_tokens: int = opt_max_new_tokens(MAX_NEW_TOKENS),
+    temperature: float = opt_temperature(),
+    device: str = opt_device(EXTRACT["device"], READ_DEVICE_HELP),
+    dtype: str = opt_dtype(),
 ):
     """Print, for every token of TEXT, the NLA's explanation of the target's activation and its fidelity."""
-    from nla.autoencoder.nla import NLA
     from nla.reading.transcript import explain_text, format_readings
 
-    loaded = NLA.load(nla, device=device)  # with LoRA adapters, one base model serves target, AV and AR
-    target = loaded.target(model, device=device)
+    # With LoRA adapters one base model serves target, AV and AR; a released NLA loads as AV + AR + target.
+    loaded = load_nla(nla, nla_av, nla_ar, device=device, dtype=dtype)
+    target = loaded.target(model)
     typer.echo(format_readings(explain_text(loaded, text, target=target, min_position=min_position,
-                                            max_new_tokens=max_new_tokens)))
+                                            max_new_tokens=max_new_tokens, temperature=temperature)))
 
 
 @app.command()

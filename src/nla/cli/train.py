@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import textwrap
 from pathlib import Path
 from typing import Optional
 
@@ -11,7 +9,8 @@ import typer
 
 from nla.rl.config import RLConfig
 from nla.train.config import AVTrainConfig
-from nla.cli.common import AR, AV, CORPUS_HELP, EVAL, EXTRACT, MODEL_HELP, RL, SPLIT, app, user_errors
+from nla.cli.common import (AR, AV, EXTRACT, MODEL_HELP, RL, app, checked_dtype, opt_device, opt_dtype, opt_nla_ar,
+                            opt_nla_av, user_errors)
 
 
 @app.command("train-ar")
@@ -28,7 +27,8 @@ def train_ar(
     checkpoint_every: int = typer.Option(AR["checkpoint_every"], help="Steps between resumable checkpoints."),
     text_column: str = typer.Option(AR["text_column"], help="Column the AR reads; detokenized_text_truncated "
                                     "trains the text-oracle AR for nla eval --oracle-ar."),
-    device: str = typer.Option(EXTRACT["device"], help="auto, cpu, cuda, cuda:N."),
+    device: str = opt_device(EXTRACT["device"]),
+    dtype: str = opt_dtype(),
     overwrite: bool = typer.Option(False, help="Start over, replacing a run in --out."),
 ):
     """Train the reconstructor (AR) on (explanation, activation) pairs; a rerun resumes."""
@@ -37,7 +37,8 @@ def train_ar(
 
     result = run_train_ar(ARTrainConfig(data=data, out=out, model=model, layer=layer, lora_rank=lora_rank, lr=lr,
                                         batch_size=batch_size, epochs=epochs, checkpoint_every=checkpoint_every,
-                                        text_column=text_column, device=device, overwrite=overwrite))
+                                        text_column=text_column, device=device, dtype=checked_dtype(dtype),
+                                        overwrite=overwrite))
     if result["main_process"]:  # under accelerate launch / torchrun, one process reports
         typer.echo(f"trained the AR for {result['steps']} steps; released-layout folder: {result['out']}")
 
@@ -58,7 +59,8 @@ def train_av(
     batch_size: int = typer.Option(AV["batch_size"]),
     epochs: float = typer.Option(AV["epochs"]),
     checkpoint_every: int = typer.Option(AV["checkpoint_every"], help="Steps between resumable checkpoints."),
-    device: str = typer.Option(EXTRACT["device"], help="auto, cpu, cuda, cuda:N."),
+    device: str = opt_device(EXTRACT["device"]),
+    dtype: str = opt_dtype(),
     overwrite: bool = typer.Option(False, help="Start over, replacing a run in --out."),
 ):
     """Train the verbalizer (AV) to write explanations of injected activations; a rerun resumes."""
@@ -68,7 +70,7 @@ def train_av(
                                         shuffle_activations=shuffle_activations, injection=injection,
                                         lora_rank=lora_rank, lr=lr,
                                         batch_size=batch_size, epochs=epochs, checkpoint_every=checkpoint_every,
-                                        device=device, overwrite=overwrite))
+                                        device=device, dtype=checked_dtype(dtype), overwrite=overwrite))
     if result["main_process"]:  # under accelerate launch / torchrun, one process reports
         typer.echo(f"trained the AV for {result['steps']} steps (injection scale {result['injection_scale']:g}); "
                    f"folder: {result['out']}")
@@ -80,18 +82,23 @@ def export(
     run: Path = typer.Argument(..., help="A run folder with av_adapter/ and/or ar_adapter/ (train-av, train-ar)."),
     out: Optional[Path] = typer.Option(None, help="Where to write av/ and ar/; default: RUN itself."),
     overwrite: bool = typer.Option(False, help="Replace av/ or ar/ already in --out."),
+    dtype: str = typer.Option("float32", "--dtype", help="The written weights' dtype (merged on the CPU): "
+                              "float32, bfloat16 (half the size) or float16."),
 ):
     """Merge a run's LoRA adapters into released-format av/ and ar/ folders (what NLA.load and others read)."""
     from nla.autoencoder.shared import export_nla
 
-    for folder in export_nla(run, out, overwrite=overwrite):
+    for folder in export_nla(run, out, overwrite=overwrite, dtype=checked_dtype(dtype)):
         typer.echo(f"wrote {folder}/")
 
 
 @app.command("rl")
 @user_errors
 def rl(
-    nla: Path = typer.Option(..., "--nla", help="The SFT NLA folder (av/ and ar/), e.g. from train-ar + train-av."),
+    nla: Optional[str] = typer.Option(None, "--nla", help="The SFT NLA folder (av/ and ar/), e.g. from train-ar + "
+                                      "train-av, or a hub prefix (its -av and -ar repositories)."),
+    nla_av: Optional[str] = opt_nla_av(),
+    nla_ar: Optional[str] = opt_nla_ar(),
     data: Path = typer.Option(..., help="Activations to train on: the dataset's rl split (e.g. runs/acts/rl.parquet)."),
     out: Path = typer.Option(..., help="Run folder: rl_metrics.jsonl, rl_samples.jsonl, rl_state/, then av/ and ar/."),
     eval_data: Optional[Path] = typer.Option(None, help="Held-out activations (validation split) for FVE."),
@@ -115,13 +122,14 @@ def rl(
     sample_every: int = typer.Option(RL["sample_every"], help="Steps between logged sample explanations."),
     eval_every: int = typer.Option(RL["eval_every"], help="Steps between held-out FVE measurements."),
     seed: int = typer.Option(RL["seed"]),
-    device: str = typer.Option(EXTRACT["device"], help="auto, cpu, cuda (under accelerate: one per process)."),
+    device: str = opt_device(EXTRACT["device"], "auto, cpu, cuda (under accelerate: one per process)."),
+    dtype: str = opt_dtype(),
     overwrite: bool = typer.Option(False, help="Start over, replacing a run in --out."),
 ):
     """Improve an SFT NLA with GRPO: the AV is rewarded by the AR's reconstruction; a rerun resumes."""
     from nla.rl.trainer import rl as run_rl
 
-    result = run_rl(RLConfig(nla=nla, data=data, out=out, eval_data=eval_data, eval_rows=eval_rows, steps=steps,
+    result = run_rl(RLConfig(nla=nla, nla_av=nla_av, nla_ar=nla_ar, dtype=checked_dtype(dtype), data=data, out=out, eval_data=eval_data, eval_rows=eval_rows, steps=steps,
                              batch_size=batch_size, group_size=group_size, av_lr=av_lr, ar_lr=ar_lr,
                              lora_rank=lora_rank, ar_lora_rank=ar_lora_rank, kl_coef=kl_coef,
                              kl_estimator=kl_estimator, clip=clip, temperature=temperature,

@@ -55,14 +55,14 @@ REQUIRED_COLUMNS = ("activation_vector", "doc_id", "position", "token")
 # ---------------------------------------------------------------- inputs
 
 
-def default_heldout(nla: NLA, nla_path: Path) -> Path:
+def default_heldout(nla: NLA) -> Path:
     """The validation split of the extraction the NLA was trained from (found via the sidecars' trained_on)."""
     for trained_on in nla.ar_meta.trained_on + nla.av_meta.trained_on:
-        for folder in list(Path(trained_on).parents)[:2]:  # the split's folder, or its explanations' parent
+        for folder in list(Path(str(trained_on)).parents)[:2]:  # the split's folder, or its explanations' parent
             if (folder / "config.yaml").exists() and (folder / "validation.parquet").exists():
                 return folder / "validation.parquet"
-    raise NLAError(f"cannot find the dataset {nla_path} was trained on; pass --data with a held-out split "
-                   "(e.g. runs/acts/validation.parquet)")
+    raise NLAError(f"cannot find the dataset {nla.source.label} was trained on here; pass --data with a held-out "
+                   "split extracted from its target at its layer (e.g. runs/acts/validation.parquet)")
 
 
 def read_heldout(path: Path, d_model: int, max_rows: int | None, seed: int) -> tuple[pa.Table, torch.Tensor]:
@@ -93,13 +93,13 @@ def derangement(n: int, seed: int) -> np.ndarray:
     return order
 
 
-def load_oracle(path: Path, nla: NLA, device: str):
+def load_oracle(path: Path, nla: NLA, device: str, dtype: str = "auto"):
     """An oracle AR (its folder or a run folder holding ar/) that reads the NLA's target, layer and width."""
     folder = path / AR_DIR if (path / AR_DIR).is_dir() else path
     if not (folder / "nla_meta.yaml").exists():
         raise NLAError(f"{path} is not an AR folder; pass the --out of nla train-ar --text-column "
                        f"{CONTEXT_COLUMN} (or its ar/ folder)")
-    oracle, tokenizer, meta = load_reconstructor(folder, device=device)
+    oracle, tokenizer, meta = load_reconstructor(folder, device=device, dtype=dtype)
     for name, ours in (("base_checkpoint", nla.ar_meta.base_checkpoint), ("d_model", nla.d_model),
                        ("extraction_layer_index", nla.layer)):
         theirs = getattr(meta, name)
@@ -119,9 +119,9 @@ def default_mean_source(data: Path) -> Path | None:
 
 def av_settings(cfg: EvalConfig, nla: NLA, data: Path) -> dict:
     """What the cached explanations depend on; a cache made with other settings is discarded."""
-    return {"nla": str(cfg.nla.resolve()), "av_created_at": nla.av_meta.created_at,  # an AV retrained in place
+    return {"nla": str(nla.source.av.resolve()), "av_created_at": nla.av_meta.created_at,  # retrained in place
             "data": str(data.resolve()), "max_rows": cfg.max_rows, "seed": cfg.seed,
-            "max_new_tokens": cfg.max_new_tokens}
+            "max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature, "dtype": cfg.dtype}
 
 
 def read_cached_explanations(path: Path, settings: dict) -> dict[tuple[str, int], dict]:
@@ -161,9 +161,11 @@ def explain_all(nla: NLA, vectors: dict[str, torch.Tensor], cfg: EvalConfig, cac
             f.write(json.dumps({"settings": settings}) + "\n")
         for name, start in tqdm(todo, desc="eval: explain", unit="batch", disable=not progress):
             batch = vectors[name][start : start + cfg.batch_size]
-            explanations = nla.explain(batch, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
+            explanations = nla.explain(batch, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                                       batch_size=cfg.batch_size)
             for i, e in enumerate(explanations, start=start):
-                record = {"control": name, "row": i, "text": e.text, "answer": e.answer, "num_tokens": e.num_tokens}
+                record = {"control": name, "row": i, "text": e.text, "answer": e.answer, "num_tokens": e.num_tokens,
+                          "truncated": e.truncated}
                 done[(name, i)] = record
                 f.write(json.dumps(record) + "\n")
             f.flush()
@@ -190,7 +192,10 @@ def summary(mse: np.ndarray, reference: Baseline) -> dict:
 
 
 def explanation_stats(records: list[dict]) -> dict:
+    """Failures (no closing tag; scored FAILED_MSE) and, among them, the truncated ones (cut at the token cap:
+    a higher --max-new-tokens would let them finish)."""
     return {"failure_rate": float(np.mean([r["text"] is None for r in records])),
+            "truncated_rate": float(np.mean([bool(r.get("truncated")) for r in records])),
             "mean_explanation_tokens": float(np.mean([r["num_tokens"] for r in records]))}
 
 
@@ -267,12 +272,11 @@ def evaluate(cfg: EvalConfig, *, progress: bool = True) -> dict:
 
     if (cfg.out / EVAL_JSON).exists() and not cfg.overwrite:
         raise NLAError(f"{cfg.out} already holds an evaluation; pass --overwrite or another --out")
-    device = str(pick_device(cfg.device))
     started = time.time()
-    nla = NLA.load(cfg.nla, device=device)
-    data = cfg.data or default_heldout(nla, cfg.nla)
+    nla = NLA.load(cfg.nla, av=cfg.nla_av, ar=cfg.nla_ar, device=cfg.device, dtype=cfg.dtype)
+    data = cfg.data or default_heldout(nla)
     table, golds = read_heldout(data, nla.d_model, cfg.max_rows, cfg.seed)
-    oracle = load_oracle(cfg.oracle_ar, nla, device) if cfg.oracle_ar else None
+    oracle = load_oracle(cfg.oracle_ar, nla, str(pick_device(cfg.device)), cfg.dtype) if cfg.oracle_ar else None
     if oracle and CONTEXT_COLUMN not in table.column_names:
         raise NLAError(f"{data} has no {CONTEXT_COLUMN} column, which the oracle AR reads; "
                        "pass a split written by nla extract")
@@ -313,7 +317,7 @@ def evaluate(cfg: EvalConfig, *, progress: bool = True) -> dict:
     cfg.out.mkdir(parents=True, exist_ok=True)
     write_rows(cfg.out / ROWS_FILE, table, norms, errors, explained)
     result = {
-        "nla": str(cfg.nla), "data": str(data), "rows": len(golds), "d_model": nla.d_model, "layer": nla.layer,
+        "nla": nla.source.label, "data": str(data), "rows": len(golds), "d_model": nla.d_model, "layer": nla.layer,
         "baseline_denominator": reference.denominator,
         "fve": summary(errors["nla"], reference)["fve"], "mse": float(errors["nla"].mean()),
         "cosine": summary(errors["nla"], reference)["cosine"], **explanation_stats(explained["nla"]),
@@ -331,6 +335,9 @@ def format_result(result: dict) -> str:
              f"B = {result['baseline_denominator']:.3f})",
              f"  {'nla':>12}: FVE {result['fve']:+.3f}  MSE {result['mse']:.3f}  cos {result['cosine']:.3f}  "
              f"failed {result['failure_rate']:.0%}  {result['mean_explanation_tokens']:.0f} tokens"]
+    if result.get("truncated_rate"):
+        lines.append(f"  {'':>12}  {result['truncated_rate']:.0%} truncated at {result['settings']['max_new_tokens']} "
+                     "tokens (scored as failures); raise --max-new-tokens to let them finish")
     for name, c in result["controls"].items():
         lines.append(f"  {name:>12}: " + (f"skipped ({c['skipped']})" if "skipped" in c else
                                           f"FVE {c['fve']:+.3f}  MSE {c['mse']:.3f}  cos {c['cosine']:.3f}"))

@@ -51,7 +51,8 @@ class Target:
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        """Where inputs go: the input embeddings' device (the first GPU of a model spread over several)."""
+        return self.model.get_input_embeddings().weight.device
 
     @property
     def pad_id(self) -> int:
@@ -158,17 +159,17 @@ def _source(spec: str) -> tuple[str | Path, dict]:
 
 
 def load_target(
-    spec: str = "smollm2-135m", *, device: str = "auto", dtype: str = "auto", trust_remote_code: bool = False
+    spec: str = "smollm2-135m", *, device: str = "auto", dtype: str = "auto", trust_remote_code: bool = False,
+    spread: bool = False,
 ) -> Target:
-    """Load a frozen target model and its tokenizer."""
+    """Load a frozen target model and its tokenizer (`spread`: "auto" may spread it over several GPUs)."""
+    from nla.models.loading import load_causal_lm
+
     source, kwargs = _source(spec)
-    torch_device = pick_device(device)
-    torch_dtype = pick_dtype(dtype, torch_device)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(
-            source, dtype=torch_dtype, trust_remote_code=trust_remote_code, **kwargs
-        )
+        model = load_causal_lm(source, device=device, dtype=dtype, spread=spread,
+                               trust_remote_code=trust_remote_code, **kwargs)
     except (OSError, ValueError, ImportError) as err:  # missing files/repo, broken config, tokenizer extra
         first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise NLAError(
@@ -177,7 +178,7 @@ def load_target(
         ) from err
     if getattr(model, "hf_quantizer", None) is not None and "gguf_file" in kwargs:
         model.hf_quantizer = None  # dequantised on load; nothing quantised remains
-    model.to(torch_device).eval().requires_grad_(False)
+    model.requires_grad_(False)
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         # Batches are masked, so any id works as padding.
         tokenizer.pad_token = tokenizer.eos_token

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from nla.autoencoder.defaults import MAX_NEW_TOKENS
 from nla.autoencoder.nla import NLA
 from nla.errors import NLAError
 from nla.models.target import Target
@@ -22,10 +23,12 @@ class TokenReading:
     token: str
     explanation: str | None  # None: the AV wrote no complete <explanation> tags
     score: float | None  # 2(1 - cos) of the AR's reconstruction; None when there is no explanation
+    truncated: bool = False  # the AV reached max_new_tokens before its closing tag (not scored)
 
 
 def explain_text(nla: NLA, text: str, *, target: Target | None = None, min_position: int = 0,
-                 max_new_tokens: int = 100, batch_size: int = 16) -> list[TokenReading]:
+                 max_new_tokens: int = MAX_NEW_TOKENS, temperature: float = 0.0,
+                 batch_size: int = 16) -> list[TokenReading]:
     """One reading per token at or after min_position. The target defaults to the NLA's own (its shared base)."""
     target = target or nla.target()
     ids = target.encode(text)
@@ -33,16 +36,21 @@ def explain_text(nla: NLA, text: str, *, target: Target | None = None, min_posit
         raise NLAError(f"the text has {len(ids)} tokens, none at or after --min-position {min_position}")
     positions = list(range(min_position, len(ids)))
     vectors = nla.activations(ids, target)[positions]  # (P, d)
-    explanations = nla.explain(vectors, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    explanations = nla.explain(vectors, max_new_tokens=max_new_tokens, temperature=temperature,
+                               batch_size=batch_size)
     scores = nla.score(vectors, [e.text for e in explanations])
-    return [TokenReading(p, target.tokenizer.decode([ids[p]]), e.text, s)
+    return [TokenReading(p, target.tokenizer.decode([ids[p]]), e.text, s, e.truncated)
             for p, e, s in zip(positions, explanations, scores)]
 
 
 def format_readings(readings: list[TokenReading]) -> str:
     lines = []
     for r in readings:
-        score = "  failed" if r.score is None else f"{r.score:8.3f}"
-        explanation = (r.explanation or "(no explanation tags)").replace("\n", " ")
-        lines.append(f"{r.position:4d} {r.token!r:>14} {score}  {explanation}")
-    return "   # token              2(1-cos)  explanation\n" + "\n".join(lines)
+        score = "truncated" if r.truncated else "  failed" if r.score is None else f"{r.score:8.3f}"
+        missing = ("(cut off at the token cap before </explanation>; raise --max-new-tokens)" if r.truncated
+                   else "(no explanation tags)")
+        explanation = (r.explanation or missing).replace("\n", " ")
+        lines.append(f"{r.position:4d} {r.token!r:>14} {score:>9}  {explanation}")
+    truncated = sum(r.truncated for r in readings)
+    note = f"\n{truncated} of {len(readings)} explanations were truncated (not scored)" if truncated else ""
+    return "   # token               2(1-cos)  explanation\n" + "\n".join(lines) + note

@@ -13,7 +13,7 @@ KL_ESTIMATORS = ("k1", "k3")
 
 @dataclass
 class RLConfig:
-    nla: Path  # an SFT NLA folder (av/ and ar/), e.g. runs/x/nla
+    nla: str | Path | None  # an SFT NLA folder (av/ and ar/), e.g. runs/x/nla, or a hub prefix; None: nla_av + nla_ar
     data: Path  # activations parquet (the dataset's rl split); explanations are not needed
     out: Path  # run folder: rl_state/, rl_metrics.jsonl, rl_samples.jsonl, then av/ and ar/
     eval_data: Path | None = None  # held-out activations (the validation split) for FVE during training
@@ -40,10 +40,13 @@ class RLConfig:
     eval_every: int = 25  # held-out FVE every N steps (and before the first and after the last)
     seed: int = 0
     device: str = "auto"
+    dtype: str = "auto"  # bf16 on CUDA, fp32 on CPU
+    nla_av: str | None = None  # the AV and AR as released folders or hub ids, instead of nla
+    nla_ar: str | None = None
     overwrite: bool = False
 
     def __post_init__(self):
-        self.nla, self.data, self.out = Path(self.nla), Path(self.data), Path(self.out)
+        self.data, self.out = Path(self.data), Path(self.out)
         self.eval_data = Path(self.eval_data) if self.eval_data is not None else None
         if self.steps < 1 or self.batch_size < 1 or self.eval_rows < 1:
             raise NLAError("steps, batch-size and eval-rows must be at least 1")

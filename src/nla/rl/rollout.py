@@ -28,7 +28,7 @@ class Rollout:
         out = []
         for ids, finished in zip(self.token_ids, self.finished):
             answer = tokenizer.decode(ids, skip_special_tokens=True)
-            out.append(Explanation(parse_explanation(answer) if finished else None, answer, len(ids)))
+            out.append(Explanation(parse_explanation(answer) if finished else None, answer, len(ids), not finished))
         return out
 
 

@@ -39,6 +39,7 @@ from tqdm import tqdm
 
 from nla.atomic import atomic_path
 from nla.autoencoder.checkpoint import save_verbalizer
+from nla.autoencoder.hub import resolve_nla
 from nla.autoencoder.nla import NLA, ar_input_ids, reconstruct_texts
 from nla.autoencoder.reconstructor import reconstruction_mse
 from nla.autoencoder.verbalizer import Verbalizer, check_vectors
@@ -145,7 +146,8 @@ class Trainer:
         self.cfg, self.accelerator = cfg, accelerator
         torch.manual_seed(cfg.seed)  # the fresh adapters start the same on every process
         # Separate AV and AR models: both are trained, each with its own fresh adapter.
-        self.nla = NLA.load(cfg.nla, device=str(accelerator.device), shared_base=False)
+        self.nla = NLA.load(cfg.nla, av=cfg.nla_av, ar=cfg.nla_ar, device=str(accelerator.device), dtype=cfg.dtype,
+                            shared_base=False)
         self.golds = read_activations(cfg.data, self.nla, "--data")
         self.eval_golds = read_activations(cfg.eval_data, self.nla, "--eval-data")[: cfg.eval_rows] \
             if cfg.eval_data else None
@@ -353,9 +355,9 @@ def _export(trainer: Trainer, steps: int, write: bool) -> None:
     training = {"loss_type": "grpo", "steps": steps, "group_size": cfg.group_size,
                 "global_batch_size": cfg.batch_size * cfg.group_size, "kl_coef": cfg.kl_coef, "reward": cfg.reward}
     av_meta = replace(nla.av_meta, stage="rl", trained_on=[str(cfg.data)], created_at="",
-                      parent_checkpoints=[str(cfg.nla / "av")], training={**training, "lr": cfg.av_lr})
+                      parent_checkpoints=[str(nla.source.av)], training={**training, "lr": cfg.av_lr})
     ar_meta = replace(nla.ar_meta, stage="rl", trained_on=[str(cfg.data)], created_at="",
-                      parent_checkpoints=[str(cfg.nla / "ar")], training={**training, "lr": cfg.ar_lr})
+                      parent_checkpoints=[str(nla.source.ar)], training={**training, "lr": cfg.ar_lr})
     if not write:
         return
     with atomic_path(cfg.out / "av") as tmp:
@@ -366,8 +368,7 @@ def _export(trainer: Trainer, steps: int, write: bool) -> None:
 
 def _start(cfg: RLConfig, accelerator) -> None:
     """Refuse to replace a finished run; clear an old one under --overwrite (main process only)."""
-    if not (cfg.nla / "av").is_dir() or not (cfg.nla / "ar").is_dir():
-        raise NLAError(f"{cfg.nla} is not an NLA folder (it needs av/ and ar/); pass the SFT NLA, e.g. runs/x/nla")
+    resolve_nla(cfg.nla, av=cfg.nla_av, ar=cfg.nla_ar)  # a bad --nla fails before any state is touched
     finished = all((cfg.out / role / "nla_meta.yaml").exists() for role in ("av", "ar"))  # ar/ is written last
     if finished and not cfg.overwrite:
         raise NLAError(f"{cfg.out} already holds a finished RL run; pass --overwrite or another --out")

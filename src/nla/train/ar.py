@@ -22,6 +22,7 @@ from nla.autoencoder.meta import ModelMeta
 from nla.autoencoder.nla import ar_input_ids
 from nla.autoencoder.reconstructor import Reconstructor, reconstruction_mse
 from nla.autoencoder.shared import write_trained
+from nla.autoencoder.templates import critic_suffix_ids
 from nla.errors import NLAError
 from nla.models import load_target
 from nla.models.activations import pad_right
@@ -33,8 +34,9 @@ from nla.train.pairs import BatchOrder, read_pairs
 AR_TEMPLATE = "A language model's thought, described in words:\n{explanation}\nThe thought described above is"
 
 
-def build_reconstructor(model_spec: str, layer: int | None, lora_rank: int, device: str | torch.device):
-    target = load_target(model_spec, device=device)
+def build_reconstructor(model_spec: str, layer: int | None, lora_rank: int, device: str | torch.device,
+                        dtype: str = "auto"):
+    target = load_target(model_spec, device=str(device), dtype=dtype)
     layer = target.resolve_layer(layer)
     backbone = target.model.requires_grad_(False)
     if lora_rank:
@@ -57,7 +59,7 @@ def train_ar(cfg: ARTrainConfig, *, progress: bool = True) -> dict:
     accelerator = start_processes(cfg.device)
     torch.manual_seed(cfg.seed)
     ar, target = build_reconstructor(model_spec, cfg.layer if cfg.layer is not None else extraction.get("layer_index"),
-                                     cfg.lora_rank, process_device(accelerator, cfg.device))
+                                     cfg.lora_rank, process_device(accelerator, cfg.device), cfg.dtype)
     if golds.shape[1] != ar.d_model:
         raise NLAError(f"{cfg.data} holds d={golds.shape[1]} activations but {model_spec} has d_model {ar.d_model}")
     rows = ar_input_ids(target.tokenizer, texts, AR_TEMPLATE, target.adapter.requires_bos)
@@ -85,6 +87,7 @@ def _export(cfg: ARTrainConfig, ar: Reconstructor, target, model_spec: str, step
     ar.eval()
     meta = ModelMeta(role="ar", d_model=ar.d_model, extraction_layer_index=ar.layer, injection_scale=None,
                      mse_scale=math.sqrt(ar.d_model), prompt_templates={"ar": AR_TEMPLATE},
+                     tokens={"critic_suffix_ids": critic_suffix_ids(target.tokenizer, AR_TEMPLATE)},
                      base_checkpoint=model_spec, stage="sl", trained_on=[str(cfg.data)],
                      training={"lr": cfg.lr, "loss_type": "mse_2(1-cos)", "global_batch_size": cfg.batch_size,
                                "lora_rank": cfg.lora_rank, "steps": step, "text_column": cfg.text_column})

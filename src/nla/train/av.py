@@ -62,8 +62,8 @@ def av_batch(verbalizer: Verbalizer, vectors: torch.Tensor, responses: list[list
 
 
 def build_verbalizer(model_spec: str, injection_scale: float, lora_rank: int, device: str | torch.device,
-                     injection: Injection = Injection()):
-    target = load_target(model_spec, device=device)
+                     injection: Injection = Injection(), dtype: str = "auto"):
+    target = load_target(model_spec, device=str(device), dtype=dtype)
     model = target.model.requires_grad_(False)
     if lora_rank:
         model = add_lora(model, lora_rank, adapter_name="av")  # named: it can share a base with the AR's
@@ -88,7 +88,7 @@ def train_av(cfg: AVTrainConfig, *, progress: bool = True) -> dict:
     torch.manual_seed(cfg.seed)
     injection = Injection(cfg.injection, int(layer) if cfg.injection == RESIDUAL else None)
     av, target = build_verbalizer(model_spec, scale, cfg.lora_rank, process_device(accelerator, cfg.device),
-                                  injection)
+                                  injection, cfg.dtype)
     if golds.shape[1] != av.d_model:
         raise NLAError(f"{cfg.data} holds d={golds.shape[1]} activations but {model_spec} has d_model {av.d_model}")
     if cfg.shuffle_activations:  # its own generator: the control must see the same batches as the real run

@@ -25,6 +25,7 @@ class SFTConfig:
     checkpoint_every: int = 50
     seed: int = 0
     device: str = "auto"
+    dtype: str = "auto"  # bf16 on CUDA, fp32 on CPU
     overwrite: bool = False
 
     def __post_init__(self):

@@ -1,0 +1,133 @@
+"""Where an NLA's two checkpoints are: a local NLA folder, two released folders, or two hub repositories.
+
+    resolve_nla("runs/nla")                                   # ours: av/ + ar/ (or av_adapter/ + ar_adapter/)
+    resolve_nla("kitft/nla-qwen2.5-7b-L20")                   # a prefix: kitft/nla-qwen2.5-7b-L20-av and -ar
+    resolve_nla(av="kitft/Llama-3.3-70B-NLA-L53-av", ar="./my-ar")   # each a hub id or a local folder
+
+Hub repositories are fetched with `huggingface_hub.snapshot_download` into its cache (HF_HOME,
+HF_HUB_CACHE), so they are downloaded once; with HF_HUB_OFFLINE=1 an already cached copy is
+used without any network call, and a missing one fails at once in one line. huggingface_hub
+comes with transformers; the `hub` extra pins it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from nla.autoencoder.default import resolve as resolve_default
+from nla.errors import NLAError
+
+META_FILE = "nla_meta.yaml"
+AV_DIR, AR_DIR = "av", "ar"
+ADAPTER_DIRS = ("av_adapter", "ar_adapter")
+# What an NLA checkpoint needs from its repository: config, weights, tokenizer, chat template, sidecar.
+HUB_PATTERNS = ["*.json", "*.safetensors", "*.yaml", "*.model", "*.txt", "*.jinja", "*.tiktoken"]
+HUB_IGNORE = ["original/*"]  # Llama repositories also carry their Meta-format weights
+
+
+@dataclass(frozen=True)
+class NLASource:
+    av: Path  # the AV's released-layout folder
+    ar: Path  # the AR's
+    run: Path | None = None  # an nla run folder (it may also hold LoRA adapters); None for a released pair
+    label: str = ""  # what the user passed, for messages and records
+
+
+def looks_like_hub_id(spec: str, flag: str) -> bool:
+    """org/name, not a path: one slash, no leading ./ or /, nothing on disk by that name. A missing folder
+    inside a local one (runs/nla where runs/ exists) is a typo, not a hub id: that is an error here."""
+    parts = spec.split("/")
+    if len(parts) != 2 or not all(parts) or spec.startswith((".", "/", "~")) or Path(spec).expanduser().exists():
+        return False
+    if Path(parts[0]).is_dir():
+        raise NLAError(f"{spec} not found (and {parts[0]}/ is a local folder, so it is not read as a hub id); "
+                       f"check {flag}")
+    return True
+
+
+def _offline() -> bool:
+    from huggingface_hub import constants
+
+    flag = os.environ.get("HF_HUB_OFFLINE", "")
+    return constants.HF_HUB_OFFLINE or flag.upper() in ("1", "ON", "YES", "TRUE")
+
+
+def download(repo_id: str) -> Path:
+    """The local snapshot of a hub repository, fetched once into the Hugging Face cache."""
+    try:
+        import huggingface_hub
+        from huggingface_hub import errors
+    except ImportError as err:
+        raise NLAError(f"reading {repo_id} from the hub needs huggingface_hub; pip install 'nla[hub]'") from err
+    offline = _offline()
+    try:
+        folder = huggingface_hub.snapshot_download(repo_id, allow_patterns=HUB_PATTERNS, ignore_patterns=HUB_IGNORE,
+                                                   local_files_only=offline)
+    except errors.GatedRepoError as err:
+        raise NLAError(f"{repo_id} is gated: accept its terms on huggingface.co and log in (hf auth login)") from err
+    except errors.RepositoryNotFoundError as err:
+        raise NLAError(f"hub repository {repo_id} not found (or private: log in with hf auth login); "
+                       "check the id, e.g. kitft/nla-qwen2.5-7b-L20-av") from err
+    except errors.RevisionNotFoundError as err:
+        raise NLAError(f"hub repository {repo_id} has no such revision") from err
+    except (errors.LocalEntryNotFoundError, errors.IncompleteSnapshotError) as err:
+        if offline:
+            raise NLAError(f"{repo_id} is not in the Hugging Face cache and HF_HUB_OFFLINE is set; download it "
+                           "once online (unset HF_HUB_OFFLINE), or pass a local folder") from err
+        raise NLAError(f"cannot reach the Hugging Face hub to download {repo_id}, and no cached copy exists; "
+                       "check your network (or HF_ENDPOINT), or pass a local folder") from err
+    except (errors.HfHubHTTPError, OSError) as err:
+        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise NLAError(f"could not download {repo_id} from the hub ({first_line})") from err
+    return Path(folder)
+
+
+def checkpoint_folder(spec: str | Path, role: str) -> Path:
+    """One released checkpoint: a local folder holding nla_meta.yaml, or a hub id downloaded once."""
+    flag = f"--nla-{role}"
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if (path / META_FILE).exists():
+            return path
+        if (path / role / META_FILE).exists():  # an nla folder's half, given by its parent
+            return path / role
+        raise NLAError(f"{path} has no {META_FILE}; {flag} takes an {role.upper()} checkpoint folder or hub id")
+    if path.exists():
+        raise NLAError(f"{path} is a file; {flag} takes an {role.upper()} checkpoint folder or hub id")
+    if not looks_like_hub_id(str(spec), flag):
+        raise NLAError(f"{spec} is neither a folder nor a hub id (org/name); check {flag}")
+    folder = download(str(spec))
+    if not (folder / META_FILE).exists():
+        raise NLAError(f"hub repository {spec} has no {META_FILE}; it is not an NLA checkpoint")
+    return folder
+
+
+def resolve_nla(nla: str | Path | None = None, *, av: str | Path | None = None,
+                ar: str | Path | None = None) -> NLASource:
+    """An NLA given as one folder or hub prefix (`nla`), or as its two halves (`av` and `ar`)."""
+    if av is not None or ar is not None:
+        if nla is not None:
+            raise NLAError("pass either --nla or --nla-av with --nla-ar, not both")
+        if av is None or ar is None:
+            raise NLAError("--nla-av and --nla-ar go together: pass the AV and the AR (folders or hub ids)")
+        return NLASource(checkpoint_folder(av, "av"), checkpoint_folder(ar, "ar"), None, f"{av} + {ar}")
+    if nla is None:
+        raise NLAError("no NLA given; pass --nla (an NLA folder or a hub prefix such as kitft/nla-qwen2.5-7b-L20) "
+                       "or --nla-av with --nla-ar")
+    path = resolve_default(nla).expanduser()  # "default": the NLA shipped in the package
+    if path.is_dir():
+        if all((path / d / META_FILE).exists() for d in ADAPTER_DIRS) or \
+                ((path / AV_DIR).is_dir() and (path / AR_DIR).is_dir()):
+            return NLASource(path / AV_DIR, path / AR_DIR, path, str(nla))
+        if (path / META_FILE).exists():
+            raise NLAError(f"{path} is one checkpoint, not an NLA; pass it with --nla-av or --nla-ar and its "
+                           "other half with the other")
+        raise NLAError(f"{path} is not an NLA folder: it needs {AV_DIR}/ and {AR_DIR}/ checkpoint folders")
+    spec = str(nla)
+    if not looks_like_hub_id(spec, "--nla"):
+        raise NLAError(f"{spec} is neither an NLA folder nor a hub prefix (org/name, expanded to org/name-av "
+                       "and org/name-ar); check --nla")
+    prefix = spec.removesuffix("-av").removesuffix("-ar")  # one half given: both are meant
+    return NLASource(checkpoint_folder(f"{prefix}-av", "av"), checkpoint_folder(f"{prefix}-ar", "ar"), None, prefix)
