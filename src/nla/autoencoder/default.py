@@ -67,6 +67,8 @@ def ship(run: Path, dest: Path | None = None) -> Path:
                           tmp / role / path.name)
             else:
                 shutil.copy2(path, tmp / role / path.name)
+    if (nla_dir / "calibration.json").exists():  # nla calibrate's output: the score thresholds readers show
+        shutil.copy2(nla_dir / "calibration.json", tmp / "calibration.json")
     for name in REPORT_FILES:
         if (run / name).exists():
             (tmp / name).parent.mkdir(parents=True, exist_ok=True)

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import textwrap
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from nla.autoencoder.defaults import MAX_NEW_TOKENS
-from nla.data.config import ExtractConfig
 from nla.cli.common import (EVAL, EXTRACT, MODEL_HELP, READ_DEVICE_HELP, app, checked_dtype, load_nla, opt_device,
                             opt_dtype, opt_max_new_tokens, opt_nla, opt_nla_ar, opt_nla_av, opt_temperature,
                             user_errors)
-from nla.cli.data import format_summary
 
 
 @app.command("eval")
@@ -77,31 +73,11 @@ def explain(
 @app.command()
 @user_errors
 def demo(
-    out: Path = typer.Option(Path("runs/demo"), help="Where the demo extraction is kept."),
-    max_docs: int = typer.Option(240, help="Documents of the default corpus to extract."),
+    out: Path = typer.Option(Path("runs/demo"), help="Where the demo's pages go (index.html and one trace per text)."),
+    nla: str = typer.Option("default", "--nla", help="The NLA that reads (default: the one shipped in nla)."),
+    device: str = opt_device(help=READ_DEVICE_HELP),
 ):
-    """The main job on the embedded default: extract activations and show what was extracted."""
-    from nla.data.dataset import read_dataset, vectors_of
-    from nla.data.extract import SUMMARY
-    from nla.data.extract import extract as run_extract
+    """The main job: the shipped NLA reads built-in texts and a chat token by token, with each explanation's score."""
+    from nla.reading.demo import run_demo
 
-    if (out / SUMMARY).exists():
-        typer.echo(f"reusing the finished extraction in {out}/ (delete it to run again)")
-        summary = json.loads((out / SUMMARY).read_text())
-    else:
-        summary = run_extract(ExtractConfig(out=out, max_docs=max_docs))
-    typer.echo(format_summary(summary, out))
-    by_source: dict[str, int] = {}
-    for key, rows in summary["rows_per_source_genre"].items():
-        by_source[key.split("/")[0]] = by_source.get(key.split("/")[0], 0) + rows
-    typer.echo(f"  rows per source: {', '.join(f'{k} {v}' for k, v in by_source.items())} "
-               f"({len(summary['rows_per_source_genre'])} genres; see {out}/summary.json)")
-    table = read_dataset(out / "validation.parquet")
-    norms = (vectors_of(table) ** 2).sum(axis=1) ** 0.5
-    typer.echo("\nA few held-out activations (context ... [token] -> norm):")
-    for i in range(0, table.num_rows, max(1, table.num_rows // 5))[:5]:
-        row = {k: table.column(k)[i].as_py() for k in ("detokenized_text_truncated", "token", "genre", "source")}
-        context = row["detokenized_text_truncated"].removesuffix(row["token"]).replace("\n", " ")
-        snippet = textwrap.shorten(context[-90:], 90, placeholder="...")
-        typer.echo(f"  [{row['source']}/{row['genre']}] ...{snippet}[{row['token']}] -> {norms[i]:.1f}")
-    typer.echo(f"\nNext: nla explain-data --dataset {out}, then nla train-ar / nla train-av (see README).")
+    run_demo(out, nla=nla, echo=typer.echo, device=device)
