@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,6 +37,7 @@ from nla.eval.metrics import baseline
 from nla.models.target import Target
 from nla.reading.claims import check_claims, claims_report
 
+log = logging.getLogger(__name__)
 CALIBRATION_FILE = "calibration.json"
 SCHEMA_VERSION = 1
 LABELS = ("High", "Medium", "Low")
@@ -166,10 +168,11 @@ def builtin_sample(nla: NLA, target: Target, rows: int = BUILTIN_ROWS) -> tuple[
     return torch.stack(vectors[:rows]), contexts[:rows]
 
 
-def _cache_path(nla: NLA, folder: Path) -> Path:
+def _cache_path(nla: NLA, folder: Path, max_new_tokens: int) -> Path:
     from nla.models.presets import cache_dir
 
-    identity = json.dumps([str(folder.resolve()), nla.av_meta.created_at, nla.ar_meta.created_at, nla.layer])
+    identity = json.dumps([str(folder.resolve()), nla.av_meta.created_at, nla.ar_meta.created_at, nla.layer,
+                           max_new_tokens])
     return cache_dir() / "calibrations" / f"{hashlib.sha256(identity.encode()).hexdigest()[:16]}.json"
 
 
@@ -178,9 +181,11 @@ def calibration_for(nla: NLA, folder: Path, target: Target, *, max_new_tokens: i
     own = read_calibration(Path(folder) / CALIBRATION_FILE)
     if own is not None:
         return own
-    cached = _cache_path(nla, Path(folder))
+    cached = _cache_path(nla, Path(folder), max_new_tokens)
     estimate = read_calibration(cached)
     if estimate is None:
+        log.info(f"{folder} has no {CALIBRATION_FILE}: estimating the score calibration on a built-in sample "
+                 f"({BUILTIN_ROWS} activations; once, then cached). nla calibrate makes a held-out one.")
         vectors, contexts = builtin_sample(nla, target)
         estimate = compute_calibration(nla, vectors, contexts, source=f"{len(vectors)} activations of the embedded "
                                        "default corpus", estimated=True, max_new_tokens=max_new_tokens)
