@@ -24,7 +24,7 @@ from nla.autoencoder.verbalizer import Explanation, check_vectors
 TEXT = "Rivers carry water from the mountains to the sea, shaping valleys along their banks."
 SCRIPT = [
     'The text describes rivers and water. It quotes "carry water" from the sentence; '
-    'the next words may be "purple elephants".',
+    'it mentions "purple elephants". The next word may be "the".',
     "A sentence about geography and nature. The current token continues a noun phrase.",
     'Writing about the sea. It quotes "shaping valleys".',
 ]

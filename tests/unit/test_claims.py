@@ -38,32 +38,35 @@ def tiny_nla(tmp_path_factory, tiny_llama):
 
 
 def test_weights_are_leave_one_out_score_drops_computed_in_one_batch(tiny_nla, monkeypatch):
-    texts = ['It is about rivers. It quotes "carry water"; it expects "purple elephants".', None, "One claim only."]
+    texts = ['It is about rivers. It quotes "carry water"; it mentions "purple elephants". Next comes "the sea".',
+             None, "One claim only."]
     vectors = torch.randn(3, 32)
     mse = tiny_nla.score(vectors, texts)
     calls = []
     reconstruct = tiny_nla.reconstruct
     monkeypatch.setattr(tiny_nla, "reconstruct", lambda t, **kw: calls.append(list(t)) or reconstruct(t, **kw))
-    claims = check_claims(tiny_nla, texts, vectors, mse, ["Rivers carry water"] * 3, denominator=0.5)
-    assert len(calls) == 1 and len(calls[0]) == 4  # 3 + 1 variants, one AR pass
+    claims = check_claims(tiny_nla, texts, vectors, mse, ["Rivers carry water"] * 3, [" to the sea"] * 3,
+                          denominator=0.5)
+    assert len(calls) == 1 and len(calls[0]) == 5  # 4 + 1 variants, one AR pass
     assert claims[1] == [] and [c.text for c in claims[2]] == ["One claim only."]
     first = claims[0]
     assert [c.text for c in first] == ["It is about rivers.", 'It quotes "carry water";',
-                                       'it expects "purple elephants".']
+                                       'it mentions "purple elephants".', 'Next comes "the sea".']
     for claim in first:  # the weight is what removing the claim costs, in score units
         expected = (float(reconstruction_mse(reconstruct([without(texts[0], claim)]), vectors[:1])) - mse[0]) / 0.5
         assert claim.weight == pytest.approx(expected, abs=1e-4)
         assert claim.negligible == (claim.weight < NEGLIGIBLE_WEIGHT)
-    assert [(q.text, q.where, q.flagged) for c in first for q in c.quotes] == [
-        ("carry water", "context", False), ("purple elephants", "absent", True)]
+    assert [(q.text, q.where, q.prediction, q.flagged) for c in first for q in c.quotes] == [
+        ("carry water", "context", False, False), ("purple elephants", "absent", False, True),
+        ("the sea", "later", True, False)]  # a quoted prediction that came true is not a confabulated quote
     assert without(texts[2], claims[2][0]) == ""
 
 
 def test_report_counts_negligible_claims_and_flagged_quotes():
     claim = lambda weight, *flags: {"negligible": weight < NEGLIGIBLE_WEIGHT,  # noqa: E731
-                                    "quotes": [{"flagged": f} for f in flags]}
-    report = claims_report([[claim(0.2, False), claim(0.001, True)], [], [claim(-0.1)]])
+                                    "quotes": [{"flagged": f, "prediction": f is None} for f in flags]}
+    report = claims_report([[claim(0.2, False), claim(0.001, True)], [], [claim(-0.1, None)]])
     assert report["explanations"] == 2 and report["claims"] == 3 and report["negligible"] == 2
     assert report["negligible_share"] == pytest.approx(2 / 3)
-    assert report["quotes"] == 2 and report["flagged_share"] == 0.5
+    assert report["quotes"] == 2 and report["flagged_share"] == 0.5 and report["quoted_predictions"] == 1
     assert claims_report([])["negligible_share"] is None

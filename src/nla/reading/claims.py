@@ -11,7 +11,10 @@ carry much of the reconstruction signal, are often confabulated. So each explana
 3. checked for quotes: each quoted span ("...", “...”, '...', `...`) is looked up in the context,
    the text up to and including the token. A quote found there is grounded; one that occurs only
    after the token ("later": the activation cannot have seen it) or nowhere ("absent") is flagged
-   as possibly confabulated.
+   as possibly confabulated. A quoted span in a claim about what comes next ("it expects 'the'")
+   is a prediction, not a quotation: it is checked the same way but never flagged ("later" then
+   means the prediction came true somewhere after the token). Which claims look ahead is read
+   from cue words (next, expects, predicts, continues, ...): a heuristic, not a parse.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ _QUOTE = re.compile(r'"([^"\n]{1,300})"|“([^”\n]{1,300})”|‘([^’\n]{1,3
 _BOUNDARY = re.compile(r"(?<=[.!?])\s+(?=[^a-z\s])|(?<=;)\s*|\n+")
 _LIST_MARKER = re.compile(r"^(?:[-*•]\s+|\d{1,2}[.)]\s+)")
 _ELLIPSIS = re.compile(r"\.\.\.|…")
+_LOOKS_AHEAD = re.compile(r"\b(next|expect\w*|predict\w*|continu\w*|follow\w*|upcoming|anticipat\w*|likely|will)\b",
+                          re.IGNORECASE)
 
 
 @dataclass
@@ -42,10 +47,11 @@ class Quote:
     start: int  # character offsets in the explanation, quote marks excluded
     end: int
     where: str  # "context": grounded; "later": only after the token; "absent": nowhere in the text
+    prediction: bool = False  # quoted in a claim about what comes next: not a quotation of the text
 
     @property
     def flagged(self) -> bool:
-        return self.where != "context"
+        return not self.prediction and self.where != "context"
 
 
 @dataclass
@@ -127,7 +133,8 @@ def check_claims(nla: NLA, texts: list[str | None], vectors: torch.Tensor, mse: 
     for row, text in enumerate(texts):
         claims = split_claims(text) if text is not None else []
         for claim in claims:
-            claim.quotes = [Quote(text[s:e], s, e, locate_quote(text[s:e], contexts[row], laters[row]))
+            ahead = bool(_LOOKS_AHEAD.search(claim.text))
+            claim.quotes = [Quote(text[s:e], s, e, locate_quote(text[s:e], contexts[row], laters[row]), ahead)
                             for s, e in quote_spans(text) if claim.start <= s < claim.end]
             variants.append(without(text, claim))
             owners.append(row)
@@ -144,10 +151,11 @@ def claims_report(claim_lists: list[list[dict]]) -> dict:
     """The share of claims the reconstruction does not need, and of quotes not found before the token,
     over explanations' claims in their serialised form (Claim.to_dict)."""
     claims = [c for cs in claim_lists for c in cs]
-    quotes = [q for c in claims for q in c["quotes"]]
+    quotes = [q for c in claims for q in c["quotes"] if not q["prediction"]]
+    predictions = [q for c in claims for q in c["quotes"] if q["prediction"]]
     negligible = sum(bool(c["negligible"]) for c in claims)
     flagged = sum(q["flagged"] for q in quotes)
     return {"explanations": sum(bool(cs) for cs in claim_lists), "claims": len(claims), "negligible": negligible,
             "negligible_share": negligible / len(claims) if claims else None, "quotes": len(quotes),
             "flagged_quotes": flagged, "flagged_share": flagged / len(quotes) if quotes else None,
-            "negligible_weight": NEGLIGIBLE_WEIGHT}
+            "quoted_predictions": len(predictions), "negligible_weight": NEGLIGIBLE_WEIGHT}

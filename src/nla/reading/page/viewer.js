@@ -1,5 +1,5 @@
 // The trace viewer: token chips coloured by their fidelity label; hover or click a token to read its
-// explanation, its claims (weighted, leave-one-out) and its quotes (grounded or flagged).
+// explanation, its claims (weighted, leave-one-out) and its quotes (grounded, flagged, or predictions).
 // Shared by the self-contained trace.html and by `nla serve`. All text from a trace goes into the page
 // through textContent, never as HTML, so an explanation cannot inject markup.
 "use strict";
@@ -45,7 +45,8 @@ var NLAViewer = (function () {
     head.appendChild(el("p", "summary", "mean score " + fixed(sum.mean_score, 2) +
       " · High " + sum.labels.High + " · Medium " + sum.labels.Medium + " · Low " + sum.labels.Low +
       " · failed " + sum.labels.failed + " · claims " + claims.claims + " (" + pct(claims.negligible_share) +
-      " negligible) · quotes " + claims.quotes + " (" + pct(claims.flagged_share) + " flagged)"));
+      " negligible) · quotes " + claims.quotes + " (" + pct(claims.flagged_share) + " flagged) · quoted predictions " +
+      claims.quoted_predictions));
     return head;
   }
 
@@ -73,8 +74,11 @@ var NLAViewer = (function () {
     var span = el("span", "claim-text"), at = claim.start;
     claim.quotes.forEach(function (q) {
       if (q.start > at) span.appendChild(document.createTextNode(explanation.slice(at, q.start)));
-      var mark = el("mark", "quote " + (q.flagged ? "flagged" : "grounded"), explanation.slice(q.start, q.end));
-      mark.title = q.where === "context" ? "found in the text before this token" :
+      var kind = q.prediction ? "prediction" : q.flagged ? "flagged" : "grounded";
+      var mark = el("mark", "quote " + kind, explanation.slice(q.start, q.end));
+      mark.title = q.prediction ? "a predicted continuation, not a quotation" +
+          (q.where === "later" ? " (it does occur after this token)" : "") :
+        q.where === "context" ? "found in the text before this token" :
         q.where === "later" ? "occurs only after this token: the activation cannot have seen it" :
         "not in the text: possibly confabulated";
       span.appendChild(mark);
