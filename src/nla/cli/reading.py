@@ -46,7 +46,7 @@ def trace(
     settings = TraceSettings(max_new_tokens=max_new_tokens, batch_size=batch_size, min_position=min_position,
                              continue_tokens=continue_tokens)
     check_output(out, overwrite)  # before minutes of model loading
-    reader = Reader.load(nla, model=model, device=device, max_new_tokens=max_new_tokens)
+    reader = Reader.load(nla, model=model, device=device, max_new_tokens=max_new_tokens, progress=True)
     result = trace_to_folder(reader, prompt, out, settings, overwrite=overwrite)
     summary, claims = result["summary"], result["summary"]["claims"]
     labels = ", ".join(f"{name} {count}" for name, count in summary["labels"].items())
@@ -138,7 +138,7 @@ def serve(
         typer.echo(f"warning: binding {host}: anyone who can reach this machine can run the model and read "
                    f"saved traces under {traces}; there is no authentication", err=True)
     _check_port(host, port)
-    reader = Reader.load(nla, model=model, device=device, max_new_tokens=max_new_tokens)
+    reader = Reader.load(nla, model=model, device=device, max_new_tokens=max_new_tokens, progress=True)
     limits = ServeLimits(max_tokens=max_tokens, max_queue=max_queue)
     served = create_app(reader, traces, limits=limits, settings=TraceSettings(max_new_tokens=max_new_tokens),
                         allowed_hosts=LOOPBACK_HOSTS if loopback else None)

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from nla.atomic import write_json
 from nla.autoencoder.nla import NLA
@@ -103,14 +104,18 @@ def thresholds(scores: list[float]) -> tuple[float | None, float | None]:
 
 
 def compute_calibration(nla: NLA, vectors: torch.Tensor, contexts: list[str] | None = None, *, source: str,
-                        estimated: bool, max_new_tokens: int = 150, batch_size: int = 16) -> Calibration:
+                        estimated: bool, max_new_tokens: int = 150, batch_size: int = 16,
+                        progress: bool = False) -> Calibration:
     """Explain held-out activations (N, d), score the round trips, and derive B, the thresholds and
     the claim report (when the contexts, the text up to each activation's token, are given)."""
     if len(vectors) < 2:
         raise NLAError(f"calibration needs at least 2 activations, got {len(vectors)}")
     denominator = baseline(vectors).denominator
-    explanations = nla.explain(vectors, max_new_tokens=max_new_tokens, batch_size=batch_size)
-    texts = [e.text for e in explanations]
+    texts = []
+    for start in tqdm(range(0, len(vectors), batch_size), desc="calibrate: explain", unit="batch",
+                      disable=not progress):
+        batch = vectors[start : start + batch_size]
+        texts += [e.text for e in nla.explain(batch, max_new_tokens=max_new_tokens, batch_size=batch_size)]
     mse = nla.score(vectors, texts)
     scores = [1.0 - m / denominator for m in mse if m is not None]
     low, high = thresholds(scores)
@@ -176,7 +181,8 @@ def _cache_path(nla: NLA, folder: Path, max_new_tokens: int) -> Path:
     return cache_dir() / "calibrations" / f"{hashlib.sha256(identity.encode()).hexdigest()[:16]}.json"
 
 
-def calibration_for(nla: NLA, folder: Path, target: Target, *, max_new_tokens: int = 150) -> Calibration:
+def calibration_for(nla: NLA, folder: Path, target: Target, *, max_new_tokens: int = 150,
+                    progress: bool = False) -> Calibration:
     """The NLA folder's calibration.json, else the built-in estimate (computed once, then cached)."""
     own = read_calibration(Path(folder) / CALIBRATION_FILE)
     if own is not None:
@@ -188,14 +194,15 @@ def calibration_for(nla: NLA, folder: Path, target: Target, *, max_new_tokens: i
                  f"({BUILTIN_ROWS} activations; once, then cached). nla calibrate makes a held-out one.")
         vectors, contexts = builtin_sample(nla, target)
         estimate = compute_calibration(nla, vectors, contexts, source=f"{len(vectors)} activations of the embedded "
-                                       "default corpus", estimated=True, max_new_tokens=max_new_tokens)
+                                       "default corpus", estimated=True, max_new_tokens=max_new_tokens,
+                                       progress=progress)
         save_calibration(estimate, cached)
     return estimate
 
 
 def calibrate(nla_path: str | Path, data: str | Path | None = None, *, max_rows: int | None = 256,
               max_new_tokens: int = 150, batch_size: int = 16, seed: int = 0, device: str = "auto",
-              overwrite: bool = False) -> Calibration:
+              overwrite: bool = False, progress: bool = True) -> Calibration:
     """`nla calibrate`: calibrate an NLA on held-out activations (default: the validation split of the
     dataset it was trained on) and write NLA/calibration.json."""
     from nla.eval.evaluate import CONTEXT_COLUMN, default_heldout, read_heldout
@@ -208,6 +215,7 @@ def calibrate(nla_path: str | Path, data: str | Path | None = None, *, max_rows:
     table, vectors = read_heldout(data, nla.d_model, max_rows, seed)
     contexts = table.column(CONTEXT_COLUMN).to_pylist() if CONTEXT_COLUMN in table.column_names else None
     calibration = compute_calibration(nla, vectors, contexts, source=f"{data.parent.name}/{data.name}",
-                                      estimated=False, max_new_tokens=max_new_tokens, batch_size=batch_size)
+                                      estimated=False, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                                      progress=progress)
     save_calibration(calibration, out)
     return calibration

@@ -80,12 +80,12 @@ class Reader:
 
     @classmethod
     def load(cls, nla: str | Path | None = None, *, model: str | None = None, device: str = "auto",
-             max_new_tokens: int = 150) -> "Reader":
+             max_new_tokens: int = 150, progress: bool = False) -> "Reader":
         path = resolve_nla(nla)
         loaded = NLA.load(path, device=device)
         target = loaded.target(model, device=device)
-        return cls(loaded, target, calibration_for(loaded, path, target, max_new_tokens=max_new_tokens),
-                   display_name(str(path)))
+        calibration = calibration_for(loaded, path, target, max_new_tokens=max_new_tokens, progress=progress)
+        return cls(loaded, target, calibration, display_name(str(path)))
 
     # ------------------------------------------------------------ input
 
