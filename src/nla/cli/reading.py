@@ -14,7 +14,7 @@ from nla.errors import NLAError
 from nla.reading.config import DEFAULT_NLA, TraceSettings
 
 NLA_HELP = "An NLA folder (av/ and ar/, or their adapters)." + \
-    ("" if DEFAULT_NLA is None else f" Default: the shipped NLA ({DEFAULT_NLA}).")
+    (" Required until a default NLA ships." if DEFAULT_NLA is None else f" Default: the shipped NLA ({DEFAULT_NLA}).")
 TRACE = TraceSettings()
 
 
