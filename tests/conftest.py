@@ -192,11 +192,16 @@ def build_sft_nla(root: Path, model: Path) -> tuple[Path, Path]:
 def torchrun(processes: int) -> list[str]:
     """The command that starts `processes` fresh CPU processes (gloo) on a free local port. Fresh, as
     `accelerate launch` makes them: a fork of the pytest process can hang in OpenMP once torch used threads."""
-    import socket
     import sys
+
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
+            "--master_addr", "127.0.0.1", "--master_port", str(free_port())]
+
+
+def free_port() -> int:
+    """A port nothing listens on at 127.0.0.1 right now."""
+    import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
-            "--master_addr", "127.0.0.1", "--master_port", str(port)]
+        return s.getsockname()[1]

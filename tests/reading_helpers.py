@@ -9,7 +9,6 @@ The AR, the target and everything downstream stay real.
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 import types
@@ -59,16 +58,11 @@ def scripted_reader(nla_path: Path, model: Path):
     return Reader(nla, target, calibration_for(nla, nla_path, target), "tiny-nla")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def serving(app):
     """Run an ASGI app under uvicorn on a free 127.0.0.1 port in a thread; yield its base URL."""
     import uvicorn
+    from conftest import free_port
 
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))

@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from nla.data.corpus import read_utf8
 from nla.errors import NLAError
 
 
@@ -61,7 +62,4 @@ def _read(path: Path) -> str:
     path = Path(path)
     if not path.is_file():
         raise NLAError(f"{path} not found; check the path")
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise NLAError(f"{path} is not valid UTF-8 (byte {err.start}); re-encode it") from err
+    return read_utf8(path)
