@@ -167,3 +167,15 @@ def test_trace_html_opens_from_disk_with_no_network(site, browser, shots):
     page.screenshot(path=str(shots / "trace-html.png"), full_page=True)
     assert page.errors == [] and all(u.startswith("file://") for u in page.requests), page.requests
     page.close()
+
+
+def test_the_api_page_lists_every_endpoint_without_a_cdn(site, browser, shots):
+    from playwright.sync_api import expect
+
+    page = open_page(browser, site["url"] + "/api/docs")
+    expect(page.locator("section h2")).to_have_count(6)  # five endpoints and the Message schema
+    expect(page.locator("#endpoints")).to_contain_text("/api/trace")
+    expect(page.locator("#endpoints")).to_contain_text("continue_tokens")
+    page.screenshot(path=str(shots / "api-docs.png"), full_page=True)
+    assert page.errors == [] and all(u.startswith(site["url"]) for u in page.requests), page.requests
+    page.close()

@@ -73,8 +73,8 @@ class TraceRequest(BaseModel):
 
 class ExplainRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    text: str | None = None
-    messages: list[Message] | None = None
+    text: str | None = Field(None, description="A prompt or any text; give this or messages.")
+    messages: list[Message] | None = Field(None, description="A chat, rendered with the target's chat template.")
     positions: list[int] | None = Field(None, description="Token positions (negative: from the end); default [-1].")
 
 
