@@ -23,6 +23,8 @@ def test_claims_are_sentences_and_clauses_and_quotes_never_split():
 def test_quotes_of_every_style_but_not_apostrophes():
     text = "The model's view: \"a b\", “curly”, ‘single’, `code` and 'plain' but don't split."
     assert [text[s:e] for s, e in quote_spans(text)] == ["a b", "curly", "single", "code", "plain"]
+    quoted_quote = 'The last words are "assigned using ", ending on the symbol \'"\', and then \'"\'.'
+    assert [quoted_quote[s:e] for s, e in quote_spans(quoted_quote)] == ["assigned using ", '"', '"']
 
 
 def test_a_quote_is_grounded_only_in_the_text_up_to_its_token():

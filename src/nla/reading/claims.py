@@ -36,6 +36,7 @@ _QUOTE = re.compile(r'"([^"\n]{1,300})"|“([^”\n]{1,300})”|‘([^’\n]{1,3
 # A sentence ends at . ! ? before whitespace and a non-lowercase character ("e.g. the" does not end one).
 _BOUNDARY = re.compile(r"(?<=[.!?])\s+(?=[^a-z\s])|(?<=;)\s*|\n+")
 _LIST_MARKER = re.compile(r"^(?:[-*•]\s+|\d{1,2}[.)]\s+)")
+_ONE_CHARACTER = re.compile(r"(?<!\w)'[^\n]'(?!\w)")
 _ELLIPSIS = re.compile(r"\.\.\.|…")
 _LOOKS_AHEAD = re.compile(r"\b(next|expect\w*|predict\w*|continu\w*|follow\w*|upcoming|anticipat\w*|likely|will)\b",
                           re.IGNORECASE)
@@ -75,12 +76,15 @@ class Claim:
 
 
 def quote_spans(text: str) -> list[tuple[int, int]]:
-    """(start, end) of each quoted span's content."""
+    """(start, end) of each quoted span's content. A single quoted character ('"', 'a') is masked first,
+    so a quoted quote mark does not pair with the next quote mark of the explanation."""
+    masked = _ONE_CHARACTER.sub(lambda m: "'x'", text)
     spans = []
-    for match in _QUOTE.finditer(text):
+    for match in _QUOTE.finditer(masked):
         group = next(g for g in range(1, 6) if match.group(g) is not None)
-        if match.group(group).strip():
-            spans.append(match.span(group))
+        start, end = match.span(group)
+        if text[start:end].strip():
+            spans.append((start, end))
     return spans
 
 
