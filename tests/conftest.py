@@ -143,6 +143,34 @@ def extracted_dataset(tmp_path, tiny_llama, small_corpus) -> Path:
     return cfg.out
 
 
+AR_TEMPLATE = "A language model's thought, described:\n{explanation}\nThe thought described above is"
+
+
+def build_tiny_nla(folder: Path, model_path: Path, layer: int = 1) -> Path:
+    """An untrained NLA in the released layout on a tiny model: its AV never closes its tag."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from nla.autoencoder.checkpoint import save_verbalizer, verbalizer_tokens
+    from nla.autoencoder.meta import ModelMeta
+    from nla.autoencoder.reconstructor import Reconstructor
+    from nla.autoencoder.verbalizer import Verbalizer
+    from nla.autoencoder.verbalizer_prompt import AV_TEMPLATE, choose_marker, injection_site, prompt_ids
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    marker = choose_marker(tokenizer)
+    ids = prompt_ids(tokenizer, AV_TEMPLATE, marker)
+    av = Verbalizer(AutoModelForCausalLM.from_pretrained(model_path), tokenizer, ids, injection_site(ids, marker), 20.0)
+    templates = {"av": AV_TEMPLATE, "ar": AR_TEMPLATE}
+    save_verbalizer(folder / "av", av, ModelMeta(
+        role="av", d_model=32, extraction_layer_index=layer, injection_scale=20.0, mse_scale=32 ** 0.5,
+        tokens=verbalizer_tokens(av), prompt_templates=templates, base_checkpoint="tiny"))
+    ar = Reconstructor(AutoModelForCausalLM.from_pretrained(model_path), layer=layer)
+    ar.save_released(folder / "ar", tokenizer, ModelMeta(
+        role="ar", d_model=32, extraction_layer_index=layer, injection_scale=None, mse_scale=32 ** 0.5,
+        prompt_templates=templates, base_checkpoint="tiny"))
+    return folder
+
+
 TOY_WORDS = ["river", "python", "music", "bread"]
 
 
@@ -164,11 +192,16 @@ def build_sft_nla(root: Path, model: Path) -> tuple[Path, Path]:
 def torchrun(processes: int) -> list[str]:
     """The command that starts `processes` fresh CPU processes (gloo) on a free local port. Fresh, as
     `accelerate launch` makes them: a fork of the pytest process can hang in OpenMP once torch used threads."""
-    import socket
     import sys
+
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
+            "--master_addr", "127.0.0.1", "--master_port", str(free_port())]
+
+
+def free_port() -> int:
+    """A port nothing listens on at 127.0.0.1 right now."""
+    import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
-            "--master_addr", "127.0.0.1", "--master_port", str(port)]
+        return s.getsockname()[1]

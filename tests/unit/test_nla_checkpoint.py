@@ -3,33 +3,12 @@
 import pytest
 import torch
 import yaml
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from conftest import AR_TEMPLATE, build_tiny_nla  # noqa: F401  (other test modules import build_tiny_nla from here)
 
-from nla.autoencoder.checkpoint import save_verbalizer, verbalizer_tokens
-from nla.autoencoder.meta import META_FILE, ModelMeta
+from nla.autoencoder.meta import META_FILE
 from nla.autoencoder.nla import NLA
-from nla.autoencoder.reconstructor import Reconstructor
-from nla.autoencoder.verbalizer import Verbalizer
-from nla.autoencoder.verbalizer_prompt import AV_TEMPLATE, choose_marker, injection_site, prompt_ids
+from nla.autoencoder.verbalizer_prompt import AV_TEMPLATE
 from nla.errors import NLAError
-
-AR_TEMPLATE = "A language model's thought, described:\n{explanation}\nThe thought described above is"
-
-
-def build_tiny_nla(folder, model_path, layer=1):
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    marker = choose_marker(tokenizer)
-    ids = prompt_ids(tokenizer, AV_TEMPLATE, marker)
-    av = Verbalizer(AutoModelForCausalLM.from_pretrained(model_path), tokenizer, ids, injection_site(ids, marker), 20.0)
-    templates = {"av": AV_TEMPLATE, "ar": AR_TEMPLATE}
-    save_verbalizer(folder / "av", av, ModelMeta(
-        role="av", d_model=32, extraction_layer_index=layer, injection_scale=20.0, mse_scale=32 ** 0.5,
-        tokens=verbalizer_tokens(av), prompt_templates=templates, base_checkpoint="tiny"))
-    ar = Reconstructor(AutoModelForCausalLM.from_pretrained(model_path), layer=layer)
-    ar.save_released(folder / "ar", tokenizer, ModelMeta(
-        role="ar", d_model=32, extraction_layer_index=layer, injection_scale=None, mse_scale=32 ** 0.5,
-        prompt_templates=templates, base_checkpoint="tiny"))
-    return folder
 
 
 def edit_sidecar(path, **changes):

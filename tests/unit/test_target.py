@@ -46,6 +46,9 @@ def test_chat_rendering_uses_the_template_or_a_plain_fallback(tiny_models):
     assert llama.render_chat(messages).startswith("<|im_start|>user\nhi<|im_end|>")
     gemma = load_target(str(tiny_models["gemma3"]))
     assert gemma.render_chat(messages) == "User: hi\n\nAssistant: hello\n"
+    # Ending where the assistant's next turn begins, so the target can write it (nla trace --continue)
+    assert llama.render_chat(messages[:1], add_generation_prompt=True).endswith("<|im_end|>\n<|im_start|>assistant\n")
+    assert gemma.render_chat(messages[:1], add_generation_prompt=True) == "User: hi\n\nAssistant:"
 
 
 def test_layer_resolution(tiny_llama):

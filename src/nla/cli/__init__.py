@@ -7,15 +7,17 @@
     nla train-ar / train-av / rl / export / plot  # training (cli/train.py)
     nla explain "some text" --nla runs/nla # every token's explanation and fidelity (cli/read.py)
     nla eval --nla runs/nla --out runs/eval  # held-out FVE next to its controls, JSON + PNGs
+    nla trace "some text" --nla runs/nla --out runs/trace  # per-token scores and claim checks, JSON + HTML
+    nla serve --nla runs/nla       # the local web viewer and JSON API (the `serve` extra)
     nla build-corpus --out FILE   # regenerate the embedded default corpus
 
 Groups: cli/data.py (info, extract, explain-data, build-corpus), cli/train.py (train-ar,
-train-av, rl, export, plot), cli/read.py (explain, eval, demo). Each registers its
-commands on the one `app` defined in cli/common.py.
+train-av, rl, export, plot), cli/read.py (explain, eval, demo), cli/reading.py (trace,
+calibrate, serve). Each registers its commands on the one `app` defined in cli/common.py.
 """
 
 from nla.cli.common import app
-from nla.cli import data, read, train  # noqa: F401  (registers the commands)
+from nla.cli import data, read, reading, train  # noqa: F401  (registers the commands)
 
 
 def main() -> None:

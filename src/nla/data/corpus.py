@@ -59,7 +59,7 @@ def _record_to_document(record: dict, text_field: str, fallback_id: str, fallbac
     raise NLAError(f"{where}: field '{text_field}' must be a string or a list of {{role, content}} messages")
 
 
-def _read_utf8(path: Path, opener=open) -> str:
+def read_utf8(path: Path, opener=open) -> str:
     try:
         with opener(path, "rb") as f:
             data = f.read()
@@ -74,7 +74,7 @@ def _read_utf8(path: Path, opener=open) -> str:
 
 def _load_jsonl(path: Path, text_field: str, opener=open) -> list[Document]:
     docs = []
-    for lineno, line in enumerate(_read_utf8(path, opener).splitlines(), start=1):
+    for lineno, line in enumerate(read_utf8(path, opener).splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -89,7 +89,7 @@ def _load_jsonl(path: Path, text_field: str, opener=open) -> list[Document]:
 
 
 def _load_txt(path: Path) -> list[Document]:
-    text = _read_utf8(path).replace("\r\n", "\n")
+    text = read_utf8(path).replace("\r\n", "\n")
     paragraphs = [p.strip() for p in text.split("\n\n")]
     return [Document(doc_id=f"{path.stem}:{i}", text=p, source=path.stem) for i, p in enumerate(paragraphs) if p]
 

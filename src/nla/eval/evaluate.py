@@ -25,7 +25,6 @@ a rerun with the same AV settings (e.g. adding --oracle-ar under --overwrite) re
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -45,6 +44,7 @@ from nla.errors import NLAError
 from nla.eval.config import EvalConfig
 from nla.eval.metrics import Baseline, baseline
 from nla.eval.readability import perplexity, quote_precision
+from nla.record_log import RecordLog
 
 EVAL_JSON, ROWS_FILE, EXPLANATIONS_FILE = "eval.json", "rows.parquet", "explanations.jsonl"
 FAILED_MSE = 2.0  # an untagged explanation scores like an orthogonal guess
@@ -124,51 +124,21 @@ def av_settings(cfg: EvalConfig, nla: NLA, data: Path) -> dict:
             "max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature, "dtype": cfg.dtype}
 
 
-def read_cached_explanations(path: Path, settings: dict) -> dict[tuple[str, int], dict]:
-    if not path.exists():
-        return {}
-    lines = path.read_text(encoding="utf-8").splitlines()
-    try:
-        same = bool(lines) and json.loads(lines[0]).get("settings") == settings
-    except json.JSONDecodeError:  # killed while writing the header
-        same = False
-    if not same:
-        path.unlink()
-        return {}
-    cached, kept = {}, lines[:1]
-    for line in lines[1:]:
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:  # the last line of a killed run may be cut short: drop it
-            break
-        cached[(record["control"], record["row"])] = record
-        kept.append(line)
-    if len(kept) < len(lines):
-        with atomic_path(path) as tmp:
-            tmp.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
-    return cached
-
-
 def explain_all(nla: NLA, vectors: dict[str, torch.Tensor], cfg: EvalConfig, cache: Path, settings: dict,
                 progress: bool) -> dict[str, list[dict]]:
     """Greedy explanations for each named set of activations, batch by batch, appended to the cache."""
-    done = read_cached_explanations(cache, settings)
+    log = RecordLog(cache, settings)
+    done = {(r["control"], r["row"]): r for r in log.read()}
     todo = [(name, start) for name, v in vectors.items() for start in range(0, len(v), cfg.batch_size)
             if any((name, i) not in done for i in range(start, min(start + cfg.batch_size, len(v))))]
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    with cache.open("a", encoding="utf-8") as f:
-        if not done and cache.stat().st_size == 0:
-            f.write(json.dumps({"settings": settings}) + "\n")
-        for name, start in tqdm(todo, desc="eval: explain", unit="batch", disable=not progress):
-            batch = vectors[name][start : start + cfg.batch_size]
-            explanations = nla.explain(batch, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                                       batch_size=cfg.batch_size)
-            for i, e in enumerate(explanations, start=start):
-                record = {"control": name, "row": i, "text": e.text, "answer": e.answer, "num_tokens": e.num_tokens,
-                          "truncated": e.truncated}
-                done[(name, i)] = record
-                f.write(json.dumps(record) + "\n")
-            f.flush()
+    for name, start in tqdm(todo, desc="eval: explain", unit="batch", disable=not progress):
+        batch = vectors[name][start : start + cfg.batch_size]
+        explanations = nla.explain(batch, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                                   batch_size=cfg.batch_size)
+        records = [{"control": name, "row": i, "text": e.text, "answer": e.answer, "num_tokens": e.num_tokens,
+                    "truncated": e.truncated} for i, e in enumerate(explanations, start=start)]
+        log.append(records)
+        done.update(((name, r["row"]), r) for r in records)
     return {name: [done[(name, i)] for i in range(len(v))] for name, v in vectors.items()}
 
 

@@ -74,15 +74,18 @@ class Target:
             )
         return layer
 
-    def render_chat(self, messages: list[dict]) -> str:
-        """A chat transcript as the target sees it: its own template, or a plain fallback."""
+    def render_chat(self, messages: list[dict], *, add_generation_prompt: bool = False) -> str:
+        """A chat transcript as the target sees it: its own template, or a plain fallback. With
+        add_generation_prompt it ends where the assistant's next turn begins (to let the target write it)."""
         if self.has_chat_template:
             try:
-                return self.tokenizer.apply_chat_template(messages, tokenize=False)
+                return self.tokenizer.apply_chat_template(messages, tokenize=False,
+                                                          add_generation_prompt=add_generation_prompt)
             except Exception as err:  # jinja raises its own types for templates that reject a transcript
                 raise NLAError(f"{self.name}'s chat template rejected a transcript ({err}); "
                                "fix the messages (roles, order) or pass them as plain text") from err
-        return "\n\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in messages) + "\n"
+        rendered = "\n\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in messages) + "\n"
+        return rendered + "\nAssistant:" if add_generation_prompt else rendered
 
     def encode(self, text: str, *, rendered_chat: bool = False) -> list[int]:
         """Token ids of a document. A rendered chat template already holds its special tokens."""

@@ -1,0 +1,147 @@
+"""Reader commands: trace, serve, calibrate."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from nla.cli.common import EXTRACT, MODEL_HELP, app, user_errors
+from nla.errors import NLAError
+from nla.reading.config import DEFAULT_NLA, TraceSettings
+
+NLA_HELP = "An NLA folder (av/ and ar/, or their adapters)." + \
+    (" Required until a default NLA ships." if DEFAULT_NLA is None else f" Default: the shipped NLA ({DEFAULT_NLA}).")
+TRACE = TraceSettings()
+
+
+@app.command("trace")
+@user_errors
+def trace(
+    text: Optional[str] = typer.Argument(None, help="The text to trace (or use --file / --chat)."),
+    out: Path = typer.Option(..., help="Output folder: trace.json and trace.html (opens in a browser, offline)."),
+    nla: Optional[Path] = typer.Option(DEFAULT_NLA, "--nla", help=NLA_HELP),
+    file: Optional[Path] = typer.Option(None, "--file", help="Trace a UTF-8 text file."),
+    chat: Optional[Path] = typer.Option(None, "--chat", help="Trace a chat: a JSON list of {role, content} "
+                                        "messages, rendered with the target's chat template."),
+    continue_tokens: int = typer.Option(0, "--continue", help="Let the target write N more tokens and trace them."),
+    model: Optional[str] = typer.Option(None, help="The target; default: the NLA's. " + MODEL_HELP),
+    min_position: int = typer.Option(TRACE.min_position, help="Show earlier tokens without tracing them."),
+    max_new_tokens: int = typer.Option(TRACE.max_new_tokens, help="Longest explanation; one cut there is failed."),
+    batch_size: int = typer.Option(TRACE.batch_size, help="Tokens explained together."),
+    device: str = typer.Option(EXTRACT["device"], help="auto, cpu, cuda, cuda:N."),
+    overwrite: bool = typer.Option(False, help="Replace a trace already in --out."),
+):
+    """Every token's explanation, fidelity score (High/Medium/Low) and claim checks -> OUT/trace.json + trace.html.
+    A killed run resumes: rerun the same command."""
+    from nla.reading.prompt import Prompt
+    from nla.reading.trace import TRACE_HTML, Reader, check_output, trace_to_folder
+
+    if sum(x is not None for x in (text, file, chat)) != 1:
+        raise NLAError("give exactly one of: TEXT, --file F, --chat F.json")
+    prompt = Prompt(text=text) if text is not None else Prompt.from_file(file) if file else Prompt.from_chat_file(chat)
+    settings = TraceSettings(max_new_tokens=max_new_tokens, batch_size=batch_size, min_position=min_position,
+                             continue_tokens=continue_tokens)
+    check_output(out, overwrite)  # before minutes of model loading
+    reader = Reader.load(nla, model=model, device=device, max_new_tokens=max_new_tokens, progress=True)
+    result = trace_to_folder(reader, prompt, out, settings, overwrite=overwrite)
+    summary, claims = result["summary"], result["summary"]["claims"]
+    labels = ", ".join(f"{name} {count}" for name, count in summary["labels"].items())
+    typer.echo(f"traced {summary['traced']} tokens in {result['seconds']:.1f} s: {labels}")
+    typer.echo(f"claims: {claims['claims']} ({_share(claims['negligible_share'])} negligible); quotes: "
+               f"{claims['quotes']} ({_share(claims['flagged_share'])} not found before their token)")
+    typer.echo(f"calibration: {result['calibration']['note']}")
+    typer.echo(f"wrote {out}/trace.json and {out}/{TRACE_HTML} (open it in a browser)")
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
+
+
+@app.command("calibrate")
+@user_errors
+def calibrate(
+    nla: Path = typer.Option(..., "--nla", help="An NLA folder; calibration.json is written into it."),
+    data: Optional[Path] = typer.Option(None, help="Held-out activations; default: the NLA's dataset validation "
+                                        "split."),
+    max_rows: Optional[int] = typer.Option(256, help="Use a seeded sample of N rows (0: all)."),
+    max_new_tokens: int = typer.Option(TRACE.max_new_tokens, help="Longest explanation, as nla trace reads."),
+    batch_size: int = typer.Option(TRACE.batch_size),
+    device: str = typer.Option(EXTRACT["device"], help="auto, cpu, cuda, cuda:N."),
+    overwrite: bool = typer.Option(False, help="Replace the NLA's calibration.json."),
+):
+    """The NLA's score calibration on held-out data: B, the High/Medium/Low thresholds and the claim report."""
+    from nla.reading.calibration import calibrate as run_calibrate
+
+    calibration = run_calibrate(nla, data, max_rows=max_rows or None, max_new_tokens=max_new_tokens,
+                                batch_size=batch_size, device=device, overwrite=overwrite)
+    claims = calibration.claims
+    typer.echo(calibration.note)
+    typer.echo(f"claims: {claims['claims']} in {claims['explanations']} explanations, "
+               f"{_share(claims['negligible_share'])} with negligible weight (< {claims['negligible_weight']}); "
+               f"quotes: {claims['quotes']}, {_share(claims['flagged_share'])} flagged (not found before the token)")
+    typer.echo(f"wrote {nla}/calibration.json")
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_port(host: str, port: int) -> None:
+    """A port already taken is a one-line error before any model is loaded."""
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except OSError as err:
+        raise NLAError(f"cannot listen on {host}:{port} ({err.strerror}); pass another --port") from err
+
+
+@app.command("serve")
+@user_errors
+def serve(
+    nla: Optional[Path] = typer.Option(DEFAULT_NLA, "--nla", help=NLA_HELP),
+    port: int = typer.Option(8000, help="Port to listen on."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind; anything but loopback exposes the model to "
+                             "your network."),
+    traces: Path = typer.Option(Path("."), help="The only folder saved traces are opened from."),
+    model: Optional[str] = typer.Option(None, help="The target; default: the NLA's. " + MODEL_HELP),
+    max_new_tokens: int = typer.Option(TRACE.max_new_tokens, help="Longest explanation."),
+    max_tokens: int = typer.Option(512, help="Most tokens one request may read (input plus continuation)."),
+    max_queue: int = typer.Option(64, help="Requests that may wait for the model; later ones get 503."),
+    device: str = typer.Option(EXTRACT["device"], help="auto, cpu, cuda, cuda:N."),
+):
+    """A local web viewer and JSON API: trace prompts and chats, read tokens coloured by fidelity."""
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn
+    except ImportError as err:
+        raise NLAError(f"nla serve needs the serve extra ({err.name} is missing); run: pip install 'nla[serve]'") \
+            from err
+    from nla.reading.trace import Reader
+    from nla.viewer.app import LOOPBACK_HOSTS, ServeLimits, create_app
+
+    if not traces.is_dir():
+        raise NLAError(f"--traces {traces} is not a folder; pass the folder your trace outputs are in")
+    if not 0 < port < 65536:
+        raise NLAError(f"--port {port} is not a port; use 1-65535")
+    loopback = _loopback(host)
+    if not loopback:
+        typer.echo(f"warning: binding {host}: anyone who can reach this machine can run the model and read "
+                   f"saved traces under {traces}; there is no authentication", err=True)
+    _check_port(host, port)
+    reader = Reader.load(nla, model=model, device=device, max_new_tokens=max_new_tokens, progress=True)
+    limits = ServeLimits(max_tokens=max_tokens, max_queue=max_queue)
+    served = create_app(reader, traces, limits=limits, settings=TraceSettings(max_new_tokens=max_new_tokens),
+                        allowed_hosts=LOOPBACK_HOSTS if loopback else None)
+    typer.echo(f"serving {reader.name} (layer {reader.nla.layer}) on http://{host}:{port}/  "
+               f"(API: /api/docs; Ctrl-C stops)")
+    uvicorn.run(served, host=host, port=port, log_level="warning")

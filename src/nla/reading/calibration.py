@@ -1,0 +1,221 @@
+"""A fidelity score people can read: 1 - MSE / B per token, and a High / Medium / Low label.
+
+MSE is the AR's reconstruction error 2(1 - cos) of one activation from its explanation. B is
+the NLA's own calibration variance, the FVE denominator (nla.eval.metrics): the mean squared
+distance of sqrt(d)-normalised activations from their mean. So a token's score reads like FVE:
+1 is a perfect round trip, 0 is no better than always guessing the mean, below 0 is worse.
+
+The label thresholds are not chosen by taste: they are the tertiles of the per-token scores
+of held-out activations explained by this same NLA, so "High" means "in the best third of what
+this NLA does on held-out text". A failed explanation (no closing tag) has no score and is
+labelled `failed`.
+
+    nla calibrate --nla runs/nla                # held-out split of its dataset -> runs/nla/calibration.json
+
+An NLA folder without calibration.json (a released NLA, a fresh run) gets one estimated on a
+built-in sample: a few dozen activations of the embedded default corpus through the NLA's own
+target. It is cached outside the NLA folder and labelled "estimated on a built-in sample"
+wherever it is shown.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from nla.atomic import write_json
+from nla.autoencoder.nla import NLA
+from nla.errors import NLAError
+from nla.eval.metrics import baseline
+from nla.models.target import Target
+from nla.reading.claims import check_claims, claims_report
+
+log = logging.getLogger(__name__)
+CALIBRATION_FILE = "calibration.json"
+SCHEMA_VERSION = 1
+LABELS = ("High", "Medium", "Low")
+FAILED = "failed"
+TERTILES = (1 / 3, 2 / 3)
+ESTIMATED_NOTE = "estimated on a built-in sample"
+BUILTIN_ROWS = 32  # a few dozen: enough for B to two digits, cheap enough to compute on first use
+MIN_SCORED_ROWS = 3  # fewer successful explanations than this give no thresholds (labels stay unset)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    denominator: float  # B: the FVE denominator of the calibration rows
+    low: float | None  # scores below this are Low (the 1/3 quantile of held-out scores); None: too few scored
+    high: float | None  # scores at or above this are High (the 2/3 quantile)
+    rows: int  # activations the calibration was computed on
+    scored_rows: int  # of which the AV wrote a complete explanation
+    source: str  # where the rows came from
+    estimated: bool  # True: the built-in sample, not held-out data of the NLA's own dataset
+    claims: dict = field(default_factory=dict)  # the claim report on the same rows (nla.reading.claims)
+    created_at: str = ""
+    schema_version: int = SCHEMA_VERSION
+
+    def score(self, mse: float | None) -> float | None:
+        return None if mse is None else 1.0 - mse / self.denominator
+
+    def label(self, score: float | None) -> str | None:
+        """High / Medium / Low; `failed` without a score; None when there are no thresholds."""
+        if score is None:
+            return FAILED
+        if self.low is None or self.high is None:
+            return None
+        return "High" if score >= self.high else "Medium" if score >= self.low else "Low"
+
+    @property
+    def note(self) -> str:
+        where = f"{ESTIMATED_NOTE} ({self.source})" if self.estimated else \
+            f"from {self.rows} held-out rows of {self.source}"
+        if self.low is None:
+            cut = f"no labels: only {self.scored_rows} of {self.rows} rows were explained"
+        else:
+            cut = f"High >= {self.high:.2f}, Low < {self.low:.2f} (tertiles of {self.scored_rows} scores)"
+        return f"score = 1 - MSE/B, B = {self.denominator:.3f} {where}; {cut}"
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "note": self.note}
+
+    @classmethod
+    def from_dict(cls, data: dict, where: str = "calibration") -> "Calibration":
+        if not isinstance(data, dict) or data.get("schema_version", 0) > SCHEMA_VERSION:
+            raise NLAError(f"{where} is not a calibration this version of nla reads; rerun nla calibrate")
+        try:
+            return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+        except TypeError as err:
+            raise NLAError(f"{where} lacks fields ({err}); rerun nla calibrate") from err
+
+
+def thresholds(scores: list[float]) -> tuple[float | None, float | None]:
+    if len(scores) < MIN_SCORED_ROWS:
+        return None, None
+    low, high = np.quantile(np.asarray(scores), TERTILES)
+    return float(low), float(high)
+
+
+def compute_calibration(nla: NLA, vectors: torch.Tensor, contexts: list[str] | None = None, *, source: str,
+                        estimated: bool, max_new_tokens: int = 150, batch_size: int = 16,
+                        progress: bool = False) -> Calibration:
+    """Explain held-out activations (N, d), score the round trips, and derive B, the thresholds and
+    the claim report (when the contexts, the text up to each activation's token, are given)."""
+    if len(vectors) < 2:
+        raise NLAError(f"calibration needs at least 2 activations, got {len(vectors)}")
+    denominator = baseline(vectors).denominator
+    texts = []
+    for start in tqdm(range(0, len(vectors), batch_size), desc="calibrate: explain", unit="batch",
+                      disable=not progress):
+        batch = vectors[start : start + batch_size]
+        texts += [e.text for e in nla.explain(batch, max_new_tokens=max_new_tokens, batch_size=batch_size)]
+    mse = nla.score(vectors, texts)
+    scores = [1.0 - m / denominator for m in mse if m is not None]
+    low, high = thresholds(scores)
+    claims = {}
+    if contexts is not None:
+        claim_lists = check_claims(nla, texts, vectors, mse, contexts, denominator=denominator, batch_size=batch_size)
+        claims = claims_report([[c.to_dict() for c in cs] for cs in claim_lists])
+    return Calibration(denominator=denominator, low=low, high=high, rows=len(vectors), scored_rows=len(scores),
+                       source=source, estimated=estimated, claims=claims,
+                       created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+
+def read_calibration(path: Path) -> Calibration | None:
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise NLAError(f"cannot read {path} ({err}); delete it or rerun nla calibrate") from err
+    return Calibration.from_dict(data, str(path))
+
+
+def save_calibration(calibration: Calibration, path: Path) -> None:
+    write_json(path, calibration.to_dict())
+
+
+# ---------------------------------------------------------------- the built-in sample
+
+
+def builtin_sample(nla: NLA, target: Target, rows: int = BUILTIN_ROWS) -> tuple[torch.Tensor, list[str]]:
+    """(rows, d) activations of the embedded default corpus through the NLA's target, and each one's
+    context text. Documents are taken evenly across the corpus (chat, prose, docs), two positions each,
+    placed as `nla extract` places them."""
+    from nla.data.config import ExtractConfig
+    from nla.data.corpus import load_corpus
+    from nla.data.extract import encode_document
+    from nla.data.sampling import sample_positions
+
+    cfg, per_doc = ExtractConfig(out=Path(".")), 2
+    docs = load_corpus("default")
+    vectors, contexts = [], []
+    for doc in docs[:: max(1, len(docs) * per_doc // rows)]:
+        ids = encode_document(target, doc, cfg.max_doc_tokens)
+        positions = sample_positions(ids, doc.doc_id, special_ids=target.special_ids, min_position=cfg.min_position,
+                                     per_doc=per_doc, seed=cfg.seed)
+        if not positions:
+            continue
+        acts = nla.activations(ids[: positions[-1] + 1], target)  # (T, d)
+        vectors.extend(acts[p] for p in positions)
+        contexts.extend(target.tokenizer.decode(ids[: p + 1]) for p in positions)
+        if len(vectors) >= rows:
+            break
+    if len(vectors) < 2:
+        raise NLAError(f"the built-in sample gave no activations for {target.name}; run nla calibrate --data")
+    return torch.stack(vectors[:rows]), contexts[:rows]
+
+
+def _cache_path(nla: NLA, folder: Path, max_new_tokens: int) -> Path:
+    from nla.models.presets import cache_dir
+
+    identity = json.dumps([str(folder.resolve()), nla.av_meta.created_at, nla.ar_meta.created_at, nla.layer,
+                           max_new_tokens])
+    return cache_dir() / "calibrations" / f"{hashlib.sha256(identity.encode()).hexdigest()[:16]}.json"
+
+
+def calibration_for(nla: NLA, folder: Path, target: Target, *, max_new_tokens: int = 150,
+                    progress: bool = False) -> Calibration:
+    """The NLA folder's calibration.json, else the built-in estimate (computed once, then cached)."""
+    own = read_calibration(Path(folder) / CALIBRATION_FILE)
+    if own is not None:
+        return own
+    cached = _cache_path(nla, Path(folder), max_new_tokens)
+    estimate = read_calibration(cached)
+    if estimate is None:
+        log.info(f"{folder} has no {CALIBRATION_FILE}: estimating the score calibration on a built-in sample "
+                 f"({BUILTIN_ROWS} activations; once, then cached). nla calibrate makes a held-out one.")
+        vectors, contexts = builtin_sample(nla, target)
+        estimate = compute_calibration(nla, vectors, contexts, source=f"{len(vectors)} activations of the embedded "
+                                       "default corpus", estimated=True, max_new_tokens=max_new_tokens,
+                                       progress=progress)
+        save_calibration(estimate, cached)
+    return estimate
+
+
+def calibrate(nla_path: str | Path, data: str | Path | None = None, *, max_rows: int | None = 256,
+              max_new_tokens: int = 150, batch_size: int = 16, seed: int = 0, device: str = "auto",
+              overwrite: bool = False, progress: bool = True) -> Calibration:
+    """`nla calibrate`: calibrate an NLA on held-out activations (default: the validation split of the
+    dataset it was trained on) and write NLA/calibration.json."""
+    from nla.eval.evaluate import CONTEXT_COLUMN, default_heldout, read_heldout
+
+    out = Path(nla_path) / CALIBRATION_FILE
+    if out.exists() and not overwrite:
+        raise NLAError(f"{out} exists; pass --overwrite to calibrate again")
+    nla = NLA.load(nla_path, device=device)
+    data = Path(data) if data else default_heldout(nla, Path(nla_path))
+    table, vectors = read_heldout(data, nla.d_model, max_rows, seed)
+    contexts = table.column(CONTEXT_COLUMN).to_pylist() if CONTEXT_COLUMN in table.column_names else None
+    calibration = compute_calibration(nla, vectors, contexts, source=f"{data.parent.name}/{data.name}",
+                                      estimated=False, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                                      progress=progress)
+    save_calibration(calibration, out)
+    return calibration

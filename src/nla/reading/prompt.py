@@ -1,0 +1,65 @@
+"""What a trace reads: a text, a text file, or a chat transcript (JSON messages).
+
+A transcript is rendered with the target's own chat template when it is read, so the NLA
+sees the same tokens the target would.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from nla.data.corpus import read_utf8
+from nla.errors import NLAError
+
+
+def check_messages(messages, where: str = "the chat") -> list[dict]:
+    """A list of {role, content} string pairs (extra keys dropped), or a one-line error."""
+    if isinstance(messages, dict) and "messages" in messages:
+        messages = messages["messages"]
+    if not isinstance(messages, list) or not messages:
+        raise NLAError(f"{where} must be a non-empty JSON list of {{\"role\": ..., \"content\": ...}} messages")
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+            raise NLAError(f"message {i} of {where} needs a string \"role\" and a string \"content\"")
+    return [{"role": m["role"], "content": m["content"]} for m in messages]
+
+
+@dataclass
+class Prompt:
+    text: str | None = None
+    messages: list[dict] | None = None
+    source: str = "text"  # shown in the trace: "text", or the file's name
+
+    def __post_init__(self):
+        if (self.text is None) == (self.messages is None):
+            raise NLAError("give either a text or a chat (a list of messages), not both or neither")
+        if self.messages is not None:
+            self.messages = check_messages(self.messages)
+        elif not self.text.strip():
+            raise NLAError("the text is empty; pass some text to trace")
+
+    @property
+    def kind(self) -> str:
+        return "chat" if self.messages is not None else "text"
+
+    @classmethod
+    def from_file(cls, path: Path) -> "Prompt":
+        return cls(text=_read(path), source=Path(path).name)
+
+    @classmethod
+    def from_chat_file(cls, path: Path) -> "Prompt":
+        try:
+            messages = json.loads(_read(path))
+        except json.JSONDecodeError as err:
+            raise NLAError(f"{path} is not valid JSON ({err.msg} at line {err.lineno}); "
+                           "write a list of {\"role\", \"content\"} messages") from err
+        return cls(messages=check_messages(messages, str(path)), source=Path(path).name)
+
+
+def _read(path: Path) -> str:
+    path = Path(path)
+    if not path.is_file():
+        raise NLAError(f"{path} not found; check the path")
+    return read_utf8(path)

@@ -1,0 +1,270 @@
+"""Trace a text: every token's explanation, score, label and claim checks, as one versioned document.
+
+    nla trace "The capital of France is" --nla runs/nla --out runs/trace     # trace.json + trace.html
+    nla trace --chat chat.json --continue 40 --nla runs/nla --out runs/chat  # plus 40 tokens the target writes
+
+`Reader` holds an NLA with its target and calibration, loaded once; `nla trace`, `nla serve`
+and Python callers all read through it, so every output carries the same figures.
+
+trace.json (schema "nla.trace", version 1):
+
+    schema, schema_version, created_at, seconds
+    nla          {name, layer, d_model, base_checkpoint, stage}
+    target       the target model's name
+    input        {source, kind: text|chat, text (as the target saw it), messages, prompt_tokens, continued}
+    settings     {max_new_tokens, batch_size, min_position, continue_tokens, max_tokens}
+    calibration  {denominator (B), low, high, rows, scored_rows, source, estimated, claims, note, ...}
+    tokens[]     {position, token_id, token, special, generated, traced, and for traced tokens:
+                  status (ok|failed), failure (why, or null), explanation (null when failed), answer
+                  (everything the AV wrote), explanation_tokens, norm, mse (2(1 - cos)), cosine,
+                  score (1 - mse/B), label (High|Medium|Low|failed), claims[] {text, start, end, weight,
+                  negligible, quotes[] {text, start, end, where: context|later|absent, flagged}}}
+    summary      {tokens, traced, failed, mean_score, labels {High, Medium, Low, failed}, claims report}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from nla.atomic import write_json, write_text
+from nla.autoencoder.nla import NLA
+from nla.autoencoder.verbalizer import Explanation
+from nla.errors import NLAError
+from nla.models.target import Target
+from nla.reading.calibration import FAILED, LABELS, Calibration, calibration_for
+from nla.reading.claims import check_claims, claims_report
+from nla.reading.config import DEFAULT_NLA, TraceSettings
+from nla.reading.prompt import Prompt
+from nla.record_log import RecordLog
+
+SCHEMA, SCHEMA_VERSION = "nla.trace", 1
+TRACE_JSON, TRACE_HTML, PARTIAL_LOG = "trace.json", "trace.html", ".partial/tokens.jsonl"
+def resolve_nla(nla: str | Path | None) -> Path:
+    if nla is None:
+        if DEFAULT_NLA is None:
+            raise NLAError("no default NLA ships with nla yet; pass --nla with an NLA folder (av/ and ar/)")
+        nla = DEFAULT_NLA
+    return Path(nla)
+
+
+def failure(explanation: Explanation, max_new_tokens: int) -> str | None:
+    """Why an explanation failed, in words; None when it has its closing tag."""
+    if explanation.text is not None:
+        return None
+    if explanation.num_tokens >= max_new_tokens:
+        return f"cut at the {max_new_tokens}-token cap before </explanation>"
+    if "<explanation>" not in explanation.answer:
+        return "no <explanation> tag"
+    return "no closing </explanation> tag"
+
+
+def display_name(spec: str) -> str:
+    """A model or NLA name fit for a page: a local path shows its folder name only."""
+    return Path(spec).name if Path(spec).expanduser().exists() else spec
+
+
+class Reader:
+    """An NLA ready to read texts: the NLA, its target and its calibration."""
+
+    def __init__(self, nla: NLA, target: Target, calibration: Calibration, name: str):
+        self.nla, self.target, self.calibration, self.name = nla, target, calibration, name
+
+    @classmethod
+    def load(cls, nla: str | Path | None = None, *, model: str | None = None, device: str = "auto",
+             max_new_tokens: int = 150, progress: bool = False) -> "Reader":
+        path = resolve_nla(nla)
+        loaded = NLA.load(path, device=device)
+        target = loaded.target(model, device=device)
+        calibration = calibration_for(loaded, path, target, max_new_tokens=max_new_tokens, progress=progress)
+        return cls(loaded, target, calibration, display_name(str(path)))
+
+    # ------------------------------------------------------------ input
+
+    def encode(self, prompt: Prompt, settings: TraceSettings) -> tuple[list[int], int]:
+        """(token ids after the continuation, how many of them are the input). Limits are checked before
+        the target writes anything."""
+        if prompt.messages is not None:
+            rendered = self.target.render_chat(prompt.messages, add_generation_prompt=settings.continue_tokens > 0)
+            ids = self.target.encode(rendered, rendered_chat=True)
+        else:
+            ids = self.target.encode(prompt.text)
+        total = len(ids) + settings.continue_tokens
+        if settings.max_tokens is not None and total > settings.max_tokens:
+            raise NLAError(f"the input has {len(ids)} tokens (+{settings.continue_tokens} to continue); at most "
+                           f"{settings.max_tokens} are read per request: shorten it")
+        if len(ids) <= settings.min_position and not settings.continue_tokens:
+            raise NLAError(f"the text has {len(ids)} tokens, none at or after --min-position {settings.min_position}")
+        return ids + self.continuation(ids, settings.continue_tokens), len(ids)
+
+    @torch.no_grad()
+    def continuation(self, ids: list[int], count: int) -> list[int]:
+        """Up to `count` tokens the target writes after `ids` (greedy), through its end-of-sequence token."""
+        if count == 0:
+            return []
+        if self.nla.shared_base:  # the shared base is the target only with its adapters off
+            from nla.autoencoder.shared import use_role
+
+            use_role(self.target.model, "target")
+        input_ids = torch.tensor([ids], device=self.target.device)
+        out = self.target.model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                                         max_new_tokens=count, do_sample=False, pad_token_id=self.target.pad_id)
+        new = out[0, len(ids):].tolist()
+        eos = self.target.tokenizer.eos_token_id
+        return new[: new.index(eos) + 1] if eos in new else new
+
+    # ------------------------------------------------------------ reading
+
+    def read(self, ids: list[int], positions: list[int], settings: TraceSettings, *, done: dict | None = None,
+             on_batch=None, progress: bool = False) -> dict[int, dict]:
+        """The reading of each position: explanation, score, label and claims; batched. `done` holds
+        readings already made (a resumed trace); `on_batch(records)` sees each new batch."""
+        done = dict(done or {})
+        todo = [p for p in positions if p not in done]
+        if not todo:
+            return done
+        acts = self.nla.activations(ids, self.target)  # (T, d)
+        tokenizer = self.target.tokenizer
+        bar = tqdm(total=len(positions), initial=len(positions) - len(todo), desc="trace", unit="token",
+                   disable=not progress)
+        for start in range(0, len(todo), settings.batch_size):
+            batch = todo[start : start + settings.batch_size]
+            vectors = acts[batch]  # (B, d)
+            explanations = self.nla.explain(vectors, max_new_tokens=settings.max_new_tokens,
+                                            batch_size=settings.batch_size)
+            texts = [e.text for e in explanations]
+            mse = self.nla.score(vectors, texts)
+            claims = check_claims(self.nla, texts, vectors, mse, [tokenizer.decode(ids[: p + 1]) for p in batch],
+                                  [tokenizer.decode(ids[p + 1 :]) for p in batch],
+                                  denominator=self.calibration.denominator, batch_size=settings.batch_size)
+            records = []
+            for p, e, m, c, v in zip(batch, explanations, mse, claims, vectors):
+                score = self.calibration.score(m)
+                records.append({
+                    "position": p, "status": "ok" if e.text is not None else "failed",
+                    "failure": failure(e, settings.max_new_tokens), "explanation": e.text, "answer": e.answer,
+                    "explanation_tokens": e.num_tokens, "norm": float(v.norm()), "mse": m,
+                    "cosine": None if m is None else 1.0 - m / 2, "score": score,
+                    "label": self.calibration.label(score), "claims": [x.to_dict() for x in c]})
+            done.update((r["position"], r) for r in records)
+            if on_batch:
+                on_batch(records)
+            bar.update(len(batch))
+        bar.close()
+        return done
+
+    def token_rows(self, ids: list[int], prompt_tokens: int, readings: dict[int, dict]) -> list[dict]:
+        special = self.target.special_ids
+        return [{"position": p, "token_id": i, "token": self.target.tokenizer.decode([i]), "special": i in special,
+                 "generated": p >= prompt_tokens, "traced": p in readings, **readings.get(p, {})}
+                for p, i in enumerate(ids)]
+
+    def trace(self, prompt: Prompt | str, settings: TraceSettings | None = None, *, resume_from: Path | None = None,
+              progress: bool = False) -> dict:
+        """The whole trace document of a Prompt (or a plain text). With `resume_from` (a log file) each batch
+        of readings is appended there as it is made, and a rerun on the same tokens and NLA reuses them."""
+        prompt = Prompt(text=prompt) if isinstance(prompt, str) else prompt
+        settings = settings or TraceSettings()
+        started = time.time()
+        ids, prompt_tokens = self.encode(prompt, settings)
+        positions = list(range(min(settings.min_position, len(ids)), len(ids)))
+        log = RecordLog(resume_from, self.resume_key(ids, settings)) if resume_from else None
+        readings = self.read(ids, positions, settings, done={r["position"]: r for r in log.read()} if log else None,
+                             on_batch=log.append if log else None, progress=progress)
+        tokens = self.token_rows(ids, prompt_tokens, readings)
+        return {
+            "schema": SCHEMA, "schema_version": SCHEMA_VERSION,
+            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "nla": self.describe(), "target": display_name(self.target.name),
+            "input": {"source": prompt.source, "kind": prompt.kind,
+                      "text": self.target.tokenizer.decode(ids[:prompt_tokens]), "messages": prompt.messages,
+                      "prompt_tokens": prompt_tokens, "continued": len(ids) - prompt_tokens},
+            "settings": asdict(settings), "calibration": self.calibration.to_dict(),
+            "tokens": tokens, "summary": summarise(tokens), "seconds": round(time.time() - started, 2)}
+
+    def explain(self, prompt: Prompt, positions: list[int] | None, settings: TraceSettings) -> dict:
+        """Readings of a few positions of a text (default: its last token), for the explain API."""
+        ids, prompt_tokens = self.encode(prompt, settings)
+        wanted = []
+        for p in positions if positions else [-1]:
+            if not -len(ids) <= p < len(ids):
+                raise NLAError(f"position {p} is outside the text's {len(ids)} tokens")
+            wanted.append(p % len(ids))
+        readings = self.read(ids, sorted(set(wanted)), settings)
+        rows = {r["position"]: r for r in self.token_rows(ids, prompt_tokens, readings)}
+        return {"nla": self.describe(), "calibration": self.calibration.to_dict(), "tokens_in_text": len(ids),
+                "tokens": [rows[p] for p in wanted]}
+
+    def describe(self) -> dict:
+        meta = self.nla.av_meta
+        return {"name": self.name, "layer": self.nla.layer, "d_model": self.nla.d_model,
+                "base_checkpoint": display_name(meta.base_checkpoint or ""), "stage": meta.stage}
+
+    def resume_key(self, ids: list[int], settings: TraceSettings) -> dict:
+        """What a partial trace's readings depend on: the tokens, the NLA and the AV's cap."""
+        return {"ids": hashlib.sha256(json.dumps(ids).encode()).hexdigest(), "nla": self.name,
+                "av_created_at": self.nla.av_meta.created_at, "ar_created_at": self.nla.ar_meta.created_at,
+                "max_new_tokens": settings.max_new_tokens, "denominator": self.calibration.denominator}
+
+
+def summarise(tokens: list[dict]) -> dict:
+    traced = [t for t in tokens if t["traced"]]
+    scores = [t["score"] for t in traced if t["score"] is not None]
+    labels = {name: sum(t["label"] == name for t in traced) for name in (*LABELS, FAILED)}
+    return {"tokens": len(tokens), "traced": len(traced), "failed": labels[FAILED],
+            "mean_score": sum(scores) / len(scores) if scores else None, "labels": labels,
+            "claims": claims_report([t["claims"] for t in traced])}
+
+
+# ---------------------------------------------------------------- the output folder
+
+
+def check_output(out: Path, overwrite: bool) -> None:
+    """Refuse to replace a finished trace unless asked (checked before any model is loaded)."""
+    if out.exists() and not out.is_dir():
+        raise NLAError(f"{out} is a file; pass a folder to --out")
+    if (out / TRACE_JSON).exists() and not overwrite:
+        raise NLAError(f"{out} already holds a trace; pass --overwrite or another --out")
+
+
+def write_trace(trace: dict, out: Path) -> None:
+    from nla.reading.render import trace_page
+
+    write_json(out / TRACE_JSON, trace)
+    write_text(out / TRACE_HTML, trace_page(trace))
+
+
+def trace_to_folder(reader: Reader, prompt: Prompt, out: Path, settings: TraceSettings | None = None, *,
+                    overwrite: bool = False, progress: bool = True) -> dict:
+    """OUT/trace.json and OUT/trace.html. Readings are logged under OUT/.partial/ as they are made, so a
+    killed trace resumes when the same command runs again; the log goes once the trace is written."""
+    check_output(out, overwrite)
+    trace = reader.trace(prompt, settings, resume_from=out / PARTIAL_LOG, progress=progress)
+    write_trace(trace, out)
+    shutil.rmtree((out / PARTIAL_LOG).parent, ignore_errors=True)
+    return trace
+
+
+def read_trace(path: Path, max_bytes: int | None = None) -> dict:
+    """A trace.json written by nla trace (any version up to this one), or a one-line error."""
+    path = Path(path)
+    if max_bytes is not None and path.stat().st_size > max_bytes:
+        raise NLAError(f"{path.name} is larger than {max_bytes} bytes; open it with a browser from disk")
+    try:
+        trace = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise NLAError(f"cannot read {path.name} as JSON ({err}); pass a trace.json written by nla trace") from err
+    if not isinstance(trace, dict) or trace.get("schema") != SCHEMA:
+        raise NLAError(f"{path.name} is not an nla trace (no \"schema\": \"{SCHEMA}\")")
+    if not isinstance(trace.get("schema_version"), int) or trace["schema_version"] > SCHEMA_VERSION:
+        raise NLAError(f"{path.name} has trace schema version {trace.get('schema_version')}; this nla reads up to "
+                       f"{SCHEMA_VERSION}: upgrade nla")
+    return trace

@@ -1,0 +1,50 @@
+"""An append-only JSONL log that makes a long stage resumable after a kill.
+
+The first line holds the settings the records depend on; each later line is one finished
+record, appended and flushed as soon as it exists. Reading a log written with other settings
+deletes it (its records no longer apply); a last line cut short by a kill is dropped.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from nla.atomic import atomic_path
+
+
+class RecordLog:
+    def __init__(self, path: Path, settings: dict):
+        self.path = Path(path)
+        self.settings = settings
+
+    def read(self) -> list[dict]:
+        """The records of a log written with the same settings; [] (and no file) otherwise."""
+        if not self.path.exists():
+            return []
+        lines = self.path.read_text(encoding="utf-8").splitlines()
+        try:
+            same = bool(lines) and json.loads(lines[0]).get("settings") == self.settings
+        except json.JSONDecodeError:  # killed while writing the header
+            same = False
+        if not same:
+            self.path.unlink()
+            return []
+        records, kept = [], lines[:1]
+        for line in lines[1:]:
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:  # the last line of a killed run may be cut short: drop it
+                break
+            kept.append(line)
+        if len(kept) < len(lines):
+            with atomic_path(self.path) as tmp:
+                tmp.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
+        return records
+
+    def append(self, records: list[dict]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as f:
+            if f.tell() == 0:
+                f.write(json.dumps({"settings": self.settings}) + "\n")
+            f.write("".join(json.dumps(r) + "\n" for r in records))

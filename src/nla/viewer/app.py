@@ -1,0 +1,294 @@
+"""The web app behind `nla serve`: a page to trace prompts and chats, and the JSON API it uses.
+
+    GET  /                  the viewer: type a prompt or paste a chat, read every token; open saved traces
+    GET  /api/health        the NLA, its calibration, the queue and the limits
+    POST /api/trace         {text | messages, continue_tokens, min_position} -> a trace (nla.reading.trace schema)
+    POST /api/explain       {text | messages, positions} -> readings of a few tokens (default: the last one)
+    GET  /api/traces        saved trace.json files under the folder the server was started with
+    GET  /api/traces/{path} one of them
+    GET  /api/docs          the API described from /api/openapi.json (served here: no CDN)
+
+Every request passes the same checks, cheapest first and all before any model work: the body
+size (BodyLimit, before the body is parsed), the shape of the fields (pydantic), the text length
+(checked_prompt), then the token count (Reader.encode, after tokenizing). Model work then runs
+one request at a time on one thread, since the NLA switches adapters on one shared model; at
+most `max_queue` requests wait, later ones get 503 with Retry-After. Every error is a JSON
+{"error": ...} with a 4xx status (5xx only for a bug), and the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, replace
+from importlib.resources import files
+from pathlib import Path
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+import nla
+from nla.errors import NLAError
+from nla.reading.prompt import Prompt
+from nla.reading.render import page_asset
+from nla.reading.trace import TRACE_JSON, Reader, TraceSettings, display_name, read_trace
+
+log = logging.getLogger("nla.serve")
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
+
+
+@dataclass(frozen=True)
+class ServeLimits:
+    max_body_bytes: int = 64 * 1024  # larger bodies are refused before they are read in full
+    max_chars: int = 16_000  # text, or all message contents together
+    max_tokens: int = 512  # tokens read per request, the continuation included
+    max_continue: int = 128  # tokens the target may write per request
+    max_positions: int = 16  # tokens one explain request may ask about (as Neuronpedia's API)
+    max_queue: int = 64  # requests waiting for the model; more get 503
+    max_trace_file_bytes: int = 32 * 1024 * 1024  # saved traces larger than this are not served
+    max_listed_traces: int = 200
+
+
+# ---------------------------------------------------------------- requests
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: str = Field(min_length=1, max_length=32)
+    content: str
+
+
+class TraceRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text: str | None = Field(None, description="A prompt or any text; give this or messages.")
+    messages: list[Message] | None = Field(None, description="A chat, rendered with the target's chat template.")
+    continue_tokens: int = Field(0, ge=0, description="Tokens the target writes after the input (traced too).")
+    min_position: int = Field(0, ge=0, description="Earlier tokens are shown but not traced.")
+
+
+class ExplainRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text: str | None = Field(None, description="A prompt or any text; give this or messages.")
+    messages: list[Message] | None = Field(None, description="A chat, rendered with the target's chat template.")
+    positions: list[int] | None = Field(None, description="Token positions (negative: from the end); default [-1].")
+
+
+def checked_prompt(body: TraceRequest | ExplainRequest, limits: ServeLimits) -> Prompt:
+    """The request's text or chat as a Prompt, within the character limit; NLAError (400) otherwise."""
+    chars = len(body.text or "") + sum(len(m.content) for m in body.messages or [])
+    if chars > limits.max_chars:
+        raise NLAError(f"the input has {chars} characters; at most {limits.max_chars} are read per request")
+    messages = [m.model_dump() for m in body.messages] if body.messages is not None else None
+    return Prompt(text=body.text, messages=messages, source="chat" if messages is not None else "prompt")
+
+
+# ---------------------------------------------------------------- middleware and the model worker
+
+
+class BodyLimit:
+    """Refuse a body over max_bytes: by its Content-Length at once, else as soon as the stream passes it."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length", b"0")
+        if not declared.isdigit() or int(declared) > self.max_bytes:
+            response = JSONResponse({"error": f"the request body is over {self.max_bytes} bytes"}, status_code=413)
+            return await response(scope, receive, send)
+        seen = 0
+
+        async def counted():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:  # reaches the handlers as a 413
+                raise HTTPException(413, f"the request body is over {self.max_bytes} bytes")
+            return message
+
+        await self.app(scope, counted, send)
+
+
+class SecurityHeaders:
+    """No framing, no sniffing, no referrer; pages may load only this server's own scripts and styles."""
+
+    HEADERS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
+               (b"x-frame-options", b"DENY"), (b"cache-control", b"no-store"),
+               (b"content-security-policy", b"default-src 'none'; script-src 'self'; style-src 'self'; "
+                                            b"connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'")]
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        async def with_headers(message):
+            if message["type"] == "http.response.start":
+                message["headers"] = list(message.get("headers", [])) + self.HEADERS
+            await send(message)
+
+        await self.app(scope, receive, with_headers if scope["type"] == "http" else send)
+
+
+class HostCheck:
+    """Answer only requests addressed to an allowed host name: a web page elsewhere cannot reach a
+    loopback server through a domain it re-points at 127.0.0.1 (DNS rebinding)."""
+
+    def __init__(self, app, allowed: tuple[str, ...]):
+        self.app, self.allowed = app, allowed
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            host = dict(scope["headers"]).get(b"host", b"").decode("latin-1").rsplit(":", 1)[0]
+            if host not in self.allowed:
+                response = JSONResponse({"error": f"unexpected Host {host!r}; open the page at "
+                                                  f"http://{self.allowed[0]}:PORT/"}, status_code=400)
+                return await response(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
+class ModelWorker:
+    """Runs model work one job at a time on its own thread; refuses new work when too many wait."""
+
+    def __init__(self, max_queue: int):
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nla-model")
+        self.max_queue = max_queue
+        self.pending = 0  # accepted, not finished; touched only on the event loop's thread
+
+    async def run(self, fn, *args):
+        if self.pending >= self.max_queue:
+            raise HTTPException(503, f"busy: {self.pending} requests are waiting; retry shortly",
+                                headers={"Retry-After": "5"})
+        self.pending += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+        finally:
+            self.pending -= 1
+
+
+# ---------------------------------------------------------------- saved traces
+
+
+def saved_traces(root: Path, limit: int, depth: int = 3) -> list[str]:
+    """trace.json files under root (hidden folders skipped, links not followed), as relative paths."""
+    found = []
+    for folder, subfolders, names in os.walk(root):
+        level = len(Path(folder).relative_to(root).parts)
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith(".")) if level < depth else []
+        if TRACE_JSON in names:
+            found.append((Path(folder) / TRACE_JSON).relative_to(root).as_posix())
+        if len(found) >= limit:
+            break
+    return sorted(found)
+
+
+def saved_trace_path(root: Path, name: str) -> Path:
+    """The file `name` names under root; 404 for anything else (outside root, a link out of it, not JSON),
+    without saying whether such a file exists."""
+    missing = HTTPException(404, "no saved trace by that name in the traces folder")
+    if not name or "\x00" in name or Path(name).is_absolute():
+        raise missing
+    path = (root / name).resolve()
+    if not path.is_relative_to(root) or path.suffix != ".json" or not path.is_file():
+        raise missing
+    return path
+
+
+# ---------------------------------------------------------------- the app
+
+
+def static_asset(name: str) -> str:
+    return files("nla.viewer").joinpath("static", name).read_text(encoding="utf-8")
+
+
+STATIC = {"viewer.js": (page_asset, "text/javascript"), "viewer.css": (page_asset, "text/css"),
+          "app.js": (static_asset, "text/javascript"), "api.js": (static_asset, "text/javascript")}
+
+
+def create_app(reader: Reader, traces: Path, *, limits: ServeLimits = ServeLimits(),
+               settings: TraceSettings = TraceSettings(), allowed_hosts: tuple[str, ...] | None = LOOPBACK_HOSTS
+               ) -> FastAPI:
+    """The app for one loaded Reader. `traces`: the only folder saved traces are opened from.
+    `allowed_hosts` refuses requests for other Host names (DNS rebinding); None allows any."""
+    app = FastAPI(title="nla", version=nla.__version__, docs_url=None, redoc_url=None,
+                  openapi_url="/api/openapi.json",
+                  description="Read a model's activations as text, with per-token fidelity and per-claim checks.")
+    worker = ModelWorker(limits.max_queue)
+    root = Path(traces).resolve()
+    settings = replace(settings, max_tokens=limits.max_tokens)
+
+    @app.exception_handler(NLAError)
+    async def bad_input(request: Request, err: NLAError):
+        return JSONResponse({"error": str(err)}, status_code=400)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_shape(request: Request, err: RequestValidationError):
+        detail = [{"field": "body" if e["type"] == "json_invalid" else ".".join(str(x) for x in e["loc"][1:]),
+                   "problem": e["msg"]} for e in err.errors()]
+        first = detail[0] if detail else {"field": "body", "problem": "invalid"}
+        return JSONResponse({"error": f"{first['field'] or 'body'}: {first['problem']}", "detail": detail},
+                            status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, err: StarletteHTTPException):
+        return JSONResponse({"error": str(err.detail)}, status_code=err.status_code, headers=err.headers)
+
+    @app.exception_handler(Exception)
+    async def bug(request: Request, err: Exception):
+        log.exception("request to %s failed (%s)", request.url.path, type(err).__name__)
+        return JSONResponse({"error": "internal error; the server log has the details"}, status_code=500)
+
+    @app.get("/", include_in_schema=False)
+    async def page():
+        return HTMLResponse(static_asset("app.html"))
+
+    @app.get("/api/docs", include_in_schema=False)
+    async def api_page():
+        return HTMLResponse(static_asset("api.html"))
+
+    @app.get("/static/{name}", include_in_schema=False)
+    async def asset(name: str):
+        if name not in STATIC:
+            raise HTTPException(404, "no such file")
+        read, media = STATIC[name]
+        return Response(read(name), media_type=media)
+
+    @app.get("/api/health", summary="The NLA being served, its calibration, the queue and the limits")
+    async def health():
+        return {"status": "ok", "version": nla.__version__, "nla": reader.describe(),
+                "target": display_name(reader.target.name), "calibration": reader.calibration.to_dict(),
+                "queue": {"pending": worker.pending, "max": limits.max_queue}, "limits": asdict(limits)}
+
+    @app.post("/api/trace", summary="Trace every token of a text or chat: explanation, score, label, claims")
+    async def trace(body: TraceRequest):
+        if body.continue_tokens > limits.max_continue:
+            raise NLAError(f"continue_tokens is {body.continue_tokens}; at most {limits.max_continue} per request")
+        prompt = checked_prompt(body, limits)
+        return await worker.run(reader.trace, prompt, replace(settings, continue_tokens=body.continue_tokens,
+                                                             min_position=body.min_position))
+
+    @app.post("/api/explain", summary="Read a few tokens of a text (mse, cosine, norm, score, label, claims)")
+    async def explain(body: ExplainRequest):
+        if body.positions is not None and not 1 <= len(body.positions) <= limits.max_positions:
+            raise NLAError(f"ask for 1 to {limits.max_positions} positions per request, not {len(body.positions)}")
+        return await worker.run(reader.explain, checked_prompt(body, limits), body.positions, settings)
+
+    @app.get("/api/traces", summary="Saved trace.json files under the server's traces folder")
+    async def list_traces():
+        return {"folder": root.name, "traces": saved_traces(root, limits.max_listed_traces)}
+
+    @app.get("/api/traces/{name:path}", summary="One saved trace, by its path under the traces folder")
+    async def open_trace(name: str):
+        return read_trace(saved_trace_path(root, name), max_bytes=limits.max_trace_file_bytes)
+
+    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
+    if allowed_hosts is not None:
+        app.add_middleware(HostCheck, allowed=tuple(allowed_hosts))
+    app.add_middleware(SecurityHeaders)
+    return app

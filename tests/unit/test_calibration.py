@@ -1,0 +1,85 @@
+"""The readable score: 1 - MSE/B with High/Medium/Low cut at held-out tertiles; held-out or built-in estimate."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from reading_helpers import scripted_explain, script_verbalizer
+from conftest import build_tiny_nla
+from typer.testing import CliRunner
+
+from nla.autoencoder.nla import NLA
+from nla.cli import app
+from nla.errors import NLAError
+from nla.eval.metrics import baseline
+from nla.reading.calibration import (CALIBRATION_FILE, ESTIMATED_NOTE, Calibration, calibration_for,
+                                     compute_calibration, read_calibration, save_calibration)
+
+
+def test_score_and_label():
+    cal = Calibration(denominator=0.5, low=0.2, high=0.6, rows=10, scored_rows=9, source="x", estimated=False)
+    assert cal.score(0.1) == pytest.approx(0.8) and cal.score(None) is None
+    assert [cal.label(s) for s in (0.8, 0.6, 0.3, 0.2, 0.1, None)] == ["High", "High", "Medium", "Medium", "Low",
+                                                                      "failed"]
+    unlabelled = Calibration(denominator=0.5, low=None, high=None, rows=4, scored_rows=0, source="x", estimated=True)
+    assert unlabelled.label(0.9) is None and "no labels" in unlabelled.note and ESTIMATED_NOTE in unlabelled.note
+
+
+@pytest.fixture()
+def nla_folder(tmp_path, tiny_llama):
+    return build_tiny_nla(tmp_path / "nla", tiny_llama)
+
+
+def test_thresholds_are_tertiles_of_held_out_scores(nla_folder):
+    nla = script_verbalizer(NLA.load(nla_folder))
+    vectors = torch.randn(24, 32, generator=torch.Generator().manual_seed(0))
+    cal = compute_calibration(nla, vectors, ["Rivers carry water"] * 24, source="test rows", estimated=False)
+    mse = nla.score(vectors, [e.text for e in nla.explain(vectors)])
+    scores = [1 - m / cal.denominator for m in mse if m is not None]
+    assert cal.denominator == pytest.approx(baseline(vectors).denominator)
+    assert cal.scored_rows == len(scores) < cal.rows == 24  # the scripted AV fails on some rows
+    assert (cal.low, cal.high) == pytest.approx(tuple(np.quantile(scores, [1 / 3, 2 / 3])))
+    assert cal.claims["claims"] > 0 and cal.claims["quotes"] > 0 and 0 <= cal.claims["flagged_share"] <= 1
+
+
+def test_saved_calibration_round_trips_and_bad_files_are_named(tmp_path):
+    cal = Calibration(denominator=0.5, low=0.2, high=0.6, rows=10, scored_rows=9, source="x", estimated=False,
+                      claims={"claims": 3})
+    save_calibration(cal, tmp_path / CALIBRATION_FILE)
+    assert read_calibration(tmp_path / CALIBRATION_FILE) == cal
+    assert json.loads((tmp_path / CALIBRATION_FILE).read_text())["note"] == cal.note
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(NLAError, match="rerun nla calibrate"):
+        read_calibration(tmp_path / "bad.json")
+    (tmp_path / "future.json").write_text(json.dumps({"schema_version": 99}))
+    with pytest.raises(NLAError, match="not a calibration this version"):
+        read_calibration(tmp_path / "future.json")
+
+
+def test_without_a_calibration_file_the_built_in_estimate_is_made_once_and_labelled(nla_folder, tiny_llama,
+                                                                                     tmp_path, monkeypatch):
+    monkeypatch.setenv("NLA_CACHE_DIR", str(tmp_path / "cache"))
+    nla = script_verbalizer(NLA.load(nla_folder))
+    target = nla.target(str(tiny_llama))
+    estimate = calibration_for(nla, nla_folder, target)
+    assert estimate.estimated and estimate.rows == 32 and ESTIMATED_NOTE in estimate.note
+    assert estimate.low is not None and estimate.claims["claims"] > 0
+    assert not (nla_folder / CALIBRATION_FILE).exists()  # the NLA folder is not written to
+    monkeypatch.setattr("nla.reading.calibration.compute_calibration", lambda *a, **k: pytest.fail("recomputed"))
+    assert calibration_for(nla, nla_folder, target) == estimate  # cached
+    own = Calibration(denominator=0.4, low=0.1, high=0.3, rows=50, scored_rows=50, source="v", estimated=False)
+    save_calibration(own, nla_folder / CALIBRATION_FILE)
+    assert calibration_for(nla, nla_folder, target) == own  # the NLA's own calibration wins
+
+
+def test_calibrate_command_writes_the_nla_calibration(nla_folder, extracted_dataset, monkeypatch):
+    monkeypatch.setattr(NLA, "explain", scripted_explain)
+    args = ["calibrate", "--nla", str(nla_folder), "--data", str(extracted_dataset / "ar_sft.parquet")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    cal = read_calibration(nla_folder / CALIBRATION_FILE)
+    assert not cal.estimated and cal.source == "acts/ar_sft.parquet" and cal.low is not None
+    assert "held-out rows of acts/ar_sft.parquet" in result.output and "flagged" in result.output
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 2 and "--overwrite" in again.output

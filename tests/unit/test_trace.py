@@ -1,0 +1,160 @@
+"""nla trace: every token's explanation, score, label and claims; chats, continuation, limits, resume, outputs."""
+
+import json
+
+import pytest
+from reading_helpers import FAILED_ANSWER, TEXT, scripted_explain, scripted_reader
+from conftest import build_tiny_nla
+from typer.testing import CliRunner
+
+from nla.autoencoder.nla import NLA
+from nla.cli import app
+from nla.errors import NLAError
+from nla.reading.prompt import Prompt
+from nla.reading.render import trace_page
+from nla.reading.trace import (PARTIAL_LOG, SCHEMA, TRACE_HTML, TRACE_JSON, TraceSettings, read_trace,
+                               trace_to_folder)
+from nla.record_log import RecordLog
+
+CHAT = [{"role": "user", "content": "Where do rivers go?"}, {"role": "assistant", "content": "To the sea."}]
+
+
+@pytest.fixture(scope="module")
+def nla_folder(tmp_path_factory, tiny_llama):
+    return build_tiny_nla(tmp_path_factory.mktemp("trace") / "nla", tiny_llama)
+
+
+@pytest.fixture()
+def reader(nla_folder, tiny_llama, tmp_path, monkeypatch):
+    monkeypatch.setenv("NLA_CACHE_DIR", str(tmp_path / "cache"))
+    return scripted_reader(nla_folder, tiny_llama)
+
+
+def test_every_token_gets_its_score_label_and_claims(reader):
+    trace = reader.trace(Prompt(text=TEXT), TraceSettings(min_position=2))
+    ids = reader.target.encode(TEXT)
+    tokens, cal = trace["tokens"], reader.calibration
+    assert trace["schema"] == SCHEMA and [t["token_id"] for t in tokens] == ids
+    assert [t["traced"] for t in tokens] == [p >= 2 for p in range(len(ids))]
+    for t in tokens[2:]:
+        if t["status"] == "ok":
+            assert t["score"] == pytest.approx(1 - t["mse"] / cal.denominator) and t["label"] == cal.label(t["score"])
+            assert t["cosine"] == pytest.approx(1 - t["mse"] / 2) and t["claims"] and t["norm"] > 0
+        else:  # failed: what the AV wrote is kept, with the reason
+            assert (t["explanation"], t["score"], t["label"]) == (None, None, "failed")
+            assert t["answer"] == FAILED_ANSWER and t["failure"] == "cut at the 150-token cap before </explanation>"
+    summary = trace["summary"]
+    assert summary["traced"] == len(ids) - 2 and sum(summary["labels"].values()) == summary["traced"]
+    assert 0 < summary["failed"] < summary["traced"] and summary["claims"]["claims"] > 0
+    assert trace["calibration"]["note"] == cal.note and trace["calibration"]["estimated"]
+
+
+def test_quotes_are_checked_against_the_text_before_each_token(reader):
+    trace = reader.trace(Prompt(text=TEXT))
+    water = next(t["position"] for t in trace["tokens"] if "water" in reader.target.tokenizer.decode(
+        [x["token_id"] for x in trace["tokens"][: t["position"] + 1]]))
+    seen = {}
+    for t in trace["tokens"]:
+        for claim in t.get("claims", []):
+            for q in claim["quotes"]:
+                seen.setdefault((q["text"], t["position"] >= water), set()).add((q["where"], q["flagged"]))
+    assert seen[("purple elephants", True)] == {("absent", True)}
+    assert seen.get(("carry water", True), {("context", False)}) == {("context", False)}
+    assert seen.get(("carry water", False), {("later", True)}) == {("later", True)}
+
+
+def test_a_chat_is_rendered_with_the_template_and_the_target_can_continue(reader):
+    trace = reader.trace(Prompt(messages=CHAT), TraceSettings(continue_tokens=4))
+    assert trace["input"]["kind"] == "chat" and trace["input"]["text"].startswith("<|im_start|>user")
+    assert trace["input"]["text"].rstrip().endswith("<|im_start|>assistant")  # the target's turn comes next
+    generated = [t for t in trace["tokens"] if t["generated"]]
+    assert 1 <= len(generated) == trace["input"]["continued"] <= 4 and all(t["traced"] for t in generated)
+    assert any(t["special"] for t in trace["tokens"])
+
+
+def test_a_long_input_is_refused_before_any_model_work(reader, monkeypatch):
+    monkeypatch.setattr(reader.nla, "activations", lambda *a: pytest.fail("the model ran"))
+    monkeypatch.setattr(reader, "continuation", lambda *a: pytest.fail("the model ran"))
+    with pytest.raises(NLAError, match="at most 8 are read per request"):
+        reader.trace(Prompt(text=TEXT), TraceSettings(max_tokens=8, continue_tokens=2))
+    with pytest.raises(NLAError, match="either a text or a chat"):
+        Prompt()
+
+
+def test_a_killed_trace_resumes_with_the_readings_it_had(reader, tmp_path, monkeypatch):
+    out, settings = tmp_path / "trace", TraceSettings(batch_size=8)
+    full = trace_to_folder(reader, Prompt(text=TEXT), tmp_path / "reference", settings, progress=False)
+    append = RecordLog.append
+    monkeypatch.setattr(RecordLog, "append", lambda self, r: append(self, r) or (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):  # killed after its first batch
+        trace_to_folder(reader, Prompt(text=TEXT), out, settings, progress=False)
+    monkeypatch.setattr(RecordLog, "append", append)
+    assert len((out / PARTIAL_LOG).read_text().splitlines()) == 1 + 8 and not (out / TRACE_JSON).exists()
+    explained = []
+    explain = reader.nla.explain
+    monkeypatch.setattr(reader.nla, "explain", lambda v, **kw: explained.append(len(v)) or explain(v, **kw))
+    resumed = trace_to_folder(reader, Prompt(text=TEXT), out, settings, progress=False)
+    assert sum(explained) == len(full["tokens"]) - 8  # only what was missing
+    assert resumed["tokens"] == full["tokens"] and not (out / PARTIAL_LOG).exists()
+    with pytest.raises(NLAError, match="--overwrite"):
+        trace_to_folder(reader, Prompt(text=TEXT), out, settings, progress=False)
+
+
+def test_the_page_is_self_contained_and_escapes_what_the_av_wrote(reader, tmp_path):
+    trace = reader.trace(Prompt(text=TEXT))
+    trace["tokens"][0]["explanation"] = "</script><script>alert(1)</script> {{js}}"
+    page = trace_page(trace)
+    assert "default-src 'none'" in page and "http://" not in page and "https://" not in page
+    assert "<script>alert(1)" not in page and page.count("<script") == 3
+    embedded = page.split('id="trace-data">', 1)[1].split("</script>", 1)[0]
+    assert json.loads(embedded)["tokens"][0]["explanation"].startswith("</script>")
+
+
+def test_saved_traces_are_checked_when_read(tmp_path):
+    (tmp_path / "a.json").write_text(json.dumps({"schema": "other"}))
+    (tmp_path / "b.json").write_text(json.dumps({"schema": SCHEMA, "schema_version": 99}))
+    with pytest.raises(NLAError, match="not an nla trace"):
+        read_trace(tmp_path / "a.json")
+    with pytest.raises(NLAError, match="upgrade nla"):
+        read_trace(tmp_path / "b.json")
+
+
+def test_trace_command_writes_json_and_html(nla_folder, tiny_llama, tmp_path, monkeypatch):
+    monkeypatch.setenv("NLA_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(NLA, "explain", scripted_explain)
+    (tmp_path / "chat.json").write_text(json.dumps(CHAT))
+    base = ["trace", "--nla", str(nla_folder), "--model", str(tiny_llama)]
+    sources = ([TEXT], ["--file", str(tmp_path / "chat.json")], ["--chat", str(tmp_path / "chat.json")])
+    for i, source in enumerate(sources):
+        result = CliRunner().invoke(app, base + source + ["--out", str(tmp_path / f"out{i}")])
+        assert result.exit_code == 0, result.output
+        assert "traced" in result.output and "quotes:" in result.output and ESTIMATED in result.output
+        trace = read_trace(tmp_path / f"out{i}" / TRACE_JSON)
+        assert trace["summary"]["traced"] > 0 and (tmp_path / f"out{i}" / TRACE_HTML).exists()
+        assert trace["input"]["kind"] == ("chat" if i == 2 else "text")
+    again = CliRunner().invoke(app, base + [TEXT, "--out", str(tmp_path / "out0")])
+    assert again.exit_code == 2 and "--overwrite" in again.output
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "exactly one of"), (["hi", "--file", "x.txt"], "exactly one of"),
+    (["--chat", "{missing}.json"], "not found"), (["--chat", "{bad}"], "not valid JSON"),
+    (["--chat", "{empty}"], "non-empty JSON list"),
+])
+def test_bad_trace_input_is_one_line(args, message, nla_folder, tmp_path):
+    (tmp_path / "bad.json").write_text("[{")
+    (tmp_path / "empty.json").write_text("[]")
+    paths = {"{missing}": str(tmp_path / "missing"), "{bad}": str(tmp_path / "bad.json"),
+             "{empty}": str(tmp_path / "empty.json")}
+    args = [next((a.replace(k, v) for k, v in paths.items() if k in a), a) for a in args]
+    result = CliRunner().invoke(app, ["trace", *args, "--nla", str(nla_folder), "--out", str(tmp_path / "o")])
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert result.exit_code == 2 and len(errors) == 1 and message in errors[0], result.output
+
+
+def test_without_nla_the_commands_say_to_pass_one(tmp_path):
+    result = CliRunner().invoke(app, ["trace", "hi", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "pass --nla" in result.output
+
+
+ESTIMATED = "estimated on a built-in sample"
