@@ -119,7 +119,6 @@ def test_bad_nla_options_are_one_line(pair, tmp_path, monkeypatch):
     cases = [
         (["--nla-av", av], "--nla-av and --nla-ar go together"),
         (["--nla", av, "--nla-av", av, "--nla-ar", ar], "either --nla or --nla-av with --nla-ar"),
-        ([], "no NLA given"),
         (["--nla", av], "is one checkpoint, not an NLA"),
         (["--nla", str(tmp_path)], "is not an NLA folder"),
         (["--nla", "./nowhere/x"], "neither an NLA folder nor a hub prefix"),

@@ -114,8 +114,7 @@ def resolve_nla(nla: str | Path | None = None, *, av: str | Path | None = None,
             raise NLAError("--nla-av and --nla-ar go together: pass the AV and the AR (folders or hub ids)")
         return NLASource(checkpoint_folder(av, "av"), checkpoint_folder(ar, "ar"), None, f"{av} + {ar}")
     if nla is None:
-        raise NLAError("no NLA given; pass --nla (an NLA folder or a hub prefix such as kitft/nla-qwen2.5-7b-L20) "
-                       "or --nla-av with --nla-ar")
+        nla = "default"  # no --nla: the NLA shipped in the package
     path = resolve_default(nla).expanduser()  # "default": the NLA shipped in the package
     if path.is_dir():
         if all((path / d / META_FILE).exists() for d in ADAPTER_DIRS) or \

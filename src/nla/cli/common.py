@@ -64,8 +64,8 @@ DEVICE_HELP = "auto (the GPU, else the CPU), cpu, cuda, cuda:N."
 READ_DEVICE_HELP = ("Where the target, AV and AR go: auto (the GPU; spread over all GPUs when there are several; "
                     "else the CPU), cpu, cuda, cuda:N.")
 DTYPE_HELP = "auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16 or float16."
-NLA_HELP = ("The NLA: an nla folder (av/ + ar/), or a hub prefix such as kitft/nla-qwen2.5-7b-L20 "
-            "(its -av and -ar repositories). Or pass --nla-av and --nla-ar.")
+NLA_HELP = ("The NLA (default: the one shipped in nla): an nla folder (av/ + ar/), or a hub prefix such as "
+            "kitft/nla-qwen2.5-7b-L20 (its -av and -ar repositories). Or pass --nla-av and --nla-ar.")
 
 
 def opt_device(default: str = "auto", help: str = DEVICE_HELP):

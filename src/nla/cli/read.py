@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Optional
 
@@ -16,7 +17,7 @@ from nla.cli.common import (EVAL, EXTRACT, MODEL_HELP, READ_DEVICE_HELP, app, ch
 @app.command("eval")
 @user_errors
 def eval_(
-    out: Path = typer.Option(..., help="Output folder: eval.json, rows.parquet, fve_by_*.png."),
+    out: Path = typer.Option(Path("runs/eval"), help="Output folder: eval.json, rows.parquet, fve_by_*.png."),
     nla: Optional[str] = opt_nla(),
     nla_av: Optional[str] = opt_nla_av(),
     nla_ar: Optional[str] = opt_nla_ar(),
@@ -34,14 +35,19 @@ def eval_(
     dtype: str = opt_dtype(),
     overwrite: bool = typer.Option(False, help="Replace a finished evaluation (explanations made with the same "
                                    "AV settings are reused)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report (eval.json, top-level fve) to stdout."),
 ):
-    """Held-out FVE of an NLA next to its controls (shuffled AV, text-oracle AR, predict-the-mean)."""
+    """Held-out FVE of an NLA (default: the shipped one) next to its controls (shuffled AV, text-oracle AR,
+    predict-the-mean)."""
     from nla.eval.evaluate import EvalConfig, evaluate, format_result
 
     result = evaluate(EvalConfig(nla=nla, nla_av=nla_av, nla_ar=nla_ar, out=out, data=data, max_rows=max_rows,
                                  oracle_ar=oracle_ar, mean_from=mean_from, batch_size=batch_size,
                                  max_new_tokens=max_new_tokens, temperature=temperature, seed=seed, device=device,
                                  dtype=checked_dtype(dtype), overwrite=overwrite))
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
     typer.echo(format_result(result))
     typer.echo(f"written to {out}/eval.json and {out}/rows.parquet")
 

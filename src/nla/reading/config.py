@@ -6,8 +6,9 @@ from dataclasses import dataclass
 
 from nla.errors import NLAError
 
-# The shipped NLA, once it exists: set this to its name (e.g. "default") and --nla becomes optional.
-DEFAULT_NLA: str | None = None
+# The NLA shipped in the package (see autoencoder/default.py): what trace, serve and demo read with
+# when no --nla is given.
+DEFAULT_NLA = "default"
 
 
 @dataclass

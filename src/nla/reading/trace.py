@@ -49,11 +49,10 @@ from nla.record_log import RecordLog
 SCHEMA, SCHEMA_VERSION = "nla.trace", 1
 TRACE_JSON, TRACE_HTML, PARTIAL_LOG = "trace.json", "trace.html", ".partial/tokens.jsonl"
 def resolve_nla(nla: str | Path | None) -> Path:
-    if nla is None:
-        if DEFAULT_NLA is None:
-            raise NLAError("no default NLA ships with nla yet; pass --nla with an NLA folder (av/ and ar/)")
-        nla = DEFAULT_NLA
-    return Path(nla)
+    """The NLA folder to read with: --nla, or the NLA shipped in the package ("default")."""
+    from nla.autoencoder.default import resolve
+
+    return resolve(DEFAULT_NLA if nla is None else nla)
 
 
 def failure(explanation: Explanation, max_new_tokens: int) -> str | None:
