@@ -2,6 +2,7 @@
 
     python benchmarks/format_ceiling.py --explained runs/acts/explanations-offline --out runs/ceiling \
         --steps 80 --variants quote4,quote16,v2_12,context
+    python benchmarks/format_ceiling.py --explained ... --out ... --ar runs/smol/sft/ar --variants v2_12
 
 For each variant it builds the text every row of `ar_sft` and `validation` would carry
 (from the columns `nla explain-data` writes: quote, next_tokens, genre, topic, and the
@@ -82,6 +83,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--eval-rows", type=int, default=256)
+    parser.add_argument("--ar", type=Path, help="score this trained AR folder (e.g. RUN/sft/ar) on each variant's "
+                        "true held-out texts instead of training one per variant")
     args = parser.parse_args()
 
     from nla.models import load_target
@@ -99,14 +102,15 @@ def main() -> None:
     for name in args.variants.split(","):
         if name in done:
             continue
-        texts = variant_texts(name, train_table, tokenizer)
-        data = write_variant(args.explained / "ar_sft.parquet", args.out / name / "ar_sft.parquet", texts)
-        epochs = args.steps * args.batch_size / len(texts)
         clock = time.perf_counter()
-        train_ar(ARTrainConfig(data=data, out=args.out / name / "run", lr=args.lr, batch_size=args.batch_size,
-                               epochs=epochs, checkpoint_every=10_000), progress=False)
+        if args.ar is None:
+            texts = variant_texts(name, train_table, tokenizer)
+            data = write_variant(args.explained / "ar_sft.parquet", args.out / name / "ar_sft.parquet", texts)
+            train_ar(ARTrainConfig(data=data, out=args.out / name / "run", lr=args.lr, batch_size=args.batch_size,
+                                   epochs=args.steps * args.batch_size / len(texts), checkpoint_every=10_000),
+                     progress=False)
         seconds = time.perf_counter() - clock
-        ar, ar_tokenizer, ar_meta = load_reconstructor(args.out / name / "run" / "ar")
+        ar, ar_tokenizer, ar_meta = load_reconstructor(args.ar or args.out / name / "run" / "ar")
         ar.eval()
         held_out = variant_texts(name, eval_table, tokenizer)
         template = ar_meta.prompt_templates["ar"]
@@ -120,7 +124,8 @@ def main() -> None:
         print(json.dumps(result), flush=True)
         with results_file.open("a") as f:
             f.write(json.dumps(result) + "\n")
-        shutil.rmtree(args.out / name / "run" / "ar", ignore_errors=True)  # the merged copy: ~0.5 GB each
+        if args.ar is None:
+            shutil.rmtree(args.out / name / "run" / "ar", ignore_errors=True)  # the merged copy: ~0.5 GB each
 
 
 if __name__ == "__main__":

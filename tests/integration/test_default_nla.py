@@ -1,14 +1,18 @@
 """The NLA shipped in the package: loads offline and reads held-out text better than its shuffled control."""
 
-import torch
 import pytest
+import torch
 
 from nla.autoencoder.nla import NLA
 from nla.data.corpus import load_corpus
 from nla.data.sampling import SplitFractions, assign_split
 from nla.eval.metrics import baseline, fidelity
 
-pytestmark = pytest.mark.real
+from nla.autoencoder.default import default_dir
+
+# Skipped, visibly, until an NLA worth reading ships (issue 8): the package holds none yet.
+pytestmark = [pytest.mark.real, pytest.mark.skipif(not (default_dir() / "av_adapter").exists(),
+                                                   reason="no trained NLA ships in the package yet (issue 8)")]
 
 ROWS = 24
 

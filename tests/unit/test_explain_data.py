@@ -61,3 +61,17 @@ def test_command_line(dataset):
     result = CliRunner().invoke(app, ["explain-data", "--dataset", str(dataset), "--splits", "av_sft"])
     assert result.exit_code == 0, result.output
     assert "av_sft: rows" in result.stdout and (dataset / "explanations-offline" / "av_sft.parquet").exists()
+
+
+def test_quotes_stop_at_special_tokens_and_occur_in_the_context(dataset, tiny_llama):
+    from nla.explainers.stage import quote_window
+    from nla.models import load_target
+
+    assert quote_window([5, 6, 2, 7, 8], 4, frozenset({2})) == [7, 8]
+    assert quote_window([5, 6, 7, 8], 3, frozenset({2})) == [6, 7, 8]
+    explain_data(ExplainDataConfig(dataset=dataset, quote_tokens=12), progress=False)
+    special = load_target(str(tiny_llama)).tokenizer.all_special_tokens
+    table = pq.read_table(dataset / "explanations-offline" / "ar_sft.parquet")
+    for row in table.select(["quote", "detokenized_text_truncated"]).to_pylist():
+        assert row["quote"] and row["detokenized_text_truncated"].endswith(row["quote"])
+        assert not any(token in row["quote"] for token in special)

@@ -98,3 +98,32 @@ def run_demo(out: Path, *, nla="default", echo=print, device: str = "auto") -> d
     echo(f"\ncalibration: {reader.calibration.note}")
     echo(f"wrote {out}/index.html ({len(results)} traces) in {time.perf_counter() - started:.0f} s")
     return results
+
+
+def extraction_demo(out: Path, *, echo=print, max_docs: int = 240) -> dict:
+    """While no trained NLA ships (issue 8), the demo shows the first stage instead: the default target's
+    layer-20 activations of the embedded corpus, with their statistics and a few held-out contexts."""
+    import json
+    import textwrap
+
+    from nla.cli.data import format_summary
+    from nla.data.config import ExtractConfig
+    from nla.data.dataset import read_dataset, vectors_of
+    from nla.data.extract import SUMMARY, extract
+
+    if (out / SUMMARY).exists():
+        echo(f"reusing the finished extraction in {out}/ (delete it to run again)")
+        summary = json.loads((out / SUMMARY).read_text())
+    else:
+        summary = extract(ExtractConfig(out=out, max_docs=max_docs))
+    echo(format_summary(summary, out))
+    table = read_dataset(out / "validation.parquet")
+    norms = (vectors_of(table) ** 2).sum(axis=1) ** 0.5
+    echo("\nA few held-out activations (context ... [token] -> norm):")
+    for i in range(0, table.num_rows, max(1, table.num_rows // 5))[:5]:
+        row = {k: table.column(k)[i].as_py() for k in ("detokenized_text_truncated", "token", "genre", "source")}
+        context = row["detokenized_text_truncated"].removesuffix(row["token"]).replace("\n", " ")
+        snippet = textwrap.shorten(context[-90:], 90, placeholder="...")
+        echo(f"  [{row['source']}/{row['genre']}] ...{snippet}[{row['token']}] -> {norms[i]:.1f}")
+    echo("\nNext: nla train --preset smollm2-135m --out runs/smol trains an NLA on these (see README).")
+    return summary
