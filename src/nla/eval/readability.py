@@ -10,29 +10,28 @@
 from __future__ import annotations
 
 import math
-import re
 
 import torch
 
 from nla.models.activations import pad_right
 
-_QUOTE = re.compile(r'"…?(.+?)"(?=[\s.,;:!?)]|$)', re.DOTALL)
-
-
-def quoted_spans(text: str) -> list[str]:
-    """The spans between straight double quotes (a leading ellipsis marks a cut, not quoted text)."""
-    return [span for span in _QUOTE.findall(text or "") if span.strip()]
-
-
 def quote_precision(explanations: list[str | None], contexts: list[str]) -> dict:
-    """Of all quoted spans of substantial length, the share that occurs in their row's context."""
+    """Of the quoted spans that claim to quote the context (not those in a claim about what comes next),
+    the share found there; the same quote finder and matcher as `nla trace`'s claim checks."""
+    from nla.reading.claims import locate_quote, looks_ahead, quote_spans, split_claims
+
     found = total = 0
     for text, context in zip(explanations, contexts):
-        for span in quoted_spans(text):
-            if len(span.strip()) < 4:  # a quoted next token (" the") says nothing about the context
+        if not text:
+            continue
+        spans = quote_spans(text)
+        for claim in split_claims(text):
+            if looks_ahead(claim.text):
                 continue
-            total += 1
-            found += span in context
+            for start, end in spans:
+                if claim.start <= start < claim.end:
+                    total += 1
+                    found += locate_quote(text[start:end], context) == "context"
     return {"quotes": total, "found_in_context": found, "precision": found / total if total else math.nan}
 
 

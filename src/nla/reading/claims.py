@@ -31,7 +31,8 @@ NEGLIGIBLE_WEIGHT = 0.01  # removing the claim costs less than one point of scor
 
 # Straight and curly double quotes, curly single quotes, backticks, and straight single quotes that are not
 # apostrophes (no word character just outside them).
-_QUOTE = re.compile(r'"([^"\n]{1,300})"|“([^”\n]{1,300})”|‘([^’\n]{1,300})’|`([^`\n]{1,300})`'
+# Straight double quotes may span lines: a quote of the recent context keeps its line breaks.
+_QUOTE = re.compile(r'"([^"]{1,300})"|“([^”\n]{1,300})”|‘([^’\n]{1,300})’|`([^`\n]{1,300})`'
                     r"|(?<!\w)'([^'\n]{1,300}?)'(?!\w)")
 # A sentence ends at . ! ? before whitespace and a non-lowercase character ("e.g. the" does not end one).
 _BOUNDARY = re.compile(r"(?<=[.!?])\s+(?=[^a-z\s])|(?<=;)\s*|\n+")
@@ -106,6 +107,11 @@ def split_claims(text: str) -> list[Claim]:
     return claims
 
 
+def looks_ahead(claim_text: str) -> bool:
+    """A claim about what comes next: its quotes are predictions, not quotes of the context."""
+    return bool(_LOOKS_AHEAD.search(claim_text))
+
+
 def _normalise(text: str) -> str:
     return " ".join(text.casefold().split())
 
@@ -137,7 +143,7 @@ def check_claims(nla: NLA, texts: list[str | None], vectors: torch.Tensor, mse: 
     for row, text in enumerate(texts):
         claims = split_claims(text) if text is not None else []
         for claim in claims:
-            ahead = bool(_LOOKS_AHEAD.search(claim.text))
+            ahead = looks_ahead(claim.text)
             claim.quotes = [Quote(text[s:e], s, e, locate_quote(text[s:e], contexts[row], laters[row]), ahead)
                             for s, e in quote_spans(text) if claim.start <= s < claim.end]
             variants.append(without(text, claim))
