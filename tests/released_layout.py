@@ -1,6 +1,6 @@
 """Tiny NLAs in the *released* layout, written by hand from the format's description — not by nla's writers.
 
-What the release lays out (/work/shared/REFERENCE.md, "Checkpoint format"), and what is written here:
+What the release lays out (shared/REFERENCE.md beside the repository, "Checkpoint format"), and what is written here:
 
     AV/  a full HF causal LM (config.json, model.safetensors, tokenizer, chat template) + nla_meta.yaml
     AR/  config.json with num_hidden_layers = K+1 (nested under text_config for Gemma 3, with
