@@ -53,7 +53,8 @@ def test_a_kill_during_training_resumes_with_the_same_command(tmp_path, tiny_lla
     config, out = tiny_config(tmp_path, tiny_llama, small_corpus), tmp_path / "run"
     victim = nla_train(config, out, start_new_session=True)
     deadline = time.time() + 300
-    while not (out / "sft" / "ar_adapter").exists() and time.time() < deadline and victim.poll() is None:
+    # sft-ar's marker is its merged folder's sidecar, written last: once it exists the AR stage is done.
+    while not (out / "sft" / "ar" / "nla_meta.yaml").exists() and time.time() < deadline and victim.poll() is None:
         time.sleep(0.2)
     os.killpg(victim.pid, signal.SIGKILL)  # mid-pipeline: the AR is done, the AV is not
     victim.wait()
