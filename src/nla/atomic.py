@@ -1,7 +1,8 @@
 """Atomic file writes: write to a temporary name beside the target, then rename.
 
 A reader (or a resumed run) therefore sees either the old file or the complete
-new one, never a half-written file, even after `kill -9`.
+new one, never a half-written file, even after `kill -9`. Beside `write_yaml` is its
+reading twin, which turns a damaged file into one `error:` line.
 """
 
 from __future__ import annotations
@@ -39,6 +40,19 @@ def write_text(path: str | Path, text: str) -> None:
 
 def write_yaml(path: str | Path, data: dict) -> None:
     write_text(path, yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+
+
+def read_yaml_mapping(path: str | Path, fix: str) -> dict:
+    """A YAML file holding a mapping (empty: {}), or a one-line NLAError naming the file and `fix`."""
+    from nla.errors import NLAError
+
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise NLAError(f"{path} is not valid YAML ({str(err).splitlines()[0]}); {fix}") from None
+    if not isinstance(raw, dict):
+        raise NLAError(f"{path} does not hold a YAML mapping of fields; {fix}")
+    return raw
 
 
 def write_json(path: str | Path, data: dict) -> None:

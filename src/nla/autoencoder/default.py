@@ -21,9 +21,8 @@ from pathlib import Path
 from nla.errors import NLAError
 
 DEFAULT = "default"
-DEFAULT_TARGET = "smollm2-135m"
 REPORT_FILES = ("eval/eval.json", "eval/fve_by_position.png", "eval/fve_by_norm.png", "train_config.yaml",
-                "stages.json", "quality.json")
+                "stages.json")
 
 
 def default_dir() -> Path:

@@ -13,9 +13,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-import yaml
-
-from nla.atomic import write_yaml
+from nla.atomic import read_yaml_mapping, write_yaml
 from nla.errors import NLAError
 
 META_FILE = "nla_meta.yaml"
@@ -93,12 +91,7 @@ def read_model_meta(folder: str | Path) -> ModelMeta:
     path = folder / META_FILE
     if not path.exists():
         raise NLAError(f"{folder} has no {META_FILE}; pass an NLA checkpoint folder (AV or AR)")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as err:
-        raise NLAError(f"{path} is not valid YAML ({str(err).splitlines()[0]}); restore the checkpoint's sidecar") from err
-    if not isinstance(raw, dict):
-        raise NLAError(f"{path} is not a mapping of fields; restore the checkpoint's sidecar")
+    raw = read_yaml_mapping(path, "restore the checkpoint's sidecar")
     if raw.get("kind") not in (None, "nla_model"):
         raise NLAError(f"{path} is a '{raw.get('kind')}' sidecar, not an nla_model one")
     role = ROLE_ALIASES.get(str(raw.get("role", "")).lower())

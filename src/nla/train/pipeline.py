@@ -28,9 +28,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-import yaml
-
-from nla.atomic import write_json, write_yaml
+from nla.atomic import read_yaml_mapping, write_json, write_yaml
 from nla.errors import NLAError
 
 CONFIG_FILE, STAGES_FILE = "train_config.yaml", "stages.json"
@@ -62,12 +60,7 @@ def preset_path(name: str) -> Path:
 def load_config(path: Path) -> PipelineConfig:
     if not path.exists():
         raise NLAError(f"config {path} not found; pass a YAML file or --preset {PRESETS[0]}")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as err:
-        raise NLAError(f"{path} is not valid YAML ({str(err).splitlines()[0]}); fix the file") from None
-    if not isinstance(raw, dict):
-        raise NLAError(f"{path} must hold a YAML mapping (model:, corpus:, extract:, ...)")
+    raw = read_yaml_mapping(path, "write model:, corpus: and one mapping per stage (see the presets)")
     known = {f.name for f in dataclasses.fields(PipelineConfig)}
     unknown = sorted(set(raw) - known)
     if unknown:
@@ -152,7 +145,7 @@ def _check_same_config(out: Path, cfg: PipelineConfig) -> None:
     saved_path = out / CONFIG_FILE
     if not saved_path.exists():
         return
-    changed = differences(yaml.safe_load(saved_path.read_text()) or {}, dataclasses.asdict(cfg))
+    changed = differences(read_yaml_mapping(saved_path, "rerun with another --out"), dataclasses.asdict(cfg))
     if changed:
         raise NLAError(f"{out} was started with another config (changed: {', '.join(changed)}); rerun with the "
                        f"config in {saved_path}, or pass another --out")
