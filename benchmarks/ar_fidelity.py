@@ -1,6 +1,6 @@
 """Held-out fidelity of a trained AR, next to its controls.
 
-    python benchmarks/ar_fidelity.py --ar runs/ar-smol/ar --data runs/acts/explanations-offline/validation.parquet
+    python benchmarks/ar_fidelity.py --ar runs/ar-smol/ar_adapter --data runs/acts/explanations-offline/validation.parquet
 
 Reports FVE (REFERENCE.md's definition: mean of the sqrt(d)-normalised activations over
 this held-out set, not renormalised) for:
@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import torch
 
 from nla.autoencoder.nla import reconstruct_texts
-from nla.autoencoder.reconstructor import load_reconstructor
+from nla.autoencoder.shared import load_ar_folder
 from nla.data.dataset import vectors_of
 from nla.eval.metrics import baseline, fidelity
 
@@ -31,7 +31,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    ar, tokenizer, meta = load_reconstructor(args.ar)
+    ar, tokenizer, meta = load_ar_folder(args.ar)  # ar/ or ar_adapter/
     ar.eval()
     table = pq.read_table(args.data)
     texts = table.column("explanation").to_pylist()

@@ -2,6 +2,7 @@
 
     python benchmarks/av_readability.py --explained runs/acts/explanations-offline --format v2_12 \
         --ar runs/ceiling/v2_12/run --out runs/readability --steps 150 --variants embedding,residual,residual-shuffled
+    (residual@L: the vector goes into block L's output instead of block K's)
 
 The AV learns the texts of `--format` (a variant of benchmarks/format_ceiling.py, whose AR
 for the same format is passed as --ar). For each variant it trains an AV with `nla train-av`'s
@@ -29,9 +30,10 @@ import pyarrow.parquet as pq
 import torch
 import yaml
 
-from nla.autoencoder.checkpoint import load_verbalizer
+from nla.autoencoder.hub import role_folder
 from nla.autoencoder.nla import reconstruct_texts
-from nla.autoencoder.reconstructor import load_reconstructor, reconstruction_mse
+from nla.autoencoder.reconstructor import reconstruction_mse
+from nla.autoencoder.shared import load_ar_folder, load_av_folder
 from nla.data.dataset import sidecar_path, vectors_of
 from nla.eval.metrics import baseline
 from nla.train.av import train_av
@@ -102,7 +104,7 @@ def main() -> None:
     true_texts = variant_texts(args.format, eval_table, tokenizer)
     golds = torch.from_numpy(vectors_of(eval_table).copy())
     reference = baseline(golds)
-    ar, ar_tokenizer, ar_meta = load_reconstructor(args.ar / "ar")
+    ar, ar_tokenizer, ar_meta = load_ar_folder(role_folder(args.ar, "ar") or args.ar)
     ar.eval()
     results_file = args.out / "results.jsonl"
     done = {json.loads(line)["variant"] for line in results_file.read_text().splitlines()} \
@@ -111,13 +113,15 @@ def main() -> None:
         if name in done:
             continue
         site, shuffled = name.removesuffix("-shuffled"), name.endswith("-shuffled")
+        site, _, into = site.partition("@")  # residual@8: the vector goes into block 8's output
         out = args.out / name
         clock = time.perf_counter()
         train_av(AVTrainConfig(data=data, out=out, lr=args.lr, batch_size=args.batch_size, lora_rank=args.lora_rank,
                                epochs=args.steps * args.batch_size / rows, checkpoint_every=10_000,
-                               injection=site, shuffle_activations=shuffled), progress=False)
+                               injection=site, injection_layer=int(into) if into else None,
+                               shuffle_activations=shuffled), progress=False)
         seconds = time.perf_counter() - clock
-        av, _ = load_verbalizer(out / "av")
+        av, _ = load_av_folder(role_folder(out, "av"))  # the LoRA adapter, merged as it loads
         explanations = av.explain(golds, max_new_tokens=args.max_new_tokens, batch_size=32)
         texts = [e.text for e in explanations]
         ok = [i for i, t in enumerate(texts) if t]
@@ -133,7 +137,7 @@ def main() -> None:
         print(json.dumps(result), flush=True)
         with results_file.open("a") as f:
             f.write(json.dumps(result) + "\n")
-        shutil.rmtree(out / "av", ignore_errors=True)  # the merged copy (~0.5 GB); av_adapter/ stays
+        shutil.rmtree(out / "av", ignore_errors=True)  # a merged copy (~0.5 GB), if any; av_adapter/ stays
 
 
 if __name__ == "__main__":

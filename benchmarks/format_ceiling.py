@@ -28,7 +28,8 @@ import torch
 import yaml
 
 from nla.autoencoder.nla import reconstruct_texts
-from nla.autoencoder.reconstructor import load_reconstructor
+from nla.autoencoder.hub import role_folder
+from nla.autoencoder.shared import load_ar_folder
 from nla.data.dataset import sidecar_path, vectors_of
 from nla.eval.metrics import baseline, fidelity
 from nla.explainers.base import ExplainRequest
@@ -110,7 +111,7 @@ def main() -> None:
                                    epochs=args.steps * args.batch_size / len(texts), checkpoint_every=10_000),
                      progress=False)
         seconds = time.perf_counter() - clock
-        ar, ar_tokenizer, ar_meta = load_reconstructor(args.ar or args.out / name / "run" / "ar")
+        ar, ar_tokenizer, ar_meta = load_ar_folder(args.ar or role_folder(args.out / name / "run", "ar"))
         ar.eval()
         held_out = variant_texts(name, eval_table, tokenizer)
         template = ar_meta.prompt_templates["ar"]
@@ -125,7 +126,7 @@ def main() -> None:
         with results_file.open("a") as f:
             f.write(json.dumps(result) + "\n")
         if args.ar is None:
-            shutil.rmtree(args.out / name / "run" / "ar", ignore_errors=True)  # the merged copy: ~0.5 GB each
+            shutil.rmtree(args.out / name / "run" / "ar", ignore_errors=True)  # a merged copy, if any: ~0.5 GB
 
 
 if __name__ == "__main__":

@@ -33,6 +33,22 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             tmp.unlink()
 
 
+def old_copy(folder: Path) -> Path:
+    """Where swap_folder keeps the previous folder while the new one is renamed in."""
+    return folder.with_name(f".{folder.name}.old")
+
+
+def swap_folder(new: Path, folder: Path) -> None:
+    """Replace `folder` by the complete folder `new`: two renames, so a kill leaves either folder whole (the
+    old one at old_copy(folder) if it fell between them)."""
+    old = old_copy(folder)
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(new, folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def write_text(path: str | Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")

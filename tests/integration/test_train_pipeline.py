@@ -44,6 +44,7 @@ def test_every_stage_runs_then_a_rerun_skips_them(tmp_path, tiny_llama, small_co
     assert report["rows"] == 8 and report["nla"] == str(out / "rl") and "shuffled_av" in report["controls"]
     assert yaml.safe_load((out / "train_config.yaml").read_text())["av"]["injection"] == "residual"
     assert "site: residual" in (out / "rl" / "av" / "nla_meta.yaml").read_text()
+    assert not (out / "sft" / "av").exists() and not (out / "sft" / "ar").exists()  # LoRA SFT: adapters only
     again = nla_train(config, out)
     output = again.communicate(timeout=300)[0]
     assert again.returncode == 0 and output.count("finished earlier, skipped") == 6, output
@@ -53,8 +54,9 @@ def test_a_kill_during_training_resumes_with_the_same_command(tmp_path, tiny_lla
     config, out = tiny_config(tmp_path, tiny_llama, small_corpus), tmp_path / "run"
     victim = nla_train(config, out, start_new_session=True)
     deadline = time.time() + 300
-    # sft-ar's marker is its merged folder's sidecar, written last: once it exists the AR stage is done.
-    while not (out / "sft" / "ar" / "nla_meta.yaml").exists() and time.time() < deadline and victim.poll() is None:
+    # sft-ar's marker is its adapter's sidecar, renamed in last: once it exists the AR stage is done.
+    marker = out / "sft" / "ar_adapter" / "nla_meta.yaml"
+    while not marker.exists() and time.time() < deadline and victim.poll() is None:
         time.sleep(0.2)
     os.killpg(victim.pid, signal.SIGKILL)  # mid-pipeline: the AR is done, the AV is not
     victim.wait()

@@ -8,6 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+from conftest import write_toy_pairs
 from test_nla_checkpoint import build_tiny_nla
 from typer.testing import CliRunner
 
@@ -146,6 +147,10 @@ def test_finished_eval_is_not_overwritten_and_explanations_are_reused(trained, t
     assert again["rows"] == 6 and calls == []  # same AV settings: the cached explanations serve the rerun
     run(nla, data, tmp_path / "eval", max_rows=6, overwrite=True, max_new_tokens=5)
     assert calls  # other AV settings: explained afresh
+    monkeypatch.setattr(evaluate_module, "write_rows", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):  # an overwrite killed after its rows, before its report
+        run(nla, data, tmp_path / "eval", max_rows=6, overwrite=True)
+    assert not (tmp_path / "eval" / "eval.json").exists()  # no old report beside the new rows: unfinished
 
 
 def test_killed_eval_resumes_from_finished_batches(trained, tmp_path, monkeypatch):
@@ -182,9 +187,10 @@ def test_oracle_ar_trained_on_contexts_is_evaluated_and_a_mismatched_one_refused
     assert controls["oracle_ar"]["fve"] > controls["mean"]["fve"] + 0.3  # the context tells it the word
     assert "mse_oracle_ar" in pq.read_table(tmp_path / "eval" / "rows.parquet").column_names
 
-    other_layer = tmp_path / "other-layer"
-    train_ar(ARTrainConfig(data=data / "ar_sft.parquet", out=other_layer, model=model, layer=2, epochs=0.2,
-                           text_column="detokenized_text_truncated"), progress=False)
+    other_layer = tmp_path / "other-layer"  # trained at layer 2 on pairs that do not say their layer
+    unlabelled = write_toy_pairs(tmp_path / "unlabelled.parquet", ["river", "bread"], rows=8, noise=0.3,
+                                 template="about {word}")[0]
+    train_ar(ARTrainConfig(data=unlabelled, out=other_layer, model=model, layer=2, epochs=0.2), progress=False)
     with pytest.raises(NLAError, match="extraction_layer_index 2 but the NLA has 1"):
         run(nla, data, tmp_path / "eval2", oracle_ar=other_layer)
     other_model = build_tiny_nla(tmp_path / "other-model", tiny_models["llama"])
@@ -248,3 +254,15 @@ def test_cli_eval_prints_the_figures_and_names_bad_input(trained, tmp_path):
     assert again.exit_code == 2 and "already holds an evaluation" in again.output
     missing = runner.invoke(app, args[:3] + ["--data", str(tmp_path / "nope.parquet")] + args[5:] + ["--overwrite"])
     assert missing.exit_code == 2 and "not found" in missing.output
+
+
+def test_a_split_of_another_layer_is_refused_before_any_work(trained, tmp_path):
+    """The issue's case: a layer-1 NLA scored on a layer-2 split would report an FVE; it is one line instead."""
+    nla, data = trained
+    table = pq.read_table(data / "validation.parquet")
+    column = table.column_names.index("activation_layer")
+    other = tmp_path / "layer2.parquet"
+    pq.write_table(table.set_column(column, "activation_layer", pa.array([2] * table.num_rows, pa.int16())), other)
+    with pytest.raises(NLAError, match=r"layer2.parquet has layer 2 but the NLA .* has layer 1"):
+        run(nla, data, tmp_path / "eval", data=other)
+    assert not (tmp_path / "eval").exists()

@@ -39,6 +39,29 @@ def test_existing_explanations_are_refused(dataset):
         explain_data(ExplainDataConfig(dataset=dataset), progress=False)
 
 
+def test_an_overwrite_killed_mid_way_leaves_no_old_split_beside_new_ones(dataset, monkeypatch):
+    import nla.explainers.stage as stage
+
+    explain_data(ExplainDataConfig(dataset=dataset, quote_tokens=4), progress=False)
+    out = dataset / "explanations-offline"
+    real_split, done = stage._explain_split, []
+
+    def dying_split(cfg, split, *args):
+        if done:
+            raise KeyboardInterrupt  # killed while explaining the second split
+        done.append(split)
+        return real_split(cfg, split, *args)
+
+    monkeypatch.setattr(stage, "_explain_split", dying_split)
+    with pytest.raises(KeyboardInterrupt):
+        explain_data(ExplainDataConfig(dataset=dataset, quote_tokens=6, overwrite=True), progress=False)
+    monkeypatch.undo()
+    assert not (out / "summary.json").exists()  # unfinished, and it looks it
+    assert sorted(p.name for p in out.glob("*.parquet")) == [f"{done[0]}.parquet"]  # the new split only
+    summary = explain_data(ExplainDataConfig(dataset=dataset, quote_tokens=6), progress=False)  # resumes
+    assert summary["splits"][done[0]]["resumed"] and summary["config"]["quote_tokens"] == 6
+
+
 def test_a_changed_corpus_is_detected(dataset, small_corpus):
     lines = small_corpus.read_text().splitlines()
     record = json.loads(lines[1])

@@ -123,14 +123,62 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, tiny_llama, small_
         assert table.equals(pq.read_table(reference.out / f"{split}.parquet")), split
 
 
-def test_interrupted_overwrite_does_not_look_finished(tmp_path, tiny_llama, small_corpus, monkeypatch):
+def finished_with_explanations(tmp_path, tiny_llama, small_corpus):
+    """A finished extraction, and explanations made from it inside it (as nla explain-data writes them)."""
+    out = config(tmp_path, tiny_llama, small_corpus).out
     extract(config(tmp_path, tiny_llama, small_corpus), progress=False)
-    monkeypatch.setattr(extract_module, "extract_chunk", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    (out / "explanations-offline").mkdir()
+    (out / "explanations-offline" / "summary.json").write_text("{}")
+    return out
+
+
+def test_interrupted_overwrite_keeps_the_old_output_whole_then_resumes(tmp_path, tiny_llama, small_corpus,
+                                                                      monkeypatch):
+    out = finished_with_explanations(tmp_path, tiny_llama, small_corpus)
+    before = {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()}
+    real_chunk, calls = extract_module.extract_chunk, {"n": 0}
+
+    def dying_chunk(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # killed while computing the new extraction's second chunk
+        return real_chunk(*args, **kwargs)
+
+    monkeypatch.setattr(extract_module, "extract_chunk", dying_chunk)
     with pytest.raises(KeyboardInterrupt):
         extract(config(tmp_path, tiny_llama, small_corpus, layer=2, overwrite=True), progress=False)
     monkeypatch.undo()
-    assert not (tmp_path / "acts" / "summary.json").exists()
-    assert extract(config(tmp_path, tiny_llama, small_corpus, layer=2), progress=False)["layer"] == 2
+    assert {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()} == before  # whole
+    assert (out / "explanations-offline").is_dir()
+    with pytest.raises(NLAError, match=r"pass --overwrite to replace it \(and explanations-offline/, made from it\)"):
+        extract(config(tmp_path, tiny_llama, small_corpus, layer=2), progress=False)
+
+    summary = extract(config(tmp_path, tiny_llama, small_corpus, layer=2, overwrite=True), progress=False)
+    assert summary["layer"] == 2 and summary["tokens_computed_this_run"] < summary["tokens"]  # resumed
+    assert json.loads((out / "summary.json").read_text())["layer"] == 2
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == []  # the old explanations went with the old data
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["acts", "corpus.jsonl"]  # no staging or old copy left
+
+
+def test_overwrite_killed_between_the_two_renames_recovers_the_new_output(tmp_path, tiny_llama, small_corpus,
+                                                                          monkeypatch):
+    import os
+
+    out = finished_with_explanations(tmp_path, tiny_llama, small_corpus)
+
+    def first_rename_only(new, folder):
+        os.replace(folder, folder.with_name(f".{folder.name}.old"))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(extract_module, "swap_folder", first_rename_only)
+    with pytest.raises(KeyboardInterrupt):
+        extract(config(tmp_path, tiny_llama, small_corpus, layer=2, overwrite=True), progress=False)
+    monkeypatch.undo()
+    assert not out.exists()
+    with pytest.raises(NLAError, match="already holds an extraction"):  # the new one, recovered whole
+        extract(config(tmp_path, tiny_llama, small_corpus, layer=2), progress=False)
+    assert json.loads((out / "summary.json").read_text())["layer"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["acts", "corpus.jsonl"]
 
 
 def test_changed_corpus_is_not_resumed_into_old_chunks(tmp_path, tiny_llama, small_corpus, monkeypatch):
@@ -140,7 +188,7 @@ def test_changed_corpus_is_not_resumed_into_old_chunks(tmp_path, tiny_llama, sma
     monkeypatch.undo()
     with small_corpus.open("a") as f:
         f.write(json.dumps({"id": "late", "text": "A document added after the run began, long enough to sample."}) + "\n")
-    with pytest.raises(NLAError, match=r"other settings \(plan\)"):
+    with pytest.raises(NLAError, match=r"other settings \(plan '[0-9a-f]+' -> '[0-9a-f]+'\)"):
         extract(config(tmp_path, tiny_llama, small_corpus), progress=False)
 
 
@@ -150,7 +198,7 @@ def test_unfinished_run_with_other_settings_is_not_mixed(tmp_path, tiny_llama, s
     with pytest.raises(KeyboardInterrupt):
         extract(cfg, progress=False)
     monkeypatch.undo()
-    with pytest.raises(NLAError, match=r"unfinished extraction with other settings \(layer\)"):
+    with pytest.raises(NLAError, match=r"unfinished extraction with other settings \(layer 1 -> 2\)"):
         extract(config(tmp_path, tiny_llama, small_corpus, layer=2), progress=False)
     assert extract(config(tmp_path, tiny_llama, small_corpus, layer=2, overwrite=True), progress=False)["layer"] == 2
 

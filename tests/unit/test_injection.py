@@ -83,7 +83,7 @@ def test_residual_av_trains_saves_its_site_and_loads_as_an_nla(tmp_path, tiny_ll
                            epochs=0.5, injection="residual"), progress=False)
     train_ar(ARTrainConfig(data=data, out=out, model=str(tiny_llama), layer=LAYER, lora_rank=4, batch_size=16,
                            epochs=0.5), progress=False)
-    assert "site: residual" in (out / "av" / "nla_meta.yaml").read_text()
+    assert "site: residual" in (out / "av_adapter" / "nla_meta.yaml").read_text()
     shared, merged = NLA.load(out), NLA.load(out, shared_base=False)
     assert shared.verbalizer.injection == merged.verbalizer.injection == Injection("residual", LAYER)
     vectors = torch.randn(3, 32)

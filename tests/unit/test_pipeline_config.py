@@ -3,8 +3,9 @@
 import pytest
 import yaml
 
+from nla.changes import changed_settings, describe_changes
 from nla.errors import NLAError
-from nla.train.pipeline import PRESETS, differences, load_config, preset_path, run_pipeline, stage_configs
+from nla.train.pipeline import PRESETS, load_config, preset_path, run_pipeline, stage_configs
 
 
 def write(tmp_path, data) -> object:
@@ -16,8 +17,20 @@ def write(tmp_path, data) -> object:
 @pytest.mark.parametrize("name", PRESETS)
 def test_presets_build_every_stage(tmp_path, name):
     configs = stage_configs(load_config(preset_path(name)), tmp_path / "run")
-    assert list(configs) == ["extract", "explain", "sft-ar", "sft-av", "eval"]  # presets skip RL (steps 0)
-    assert configs["sft-av"].injection == "residual" and configs["eval"].nla == tmp_path / "run" / "sft"
+    assert list(configs) == ["extract", "explain", "sft-ar", "sft-av", "refit", "eval"]  # presets skip RL
+    assert configs["sft-av"].injection == "residual" and configs["refit"].nla == tmp_path / "run" / "sft"
+    assert configs["eval"].nla == tmp_path / "run" / "refit"
+
+
+def test_each_optional_stage_hands_its_nla_to_the_next(tmp_path):
+    def chain(data):
+        configs = stage_configs(load_config(write(tmp_path, data)), tmp_path / "run")
+        return list(configs), configs["eval"].nla.name
+    assert chain({"refit": {"epochs": 0}, "rl": {"steps": 0}}) == (
+        ["extract", "explain", "sft-ar", "sft-av", "eval"], "sft")
+    assert chain({"rl": {"steps": 3}}) == (["extract", "explain", "sft-ar", "sft-av", "refit", "rl", "eval"], "rl")
+    assert stage_configs(load_config(write(tmp_path, {"rl": {"steps": 3}})), tmp_path / "run")["rl"].nla.name == \
+        "refit"
 
 
 @pytest.mark.parametrize("data,message", [
@@ -27,6 +40,8 @@ def test_presets_build_every_stage(tmp_path, name):
     ({"ar": {"out": "elsewhere"}}, "section 'ar': key\\(s\\) out cannot be set there"),
     ({"av": {"injection": "middle"}}, "injection 'middle' is unknown"),
     ({"rl": {"steps": 5, "group_size": 1}}, "group-size must be at least 2"),
+    ({"refit": {"max_new_tokens": 0}}, "refit: max_new_tokens must be at least 1"),
+    ({"refit": {"nla": "elsewhere"}}, "section 'refit': key\\(s\\) nla cannot be set there"),
 ])
 def test_bad_configs_are_named_before_any_work(tmp_path, data, message):
     with pytest.raises(NLAError, match=message):
@@ -47,10 +62,32 @@ def test_a_changed_config_is_refused_and_named(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     (run / "train_config.yaml").write_text(yaml.safe_dump({"model": "smollm2-135m", "ar": {"lr": 0.001}}))
-    with pytest.raises(NLAError, match="changed: ar.lr, corpus"):
+    with pytest.raises(NLAError, match="changed: ar.lr 0.001 -> 0.01, corpus None -> 'x.txt'"):
         run_pipeline(load_config(write(tmp_path, {"model": "smollm2-135m", "corpus": "x.txt",
                                                   "ar": {"lr": 0.01}})), run)
 
 
-def test_differences_are_dotted_names():
-    assert differences({"a": 1, "s": {"x": 1}}, {"a": 1, "s": {"x": 2, "y": 3}}) == ["s.x", "s.y"]
+def test_changes_are_named_with_old_and_new_values():
+    assert changed_settings({"a": 1, "s": {"x": 1}}, {"a": 1, "s": {"x": 2, "y": 3}}) == [("s.x", 1, 2),
+                                                                                         ("s.y", None, 3)]
+    assert describe_changes({"lr": 0.001, "model": "a"}, {"lr": 0.01, "model": "b"}) == \
+        "lr 0.001 -> 0.01, model 'a' -> 'b'"
+    many = describe_changes({f"k{i}": i for i in range(9)}, {f"k{i}": i + 1 for i in range(9)}, limit=2)
+    assert many == "k0 0 -> 1, k1 1 -> 2, and 7 more"
+    long = describe_changes({"text": "x" * 100}, {"text": "y"})
+    assert long.startswith("text 'xxx") and "...  -> 'y'" not in long and long.endswith("... -> 'y'")
+
+
+def test_sft_stages_are_finished_by_their_adapter_or_an_older_runs_merged_folder(tmp_path):
+    from nla.train.pipeline import finished
+
+    configs = stage_configs(load_config(preset_path("smollm2-135m")), tmp_path / "run")
+    sft = tmp_path / "run" / "sft"
+    assert not finished("sft-ar", configs["sft-ar"]) and not finished("sft-av", configs["sft-av"])
+    (sft / "ar_adapter").mkdir(parents=True)
+    assert not finished("sft-ar", configs["sft-ar"])  # a folder without its sidecar is not done
+    (sft / "ar_adapter" / "nla_meta.yaml").write_text("role: ar\n")  # what a LoRA run renames in last
+    assert finished("sft-ar", configs["sft-ar"]) and not finished("sft-av", configs["sft-av"])
+    (sft / "av").mkdir()
+    (sft / "av" / "nla_meta.yaml").write_text("role: av\n")  # a run from before adapters-only (or lora_rank 0)
+    assert finished("sft-av", configs["sft-av"])

@@ -102,6 +102,37 @@ def test_a_finished_run_loads_as_an_nla_logs_its_time_split_and_is_not_replaced(
     assert plot_run(cfg.out).read_bytes()[:4] == b"\x89PNG"
 
 
+def test_the_sft_ar_is_read_from_its_adapter(sft):
+    nla, _ = sft
+    assert (nla / "ar_adapter").is_dir() and not (nla / "ar").exists()  # what rl --nla reads below
+
+
+def test_a_resume_with_other_settings_names_each_change(tmp_path, sft):
+    rl(config(sft, tmp_path / "run", checkpoint_every=1), progress=False, stop_after=1)
+    with pytest.raises(NLAError, match=r"holds an RL run with other settings \(av_lr 0.01 -> 0.005, group_size 4 -> "
+                                       r"2\); use the same settings to resume"):
+        rl(config(sft, tmp_path / "run", checkpoint_every=1, av_lr=5e-3, group_size=2), progress=False)
+
+
+def test_a_batch_that_does_not_fit_is_refused_before_the_folder_is_made(tmp_path, sft, monkeypatch):
+    from nla.models import memory
+
+    monkeypatch.setattr(memory, "available_memory", lambda device: 50e6)  # 50 MB free
+    with pytest.raises(NLAError, match=r"^--batch-size 100 needs about [\d.]+ GB per step \(--group-size 4 "
+                                       r"explanations of up to 30 tokens each\), but 50.0 MB is free on cpu; lower "
+                                       r"--batch-size to \d+ or less"):
+        rl(config(sft, tmp_path / "big", batch_size=100), progress=False)
+    assert not (tmp_path / "big").exists()
+
+
+def test_an_overwrite_clears_the_old_run_and_what_was_made_from_it(tmp_path, sft):
+    out = tmp_path / "run"
+    rl(config(sft, out, steps=1), progress=False)
+    (out / "calibration.json").write_text("{}")  # nla calibrate's thresholds for the old weights
+    rl(config(sft, out, steps=1, overwrite=True), progress=False, stop_after=0)  # killed before its first step
+    assert not (out / "av").exists() and not (out / "ar").exists() and not (out / "calibration.json").exists()
+
+
 def test_non_finite_gradients_are_skipped_and_counted(tmp_path, sft):
     nan_reward = lambda explanations, activations: [float("nan")] * len(explanations)
     cfg = config(sft, tmp_path / "nan", steps=2, ar_lr=0, failure_reward=float("nan"))
@@ -114,7 +145,7 @@ def test_non_finite_gradients_are_skipped_and_counted(tmp_path, sft):
 def test_an_av_and_ar_of_different_layers_are_refused(tmp_path, sft):
     mixed = tmp_path / "mixed"
     shutil.copytree(sft[0] / "av", mixed / "av")
-    shutil.copytree(sft[0] / "ar", mixed / "ar")
+    shutil.copytree(sft[0] / "ar_adapter", mixed / "ar_adapter")  # the SFT AR is a LoRA run: its adapter only
     meta_path = mixed / "av" / "nla_meta.yaml"  # (an AR's own sidecar must match the blocks it holds)
     meta = yaml.safe_load(meta_path.read_text())
     meta["extraction_layer_index"] = 2

@@ -1,5 +1,7 @@
 """One base model serving target, AV and AR (LoRA adapters by role), and `nla export` of merged folders."""
 
+import shutil
+
 import pytest
 import torch
 from conftest import write_toy_pairs
@@ -20,7 +22,7 @@ TEXT = "Rivers carry water from the mountains to the sea."
 
 @pytest.fixture(scope="module")
 def lora_run(tmp_path_factory, tiny_llama):
-    """A run trained with LoRA: av_adapter/, ar_adapter/ and their merged av/, ar/."""
+    """A run trained with LoRA: av_adapter/ and ar_adapter/ only (no merged folders without --export)."""
     root = tmp_path_factory.mktemp("shared")
     data, _, _ = write_toy_pairs(root / "pairs.parquet", WORDS, 64, 0.3, "about {word}")
     run = root / "run"
@@ -30,12 +32,41 @@ def lora_run(tmp_path_factory, tiny_llama):
     return run
 
 
-def test_run_keeps_adapters_beside_merged_folders(lora_run):
-    for name in ("av_adapter", "ar_adapter", "av", "ar"):
+def test_a_lora_run_writes_its_adapters_and_no_merged_copy(lora_run, tiny_llama):
+    for name in ("av_adapter", "ar_adapter"):
         assert (lora_run / name / "nla_meta.yaml").exists(), name
+    assert not (lora_run / "av").exists() and not (lora_run / "ar").exists()
     assert (lora_run / "ar_adapter" / "value_head.safetensors").exists()
     weights = load_file(lora_run / "av_adapter" / "adapter_model.safetensors")
     assert weights and all("lora_" in k for k in weights)  # the adapter only, not the base
+    written = sum(f.stat().st_size for f in lora_run.rglob("*") if f.is_file() and "_state" not in str(f))
+    assert written < (tiny_llama / "model.safetensors").stat().st_size  # less than one copy of the model
+
+
+def test_export_flag_writes_the_merged_folder_beside_the_adapter(tmp_path, tiny_llama, lora_run):
+    data, _, _ = write_toy_pairs(tmp_path / "pairs.parquet", WORDS, 16, 0.3, "about {word}")
+    run = tmp_path / "run"
+    shutil.copytree(lora_run / "av_adapter", run / "av_adapter")
+    result = train_ar(ARTrainConfig(data=data, out=run, model=str(tiny_llama), layer=1, lora_rank=4, epochs=1.0,
+                                    batch_size=16, export=True), progress=False)
+    assert result["out"] == str(run / "ar_adapter")
+    assert (run / "ar" / "nla_meta.yaml").exists() and (run / "ar_adapter" / "nla_meta.yaml").exists()
+    texts = ["about river", "about stone"]
+    merged = NLA.load(av=run / "av_adapter", ar=run / "ar")
+    assert torch.allclose(merged.reconstruct(texts), NLA.load(run).reconstruct(texts), atol=1e-4)
+
+
+def test_a_stale_merged_folder_goes_when_the_adapter_is_retrained(tmp_path, tiny_llama, lora_run):
+    run = tmp_path / "run"
+    shutil.copytree(lora_run, run)
+    CliRunner().invoke(app, ["export", str(run)])
+    (run / "calibration.json").write_text("{}")  # made from the old weights
+    data, _, _ = write_toy_pairs(tmp_path / "pairs.parquet", WORDS, 16, 0.3, "about {word}")
+    train_ar(ARTrainConfig(data=data, out=run, model=str(tiny_llama), layer=1, lora_rank=4, epochs=1.0,
+                           batch_size=16, overwrite=True), progress=False)
+    assert not (run / "ar").exists() and (run / "ar_adapter" / "nla_meta.yaml").exists()
+    assert (run / "av" / "nla_meta.yaml").exists()  # the other half's export is untouched
+    assert not (run / "calibration.json").exists()
 
 
 def test_shared_base_matches_merged_folders(lora_run):
@@ -88,16 +119,39 @@ def test_export_round_trips(lora_run, tmp_path):
     out = tmp_path / "exported"
     result = CliRunner().invoke(app, ["export", str(lora_run), "--out", str(out)])
     assert result.exit_code == 0, result.output
-    for role in ("av", "ar"):
-        ours, theirs = load_file(out / role / "model.safetensors"), load_file(lora_run / role / "model.safetensors")
-        assert ours.keys() == theirs.keys()
-        assert all(torch.equal(ours[k], theirs[k]) for k in ours)
     exported = NLA.load(out)
     assert not exported.shared_base
     texts = ["about bread"]
     assert torch.allclose(exported.reconstruct(texts), NLA.load(lora_run).reconstruct(texts), atol=1e-4)
+    vectors = torch.randn(2, 32) * 5
+    assert [e.answer for e in exported.explain(vectors, max_new_tokens=8)] == \
+        [e.answer for e in NLA.load(lora_run).explain(vectors, max_new_tokens=8)]
     again = CliRunner().invoke(app, ["export", str(lora_run), "--out", str(out)])
     assert again.exit_code == 2 and "--overwrite" in again.output
+
+
+def test_export_into_the_run_refuses_to_replace_without_overwrite(lora_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(lora_run, run)
+    first = CliRunner().invoke(app, ["export", str(run)])
+    assert first.exit_code == 0 and (run / "av" / "nla_meta.yaml").exists(), first.output
+    marker = run / "av" / "kept.txt"
+    marker.write_text("the folder a second export would replace")
+    again = CliRunner().invoke(app, ["export", str(run)])
+    assert again.exit_code == 2 and again.output.strip().splitlines()[-1] == \
+        f"error: {run}/av/, {run}/ar/ already exist; pass --overwrite to replace them, or another --out"
+    assert marker.exists()
+    forced = CliRunner().invoke(app, ["export", str(run), "--overwrite"])
+    assert forced.exit_code == 0 and not marker.exists(), forced.output
+
+
+def test_an_adapter_only_run_loads_as_two_models_and_by_halves(lora_run):
+    merged = NLA.load(lora_run, shared_base=False)  # each adapter merged into its own copy of the base
+    assert merged.verbalizer.model is not merged.reconstructor.backbone
+    assert merged.source.av == lora_run / "av_adapter" and merged.source.ar == lora_run / "ar_adapter"
+    halves = NLA.load(av=lora_run / "av_adapter", ar=lora_run)  # a run folder given for its AR half
+    texts = ["about music"]
+    assert torch.allclose(halves.reconstruct(texts), merged.reconstruct(texts), atol=1e-5)
 
 
 def test_export_without_adapters_is_named(tmp_path):

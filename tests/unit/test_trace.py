@@ -81,6 +81,28 @@ def test_a_long_input_is_refused_before_any_model_work(reader, monkeypatch):
         Prompt()
 
 
+def test_an_input_past_the_target_context_is_refused_with_its_length(reader, monkeypatch):
+    monkeypatch.setattr(reader.nla, "activations", lambda *a: pytest.fail("the model ran"))
+    monkeypatch.setattr(reader, "continuation", lambda *a: pytest.fail("the model ran"))
+    monkeypatch.setattr(reader.target.config, "max_position_embeddings", 12)
+    tokens = len(reader.target.encode(TEXT))
+    with pytest.raises(NLAError, match=rf"the input \({tokens} tokens \+ 3 to continue\) has {tokens + 3} tokens, "
+                                       r"more than the 12 of .*'s context; shorten it"):
+        reader.trace(Prompt(text=TEXT), TraceSettings(continue_tokens=3))
+
+
+def test_an_overwrite_killed_while_writing_leaves_no_finished_looking_trace(reader, tmp_path, monkeypatch):
+    import nla.reading.trace as trace_module
+
+    out = tmp_path / "trace"
+    trace_to_folder(reader, Prompt(text=TEXT), out, progress=False)
+    monkeypatch.setattr(trace_module, "write_json", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):  # killed after the new page, before the new trace.json
+        trace_to_folder(reader, Prompt(text=TEXT + " More."), out, overwrite=True, progress=False)
+    monkeypatch.undo()
+    assert not (out / TRACE_JSON).exists() and (out / TRACE_HTML).exists()
+
+
 def test_a_killed_trace_resumes_with_the_readings_it_had(reader, tmp_path, monkeypatch):
     out, settings = tmp_path / "trace", TraceSettings(batch_size=8)
     full = trace_to_folder(reader, Prompt(text=TEXT), tmp_path / "reference", settings, progress=False)

@@ -6,7 +6,7 @@ import torch
 from conftest import write_toy_pairs
 
 from nla.autoencoder.nla import reconstruct_texts
-from nla.autoencoder.reconstructor import load_reconstructor
+from nla.autoencoder.shared import load_ar_folder
 from nla.errors import NLAError
 from nla.eval.metrics import baseline, fidelity
 from nla.train import loop as loop_module
@@ -36,7 +36,8 @@ def test_training_lowers_the_loss_and_beats_the_shuffled_control(tmp_path, toy_d
     assert result["steps"] == len(losses) == 72
     assert np.mean(losses[-4:]) < 0.5 * np.mean(losses[:4])
 
-    ar, tokenizer, meta = load_reconstructor(cfg.out / "ar")
+    assert result["out"] == str(cfg.out / "ar_adapter") and not (cfg.out / "ar").exists()  # LoRA: the adapter only
+    ar, tokenizer, meta = load_ar_folder(cfg.out / "ar_adapter")
     assert meta.role == "ar" and meta.stage == "sl" and meta.prompt_templates["ar"] == AR_TEMPLATE
     predicted = reconstruct_texts(ar, tokenizer, AR_TEMPLATE, texts)
     reference = baseline(golds)
@@ -69,11 +70,31 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path, toy_data, ti
     logged = [json.loads(line)["step"] for line in (killed.out / "ar_metrics.jsonl").read_text().splitlines()]
     assert logged == list(range(1, 7))  # steps after the last checkpoint are not logged twice
 
-    a, _, _ = load_reconstructor(straight.out / "ar")
-    b, _, _ = load_reconstructor(killed.out / "ar")
+    a, _, _ = load_ar_folder(straight.out / "ar_adapter")
+    b, _, _ = load_ar_folder(killed.out / "ar_adapter")
     torch.testing.assert_close(a.head.weight, b.head.weight)
     for (name, param_a), (_, param_b) in zip(a.backbone.named_parameters(), b.backbone.named_parameters()):
         torch.testing.assert_close(param_a, param_b, msg=name)
+
+
+def test_resume_with_other_settings_names_each_change(tmp_path, toy_data, tiny_llama, monkeypatch):
+    path, _, _ = toy_data
+    killed = config(tmp_path, path, tiny_llama, epochs=1, checkpoint_every=2)
+    real_save = loop_module.save_training_state
+
+    def save_then_die(*args, **kwargs):
+        real_save(*args, **kwargs)
+        raise KeyboardInterrupt  # killed right after the step-2 checkpoint
+
+    monkeypatch.setattr(loop_module, "save_training_state", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train_ar(killed, progress=False)
+    monkeypatch.undo()
+    changed = config(tmp_path, path, tiny_llama, epochs=1, checkpoint_every=2, lr=5e-3, warmup_fraction=0.2)
+    with pytest.raises(NLAError, match=r"holds a run with other settings \(lr 0.01 -> 0.005, warmup_fraction 0.1 -> "
+                                       r"0.2\); use the same settings to resume, or pass --overwrite"):
+        train_ar(changed, progress=False)
+    assert train_ar(killed, progress=False)["steps"] == 6  # the same settings resume
 
 
 def test_finished_run_is_not_overwritten(tmp_path, toy_data, tiny_llama):

@@ -20,6 +20,7 @@ from nla.autoencoder.templates import check_av_template
 from nla.autoencoder.verbalizer import Verbalizer
 from nla.autoencoder.verbalizer_prompt import InjectionSite, injection_site, prompt_ids
 from nla.errors import NLAError
+from nla.inputs import damaged_file
 
 AV_DIR, AR_DIR = "av", "ar"
 
@@ -73,7 +74,9 @@ def load_verbalizer(folder: str | Path, *, device: str | torch.device = "cpu", d
         raise NLAError(f"{folder} holds an {meta.role.upper()}, not an AV; pass the verbalizer's folder")
     if meta.injection_scale is None:
         raise NLAError(f"{folder}/nla_meta.yaml has no extraction.injection_scale; the AV cannot be used without it")
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+    with damaged_file(folder, "a tokenizer folder", "copy its tokenizer.json and tokenizer_config.json again, or "
+                      "rerun the command that wrote it"):
+        tokenizer = AutoTokenizer.from_pretrained(folder)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     ids, site = check_site(tokenizer, meta, folder)

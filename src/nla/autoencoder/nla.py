@@ -6,12 +6,13 @@
     predicted = nla.reconstruct(texts)        # N texts -> (N, d)
     mse = nla.score(vectors, texts)           # per row, 2(1 - cos): 0 perfect, 2 orthogonal
 
-A folder with LoRA adapters (what train-ar / train-av write beside the merged folders) loads
-onto one base model that also serves as the target (`nla.target`): one copy of the
-weights instead of three. Merged folders (ours, or a released NLA's two repositories) load
-as two models, and the target as a third when first asked for (default: the AV's
-base_checkpoint). Explanations are greedy and capped at 200 new tokens unless asked otherwise,
-as in the release; one that reaches the cap without its closing tag is reported as truncated.
+A folder with both LoRA adapters (what train-ar / train-av write) loads onto one base model
+that also serves as the target (`nla.target`): one copy of the weights instead of three.
+Merged folders (`nla export`, full fine-tuning, a released NLA's two repositories) load as
+two models, and the target as a third when first asked for (default: the AV's
+base_checkpoint); so does `shared_base=False`, which merges each adapter into its own copy.
+Explanations are greedy and capped at 200 new tokens unless asked otherwise, as in the
+release; one that reaches the cap without its closing tag is reported as truncated.
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ from pathlib import Path
 
 import torch
 
-from nla.autoencoder.checkpoint import check_pair, load_verbalizer
+from nla.autoencoder.checkpoint import check_pair
 from nla.autoencoder.hub import NLASource, resolve_nla
 from nla.autoencoder.meta import ModelMeta
-from nla.autoencoder.reconstructor import Reconstructor, load_reconstructor, reconstruction_mse
-from nla.autoencoder.shared import has_adapters, load_shared, use_role
+from nla.autoencoder.reconstructor import Reconstructor, reconstruction_mse
+from nla.autoencoder.shared import has_adapters, load_ar_folder, load_av_folder, load_shared, use_role
 from nla.autoencoder.templates import fill_ar_template
 from nla.autoencoder.verbalizer import Explanation, Verbalizer, check_vectors
 from nla.errors import NLAError
@@ -95,9 +96,9 @@ class NLA:
                 source.run, device=device, dtype=dtype, spread=True)
             nla = cls(verbalizer, reconstructor, target.tokenizer, av_meta, ar_meta, target, source, device, dtype)
         else:
-            verbalizer, av_meta = load_verbalizer(source.av, device=device, dtype=dtype, spread=True)
-            reconstructor, ar_tokenizer, ar_meta = load_reconstructor(source.ar, device=device, dtype=dtype,
-                                                                      spread=True)
+            # Each half from its released folder, or merged from its adapter (a LoRA run without --export).
+            verbalizer, av_meta = load_av_folder(source.av, device=device, dtype=dtype, spread=True)
+            reconstructor, ar_tokenizer, ar_meta = load_ar_folder(source.ar, device=device, dtype=dtype, spread=True)
             check_pair(av_meta, ar_meta, source.label)
             nla = cls(verbalizer, reconstructor.eval(), ar_tokenizer, av_meta, ar_meta, None, source, device, dtype)
         return nla

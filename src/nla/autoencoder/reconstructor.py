@@ -28,6 +28,7 @@ from torch import nn
 from nla.autoencoder.meta import META_FILE, ModelMeta, read_model_meta, write_model_meta
 from nla.autoencoder.templates import check_ar_suffix, check_ar_template
 from nla.errors import NLAError
+from nla.inputs import damaged_file
 from nla.models.adapters import FamilyAdapter, adapter_for, text_config
 from nla.models.activations import hidden_at_layer
 
@@ -109,7 +110,8 @@ def read_value_head(folder: Path, d_model: int) -> nn.Linear:
     path = folder / VALUE_HEAD_FILE
     if not path.exists():
         raise NLAError(f"{folder} has no {VALUE_HEAD_FILE}; an AR folder needs its value head")
-    tensors = load_file(path)
+    with damaged_file(path, "a safetensors file"):
+        tensors = load_file(path)
     if "weight" not in tensors:
         raise NLAError(f"{path} holds {sorted(tensors)} but no 'weight'; the value head is one tensor named weight")
     weight = tensors["weight"]
@@ -143,7 +145,9 @@ def load_reconstructor(folder: str | Path, *, device: str | torch.device = "cpu"
         raise NLAError(f"{folder} holds a {meta.role.upper()}, not an AR; pass the reconstructor's folder")
     head = read_value_head(folder, meta.d_model)
     template = check_ar_template(meta.prompt_templates.get("ar"), f"{folder}/{META_FILE} prompt_templates.ar")
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+    with damaged_file(folder, "a tokenizer folder", "copy its tokenizer.json and tokenizer_config.json again, or "
+                      "rerun the command that wrote it"):
+        tokenizer = AutoTokenizer.from_pretrained(folder)
     check_ar_suffix(tokenizer, template, meta.tokens.get("critic_suffix_ids"), folder)
     # The final norm and lm_head are absent by design; they are never run (the forward stops at block K).
     backbone = load_causal_lm(folder, device=device, dtype=dtype, spread=spread)

@@ -1,6 +1,6 @@
 """One copy of the target's weights serving three roles: the target, the AV and the AR.
 
-A run trained with LoRA keeps its adapters next to the merged folders:
+A run trained with LoRA keeps its adapters (megabytes), not merged copies of the model:
 
     RUN/av_adapter/   adapter_config.json, adapter_model.safetensors, nla_meta.yaml
     RUN/ar_adapter/   the same plus value_head.safetensors
@@ -8,10 +8,13 @@ A run trained with LoRA keeps its adapters next to the merged folders:
 Both adapters go onto one base model under their role's name ("av" on every block,
 "ar" on blocks 0..K). `use_role(model, role)` picks which one runs: "target" runs
 none (the frozen target itself), "av" and "ar" run theirs. Reading a text with an NLA
-(target activations, then AV, then AR) so holds one model instead of three.
+(target activations, then AV, then AR) so holds one model instead of three. A reader
+that needs the AV or AR as a model of its own (`nla rl`, an oracle AR) merges the
+adapter into a fresh copy of the base when it loads (`load_av_folder`, `load_ar_folder`).
 
 `export_role` merges one adapter into a fresh copy of the base and writes the
-released folder (RUN/av or RUN/ar); the trainers and `nla export` both use it.
+released folder (RUN/av or RUN/ar, about 1 GB for SmolLM2-135M): `nla export` does,
+and the trainers do when asked (`--export`).
 """
 
 from __future__ import annotations
@@ -24,10 +27,10 @@ from safetensors.torch import save_file
 from torch import nn
 
 from nla.atomic import atomic_path
-from nla.autoencoder.checkpoint import AR_DIR, AV_DIR, check_pair, check_site
+from nla.autoencoder.checkpoint import AR_DIR, AV_DIR, check_pair, check_site, load_verbalizer
 from nla.autoencoder.injection import Injection
 from nla.autoencoder.meta import ModelMeta, read_model_meta, write_model_meta
-from nla.autoencoder.reconstructor import VALUE_HEAD_FILE, Reconstructor, read_value_head
+from nla.autoencoder.reconstructor import VALUE_HEAD_FILE, Reconstructor, load_reconstructor, read_value_head
 from nla.autoencoder.templates import check_ar_suffix, check_ar_template
 from nla.autoencoder.verbalizer import Verbalizer
 from nla.errors import NLAError
@@ -36,6 +39,17 @@ from nla.train.lora import load_adapter, lora_layers, merge_lora, save_adapter
 ADAPTER_DIRS = {"av": "av_adapter", "ar": "ar_adapter"}
 RELEASED_DIRS = {"av": AV_DIR, "ar": AR_DIR}
 ROLES = ("target", "av", "ar")
+CALIBRATION_FILE = "calibration.json"  # nla calibrate's output (reading/calibration.py): made from the old weights
+
+
+def trained(run: Path, role: str) -> bool:
+    """Whether RUN holds a trained AV or AR: its adapter or its released folder (what a trainer writes last)."""
+    return any((Path(run) / name / "nla_meta.yaml").exists() for name in (ADAPTER_DIRS[role], RELEASED_DIRS[role]))
+
+
+def is_adapter(folder: Path) -> bool:
+    """An adapter folder (peft's files and a sidecar) rather than a released checkpoint."""
+    return (Path(folder) / "adapter_config.json").exists()
 
 
 def has_adapters(run: Path) -> bool:
@@ -55,10 +69,21 @@ def use_role(model: nn.Module, role: str) -> None:
             layer.set_adapter(role, inference_mode=True)
 
 
-def load_shared(run: Path, *, device: str = "cpu", dtype: str = "auto", spread: bool = False):
-    """(target, verbalizer, reconstructor, av_meta, ar_meta): all three on one base model, switched by use_role."""
+def _load_base(meta: ModelMeta, where: Path, *, device: str, dtype: str, spread: bool):
+    """The target an adapter was trained on (its sidecar's base_checkpoint), checked against the sidecar."""
     from nla.models import load_target
 
+    if not meta.base_checkpoint:
+        raise NLAError(f"{where}/nla_meta.yaml names no base_checkpoint; an adapter needs the model it was trained on")
+    target = load_target(meta.base_checkpoint, device=device, dtype=dtype, spread=spread)
+    if target.d_model != meta.d_model:
+        raise NLAError(f"{meta.base_checkpoint} has d_model {target.d_model} but the adapters in {where} were "
+                       f"trained for {meta.d_model}; the base model changed since training")
+    return target
+
+
+def load_shared(run: Path, *, device: str = "cpu", dtype: str = "auto", spread: bool = False):
+    """(target, verbalizer, reconstructor, av_meta, ar_meta): all three on one base model, switched by use_role."""
     run = Path(run)
     av_dir, ar_dir = run / ADAPTER_DIRS["av"], run / ADAPTER_DIRS["ar"]
     av_meta, ar_meta = read_model_meta(av_dir), read_model_meta(ar_dir)
@@ -66,11 +91,8 @@ def load_shared(run: Path, *, device: str = "cpu", dtype: str = "auto", spread: 
     if av_meta.base_checkpoint != ar_meta.base_checkpoint or not av_meta.base_checkpoint:
         raise NLAError(f"the adapters in {run} do not name one base model; load the merged folders instead")
     template = check_ar_template(ar_meta.prompt_templates.get("ar"), f"{ar_dir}/nla_meta.yaml prompt_templates.ar")
-    target = load_target(av_meta.base_checkpoint, device=device, dtype=dtype, spread=spread)
+    target = _load_base(av_meta, run, device=device, dtype=dtype, spread=spread)
     check_ar_suffix(target.tokenizer, template, ar_meta.tokens.get("critic_suffix_ids"), ar_dir)
-    if target.d_model != av_meta.d_model:
-        raise NLAError(f"{av_meta.base_checkpoint} has d_model {target.d_model} but the adapters in {run} were "
-                       f"trained for {av_meta.d_model}; the base model changed since training")
     model = load_adapter(target.model, av_dir, "av")
     with warnings.catch_warnings():  # peft warns about a second adapter on one model: here that is the point
         warnings.simplefilter("ignore", UserWarning)
@@ -81,6 +103,41 @@ def load_shared(run: Path, *, device: str = "cpu", dtype: str = "auto", spread: 
     reconstructor = Reconstructor(model, ar_meta.extraction_layer_index, read_value_head(ar_dir, ar_meta.d_model)).eval()
     use_role(model, "target")
     return target, verbalizer, reconstructor, av_meta, ar_meta
+
+
+def _merged_from_adapter(folder: Path, role: str, *, device: str, dtype: str, spread: bool):
+    """(target whose model now holds the merged weights, sidecar): the adapter folded into a fresh base."""
+    meta = read_model_meta(folder)
+    if meta.role != role:
+        raise NLAError(f"{folder} holds an {meta.role.upper()} adapter, not an {role.upper()}; pass the "
+                       f"{ADAPTER_DIRS[role]}/ folder")
+    target = _load_base(meta, folder, device=device, dtype=dtype, spread=spread)
+    target.model = merge_lora(load_adapter(target.model, folder, role)).requires_grad_(False)
+    return target, meta
+
+
+def load_av_folder(folder: Path, *, device: str = "cpu", dtype: str = "auto", spread: bool = False):
+    """(verbalizer, sidecar) from a released AV folder or an av_adapter folder (merged into its base)."""
+    if not is_adapter(folder):
+        return load_verbalizer(folder, device=device, dtype=dtype, spread=spread)
+    target, meta = _merged_from_adapter(Path(folder), "av", device=device, dtype=dtype, spread=spread)
+    if meta.injection_scale is None:
+        raise NLAError(f"{folder}/nla_meta.yaml has no injection_scale; the AV cannot be used without it")
+    ids, site = check_site(target.tokenizer, meta, Path(folder))
+    return Verbalizer(target.model.eval(), target.tokenizer, ids, site, float(meta.injection_scale),
+                      Injection.from_dict(meta.injection)), meta
+
+
+def load_ar_folder(folder: Path, *, device: str = "cpu", dtype: str = "auto", spread: bool = False):
+    """(reconstructor, tokenizer, sidecar) from a released AR folder or an ar_adapter folder (merged into its
+    base, which keeps its blocks after K: never run, as on the shared base)."""
+    if not is_adapter(folder):
+        return load_reconstructor(folder, device=device, dtype=dtype, spread=spread)
+    target, meta = _merged_from_adapter(Path(folder), "ar", device=device, dtype=dtype, spread=spread)
+    template = check_ar_template(meta.prompt_templates.get("ar"), f"{folder}/nla_meta.yaml prompt_templates.ar")
+    check_ar_suffix(target.tokenizer, template, meta.tokens.get("critic_suffix_ids"), folder)
+    head = read_value_head(folder, meta.d_model)
+    return Reconstructor(target.model, meta.extraction_layer_index, head).eval(), target.tokenizer, meta
 
 
 def write_released(folder: Path, role: str, model: nn.Module, tokenizer, meta: ModelMeta,
@@ -94,23 +151,21 @@ def write_released(folder: Path, role: str, model: nn.Module, tokenizer, meta: M
         Reconstructor(model, meta.extraction_layer_index, head).save_released(folder, tokenizer, meta)
 
 
-def write_adapter(run: Path, role: str, model: nn.Module, meta: ModelMeta, head: nn.Linear | None = None) -> Path:
-    """RUN/{role}_adapter, written atomically: the named adapter, its sidecar and (AR) the head."""
-    folder = run / ADAPTER_DIRS[role]
-    with atomic_path(folder) as tmp:
-        save_adapter(model, tmp, role)
-        if head is not None:
-            save_file({"weight": head.weight.detach().contiguous().cpu()}, tmp / VALUE_HEAD_FILE)
-        write_model_meta(tmp, meta)
-        shutil.rmtree(folder, ignore_errors=True)
-    return folder
+def _write_adapter_files(folder: Path, role: str, model: nn.Module, meta: ModelMeta,
+                         head: nn.Linear | None) -> None:
+    """The named adapter (peft's files), its sidecar and (AR) the head."""
+    save_adapter(model, folder, role)
+    if head is not None:
+        save_file({"weight": head.weight.detach().contiguous().cpu()}, folder / VALUE_HEAD_FILE)
+    write_model_meta(folder, meta)
 
 
-def export_role(run: Path, role: str, out: Path, *, dtype: str = "float32") -> Path:
-    """Merge RUN/{role}_adapter into a fresh copy of its base and write OUT/{av|ar} in the released layout."""
+def export_role(run: Path, role: str, out: Path, *, dtype: str = "float32", adapter: Path | None = None) -> Path:
+    """Merge RUN/{role}_adapter (or the `adapter` folder given) into a fresh copy of its base and write
+    OUT/{av|ar} in the released layout."""
     from nla.models import load_target
 
-    folder = Path(run) / ADAPTER_DIRS[role]
+    folder = Path(adapter) if adapter else Path(run) / ADAPTER_DIRS[role]
     if not (folder / "nla_meta.yaml").exists():
         raise NLAError(f"{folder} not found; export needs a run trained with LoRA (train-ar / train-av)")
     meta = read_model_meta(folder)
@@ -125,28 +180,42 @@ def export_role(run: Path, role: str, out: Path, *, dtype: str = "float32") -> P
 
 
 def write_trained(run: Path, role: str, model: nn.Module, tokenizer, meta: ModelMeta, *, lora: bool,
-                  head: nn.Linear | None = None) -> Path:
-    """The end of a training stage: with LoRA the adapter folder, then its merged export; else the full folder."""
-    if lora:
-        write_adapter(run, role, model, meta, head)
-        return export_role(run, role, run)
-    shutil.rmtree(run / ADAPTER_DIRS[role], ignore_errors=True)  # a stale adapter would shadow the new weights
-    released = run / RELEASED_DIRS[role]
-    with atomic_path(released) as tmp:
-        write_released(tmp, role, model, tokenizer, meta, head)
-        shutil.rmtree(released, ignore_errors=True)
-    return released
+                  head: nn.Linear | None = None, export: bool = False) -> Path:
+    """The end of a training stage; returns the folder written last, whose sidecar marks the stage done.
+
+    LoRA: RUN/{role}_adapter (megabytes), plus the merged RUN/{role} only with `export` (a full copy of the
+    model). Full fine-tuning: RUN/{role}. What an older run left for the role goes first (a stale folder of
+    the other kind would be read instead of the new weights), and RUN/calibration.json with it."""
+    run = Path(run)
+    (run / CALIBRATION_FILE).unlink(missing_ok=True)
+    adapter, released = run / ADAPTER_DIRS[role], run / RELEASED_DIRS[role]
+    if not lora:
+        shutil.rmtree(adapter, ignore_errors=True)
+        with atomic_path(released) as tmp:
+            write_released(tmp, role, model, tokenizer, meta, head)
+            shutil.rmtree(released, ignore_errors=True)
+        return released
+    with atomic_path(adapter) as tmp:  # renamed in last: a kill before that leaves no adapter, i.e. not done
+        _write_adapter_files(tmp, role, model, meta, head)
+        shutil.rmtree(adapter, ignore_errors=True)  # first: never an old adapter beside a new merged folder
+        if export:
+            export_role(run, role, run, adapter=tmp)
+        else:
+            shutil.rmtree(released, ignore_errors=True)
+    return adapter
 
 
 def export_nla(run: Path, out: Path | None = None, *, overwrite: bool = False, dtype: str = "float32") -> list[Path]:
-    """`nla export`: the released av/ and ar/ folders merged from RUN's adapters (default: into RUN itself)."""
+    """`nla export`: the released av/ and ar/ folders merged from RUN's adapters (default: into RUN itself).
+    An av/ or ar/ already in OUT is replaced only with overwrite."""
     run = Path(run)
     out = Path(out) if out else run
     roles = [role for role, name in ADAPTER_DIRS.items() if (run / name / "nla_meta.yaml").exists()]
     if not roles:
         raise NLAError(f"{run} has no av_adapter/ or ar_adapter/; export needs a run trained with LoRA")
-    if out != run and not overwrite:
-        taken = [str(out / RELEASED_DIRS[r]) for r in roles if (out / RELEASED_DIRS[r]).exists()]
-        if taken:
-            raise NLAError(f"{taken[0]} already exists; pass --overwrite to replace it, or another --out")
+    taken = [f"{out / RELEASED_DIRS[r]}/" for r in roles if (out / RELEASED_DIRS[r]).exists()]
+    if taken and not overwrite:
+        one = len(taken) == 1
+        raise NLAError(f"{', '.join(taken)} already exist{'s' if one else ''}; pass --overwrite to replace "
+                       f"{'it' if one else 'them'}, or another --out")
     return [export_role(run, role, out, dtype=dtype) for role in roles]

@@ -6,6 +6,7 @@ import functools
 import logging
 import os
 
+import click
 import typer
 
 from nla.autoencoder.defaults import TEMPERATURE
@@ -39,23 +40,56 @@ def _quiet_libraries() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
 
+DEBUG_ENV = "NLA_DEBUG"
+_debug = {"on": False}  # set by the --debug option on every invocation
+
+
+@app.callback()
+def options(debug: bool = typer.Option(False, "--debug", help="On an error, show the Python traceback instead of "
+                                       f"one line (also: {DEBUG_ENV}=1).")):
+    # Options that come before the command: nla --debug train-ar ...
+    _debug["on"] = debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
 def user_errors(command):
-    """Print NLAError as one line (exit 2); say how to resume after Ctrl-C (exit 130)."""
+    """Print NLAError as one line (exit 2); say how to resume after Ctrl-C (exit 130). Anything else is one
+    line too: an OSError that names its file (a path, permissions, a full disk: the user can fix it) exits 2;
+    any other exception is a bug in nla, reported in one line with exit 1 and the way to see its traceback,
+    because a screen of library frames helps no user, while --debug keeps it for whoever fixes the bug."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         _quiet_libraries()
         try:
             return command(*args, **kwargs)
-        except NLAError as err:
-            typer.echo(f"error: {err}", err=True)
-            raise typer.Exit(2)
+        except (typer.Exit, typer.Abort, click.ClickException):
+            raise  # typer's own ways out (typer.Exit is a RuntimeError: keep it away from the catch-all)
         except KeyboardInterrupt:
             typer.echo("\ninterrupted; finished chunks are kept, rerun the same command to resume", err=True)
             raise typer.Exit(130)
+        except Exception as err:
+            if _debug["on"]:
+                raise
+            typer.echo(f"error: {one_line(err)}", err=True)
+            raise typer.Exit(2 if isinstance(err, NLAError) or _names_a_file(err) else 1)
 
     return wrapper
 
+
+def _names_a_file(err: Exception) -> bool:
+    return isinstance(err, OSError) and bool(err.filename) and bool(err.strerror)
+
+
+def one_line(err: Exception) -> str:
+    """The message `error:` prints: an NLAError's own line, a file's OS error, or a bug's type and first line."""
+    from nla.inputs import first_line
+
+    if isinstance(err, NLAError):
+        return " ".join(str(err).splitlines())  # one line, even where a message quotes a file's lines
+    if _names_a_file(err):
+        return f"{err.filename}: {err.strerror}; check the path and its permissions"
+    return (f"internal error ({type(err).__name__}: {first_line(err)}); rerun with --debug for the traceback "
+            "and report it")
 
 
 # ---------------------------------------------------------------- options every model-loading command shares
@@ -64,8 +98,9 @@ DEVICE_HELP = "auto (the GPU, else the CPU), cpu, cuda, cuda:N."
 READ_DEVICE_HELP = ("Where the target, AV and AR go: auto (the GPU; spread over all GPUs when there are several; "
                     "else the CPU), cpu, cuda, cuda:N.")
 DTYPE_HELP = "auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16 or float16."
-NLA_HELP = ("The NLA (default: the one shipped in nla): an nla folder (av/ + ar/), or a hub prefix such as "
-            "kitft/nla-qwen2.5-7b-L20 (its -av and -ar repositories). Or pass --nla-av and --nla-ar.")
+NLA_HELP = ("The NLA (default: the one shipped in nla): an nla folder (av/ + ar/, or their LoRA adapters), or a "
+            "hub prefix such as kitft/nla-qwen2.5-7b-L20 (its -av and -ar repositories). Or pass --nla-av and "
+            "--nla-ar.")
 
 
 def opt_device(default: str = "auto", help: str = DEVICE_HELP):

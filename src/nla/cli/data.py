@@ -12,6 +12,7 @@ from nla.data.config import ExtractConfig
 from nla.data.sampling import SplitFractions
 from nla.explainers.api import DEFAULT_CONCURRENCY, DEFAULT_MAX_RETRIES
 from nla.explainers.api import DEFAULT_MODELS as DEFAULT_API_MODELS
+from nla.inputs import check_out_folder
 from nla.cli.common import (CORPUS_HELP, DTYPE_HELP, EXTRACT, MODEL_HELP, SPLIT, app, checked_dtype, opt_device,
                             opt_dtype, user_errors)
 
@@ -69,9 +70,11 @@ def extract(
     device: str = typer.Option(EXTRACT["device"], help="auto, cpu, cuda, cuda:N."),
     dtype: str = typer.Option(EXTRACT["dtype"], "--dtype", help=DTYPE_HELP),
     trust_remote_code: bool = typer.Option(False, help="Run a hub model's own code (only if you trust it)."),
-    overwrite: bool = typer.Option(False, help="Replace an existing extraction in --out."),
+    overwrite: bool = typer.Option(False, help="Replace an existing extraction in --out, and what was made from "
+                                   "it inside it (explanations-*/); the old one stays whole until the new is done."),
 ):
     """Extract residual-stream activations from a corpus into a training-ready dataset."""
+    check_out_folder(out)
     from nla.data.extract import extract as run_extract
 
     cfg = ExtractConfig(out=out, model=model, corpus=corpus, text_field=text_field, layer=layer,
@@ -104,6 +107,7 @@ def explain_data(
     overwrite: bool = typer.Option(False, help="Replace existing explanations in --out (API answers stay cached)."),
 ):
     """Write warm-start explanations for the SFT splits of an activation dataset."""
+    check_out_folder(out)
     from nla.explainers.stage import ExplainDataConfig
     from nla.explainers.stage import explain_data as run_explain_data
 

@@ -9,6 +9,9 @@ from typing import Optional
 import typer
 
 from nla.autoencoder.defaults import MAX_NEW_TOKENS
+from nla.errors import NLAError
+from nla.inputs import check_out_folder
+from nla.reading.config import EXPLAIN_MAX_TOKENS
 from nla.cli.common import (EVAL, EXTRACT, MODEL_HELP, READ_DEVICE_HELP, app, checked_dtype, load_nla, opt_device,
                             opt_dtype, opt_max_new_tokens, opt_nla, opt_nla_ar, opt_nla_av, opt_temperature,
                             user_errors)
@@ -39,6 +42,7 @@ def eval_(
 ):
     """Held-out FVE of an NLA (default: the shipped one) next to its controls (shuffled AV, text-oracle AR,
     predict-the-mean)."""
+    check_out_folder(out)
     from nla.eval.evaluate import EvalConfig, evaluate, format_result
 
     result = evaluate(EvalConfig(nla=nla, nla_av=nla_av, nla_ar=nla_ar, out=out, data=data, max_rows=max_rows,
@@ -61,19 +65,26 @@ def explain(
     nla_ar: Optional[str] = opt_nla_ar(),
     model: Optional[str] = typer.Option(None, help="The target; default: the AV's base_checkpoint. " + MODEL_HELP),
     min_position: int = typer.Option(0, help="Skip earlier tokens."),
+    max_tokens: int = typer.Option(EXPLAIN_MAX_TOKENS, help="Refuse a longer text (each token is one explanation "
+                                   "to write; nla trace reads long texts resumably)."),
     max_new_tokens: int = opt_max_new_tokens(MAX_NEW_TOKENS),
     temperature: float = opt_temperature(),
     device: str = opt_device(EXTRACT["device"], READ_DEVICE_HELP),
     dtype: str = opt_dtype(),
 ):
     """Print, for every token of TEXT, the NLA's explanation of the target's activation and its fidelity."""
+    if min_position < 0:  # before minutes of model loading
+        raise NLAError(f"--min-position {min_position} is negative; pass 0 (the first token) or more")
+    if max_new_tokens < 1:
+        raise NLAError(f"--max-new-tokens {max_new_tokens} leaves no room for an explanation; pass 1 or more")
     from nla.reading.transcript import explain_text, format_readings
 
     # With LoRA adapters one base model serves target, AV and AR; a released NLA loads as AV + AR + target.
     loaded = load_nla(nla, nla_av, nla_ar, device=device, dtype=dtype)
     target = loaded.target(model)
     typer.echo(format_readings(explain_text(loaded, text, target=target, min_position=min_position,
-                                            max_new_tokens=max_new_tokens, temperature=temperature)))
+                                            max_new_tokens=max_new_tokens, temperature=temperature,
+                                            max_tokens=max_tokens, progress=True)))
 
 
 @app.command()
@@ -84,6 +95,7 @@ def demo(
     device: str = opt_device(help=READ_DEVICE_HELP),
 ):
     """The main job: the shipped NLA reads built-in texts and a chat token by token, with each explanation's score."""
+    check_out_folder(out)
     from nla.autoencoder.default import default_dir, is_default
     from nla.reading.demo import extraction_demo, run_demo
 

@@ -7,17 +7,23 @@ from typing import Optional
 
 import typer
 
+from nla.inputs import check_out_folder
 from nla.rl.config import RLConfig
 from nla.train.config import AVTrainConfig
 from nla.cli.common import (AR, AV, EXTRACT, MODEL_HELP, RL, app, checked_dtype, opt_device, opt_dtype, opt_nla_ar,
                             opt_nla_av, user_errors)
 
 
+EXPORT_HELP = ("With LoRA, also write the merged released folder (a full copy of the model; nla export RUN "
+               "writes it later). Without it the run keeps its adapter only, which everything in nla reads.")
+
+
 @app.command("train-ar")
 @user_errors
 def train_ar(
     data: Path = typer.Option(..., help="Explanations parquet from nla explain-data (e.g. .../ar_sft.parquet)."),
-    out: Path = typer.Option(..., help="Run folder (may be shared with train-av): ar_metrics.jsonl, ar_state/, ar/."),
+    out: Path = typer.Option(..., help="Run folder (may be shared with train-av): ar_metrics.jsonl, ar_state/, "
+                             "ar_adapter/ (LoRA) or ar/."),
     model: Optional[str] = typer.Option(None, help="Default: the dataset's model. " + MODEL_HELP),
     layer: Optional[int] = typer.Option(None, help="Default: the dataset's layer."),
     lora_rank: int = typer.Option(AR["lora_rank"], help="LoRA rank; 0 trains blocks 0..K fully."),
@@ -30,30 +36,35 @@ def train_ar(
     device: str = opt_device(EXTRACT["device"]),
     dtype: str = opt_dtype(),
     overwrite: bool = typer.Option(False, help="Start over, replacing a run in --out."),
+    export: bool = typer.Option(False, "--export", help=EXPORT_HELP),
 ):
     """Train the reconstructor (AR) on (explanation, activation) pairs; a rerun resumes."""
+    check_out_folder(out)
     from nla.train.ar import ARTrainConfig
     from nla.train.ar import train_ar as run_train_ar
 
     result = run_train_ar(ARTrainConfig(data=data, out=out, model=model, layer=layer, lora_rank=lora_rank, lr=lr,
                                         batch_size=batch_size, epochs=epochs, checkpoint_every=checkpoint_every,
                                         text_column=text_column, device=device, dtype=checked_dtype(dtype),
-                                        overwrite=overwrite))
+                                        overwrite=overwrite, export=export))
     if result["main_process"]:  # under accelerate launch / torchrun, one process reports
-        typer.echo(f"trained the AR for {result['steps']} steps; released-layout folder: {result['out']}")
+        typer.echo(f"trained the AR for {result['steps']} steps; folder: {result['out']}")
 
 
 @app.command("train-av")
 @user_errors
 def train_av(
     data: Path = typer.Option(..., help="Explanations parquet from nla explain-data (e.g. .../av_sft.parquet)."),
-    out: Path = typer.Option(..., help="Run folder (may be shared with train-ar): av_metrics.jsonl, av_state/, av/."),
+    out: Path = typer.Option(..., help="Run folder (may be shared with train-ar): av_metrics.jsonl, av_state/, "
+                             "av_adapter/ (LoRA) or av/."),
     model: Optional[str] = typer.Option(None, help="Default: the dataset's model. " + MODEL_HELP),
     layer: Optional[int] = typer.Option(None, help="Default: the dataset's layer."),
     injection_scale: Optional[float] = typer.Option(None, help="Default: a round number just above the mean norm."),
     shuffle_activations: bool = typer.Option(False, help="Control run: pair explanations with other activations."),
     injection: str = typer.Option(AV["injection"], help="embedding (the released site: the marker's token "
                                   "embedding) or residual (block K's output at the marker; reads faster)."),
+    injection_layer: Optional[int] = typer.Option(None, help="Residual only: the block whose output takes the "
+                                                  "vector, 0..K (default K)."),
     lora_rank: int = typer.Option(AV["lora_rank"], help="LoRA rank; 0 trains every weight."),
     lr: float = typer.Option(AV["lr"], help="Peak learning rate (warmup, then cosine to 10%)."),
     batch_size: int = typer.Option(AV["batch_size"]),
@@ -62,15 +73,18 @@ def train_av(
     device: str = opt_device(EXTRACT["device"]),
     dtype: str = opt_dtype(),
     overwrite: bool = typer.Option(False, help="Start over, replacing a run in --out."),
+    export: bool = typer.Option(False, "--export", help=EXPORT_HELP),
 ):
     """Train the verbalizer (AV) to write explanations of injected activations; a rerun resumes."""
+    check_out_folder(out)
     from nla.train.av import train_av as run_train_av
 
     result = run_train_av(AVTrainConfig(data=data, out=out, model=model, layer=layer, injection_scale=injection_scale,
                                         shuffle_activations=shuffle_activations, injection=injection,
-                                        lora_rank=lora_rank, lr=lr,
+                                        injection_layer=injection_layer, lora_rank=lora_rank, lr=lr,
                                         batch_size=batch_size, epochs=epochs, checkpoint_every=checkpoint_every,
-                                        device=device, dtype=checked_dtype(dtype), overwrite=overwrite))
+                                        device=device, dtype=checked_dtype(dtype), overwrite=overwrite,
+                                        export=export))
     if result["main_process"]:  # under accelerate launch / torchrun, one process reports
         typer.echo(f"trained the AV for {result['steps']} steps (injection scale {result['injection_scale']:g}); "
                    f"folder: {result['out']}")
@@ -81,11 +95,12 @@ def train_av(
 def export(
     run: Path = typer.Argument(..., help="A run folder with av_adapter/ and/or ar_adapter/ (train-av, train-ar)."),
     out: Optional[Path] = typer.Option(None, help="Where to write av/ and ar/; default: RUN itself."),
-    overwrite: bool = typer.Option(False, help="Replace av/ or ar/ already in --out."),
+    overwrite: bool = typer.Option(False, help="Replace av/ or ar/ already in --out (RUN by default)."),
     dtype: str = typer.Option("float32", "--dtype", help="The written weights' dtype (merged on the CPU): "
                               "float32, bfloat16 (half the size) or float16."),
 ):
     """Merge a run's LoRA adapters into released-format av/ and ar/ folders (what NLA.load and others read)."""
+    check_out_folder(out)
     from nla.autoencoder.shared import export_nla
 
     for folder in export_nla(run, out, overwrite=overwrite, dtype=checked_dtype(dtype)):
@@ -95,8 +110,8 @@ def export(
 @app.command("rl")
 @user_errors
 def rl(
-    nla: Optional[str] = typer.Option(None, "--nla", help="The SFT NLA folder (av/ and ar/), e.g. from train-ar + "
-                                      "train-av, or a hub prefix (its -av and -ar repositories)."),
+    nla: Optional[str] = typer.Option(None, "--nla", help="The SFT NLA folder (av/ + ar/ or their adapters), e.g. "
+                                      "from train-ar + train-av, or a hub prefix (its -av and -ar repositories)."),
     nla_av: Optional[str] = opt_nla_av(),
     nla_ar: Optional[str] = opt_nla_ar(),
     data: Path = typer.Option(..., help="Activations to train on: the dataset's rl split (e.g. runs/acts/rl.parquet)."),
@@ -127,6 +142,7 @@ def rl(
     overwrite: bool = typer.Option(False, help="Start over, replacing a run in --out."),
 ):
     """Improve an SFT NLA with GRPO: the AV is rewarded by the AR's reconstruction; a rerun resumes."""
+    check_out_folder(out)
     from nla.rl.trainer import rl as run_rl
 
     result = run_rl(RLConfig(nla=nla, nla_av=nla_av, nla_ar=nla_ar, dtype=checked_dtype(dtype), data=data, out=out, eval_data=eval_data, eval_rows=eval_rows, steps=steps,
@@ -158,11 +174,13 @@ def plot(run: Path = typer.Argument(..., help="An `nla rl` run folder (holding r
 @app.command("train")
 @user_errors
 def train(
-    out: Path = typer.Option(..., help="Run folder: acts/, sft/, rl/, eval/, train_config.yaml, stages.json."),
+    out: Path = typer.Option(..., help="Run folder: acts/, sft/, refit/, rl/, eval/, train_config.yaml, "
+                             "stages.json."),
     preset: Optional[str] = typer.Option(None, help="smollm2-135m (the shipped default's recipe) or gemma3-270m."),
     config: Optional[Path] = typer.Option(None, help="A YAML config (see src/nla/train/presets/ for the keys)."),
 ):
     """The whole pipeline from one config: extract, explain, SFT of AR and AV, RL, eval; a rerun resumes."""
+    check_out_folder(out)
     from nla.errors import NLAError
     from nla.eval.evaluate import format_result
     from nla.train.pipeline import load_config, preset_path, run_pipeline
@@ -173,4 +191,4 @@ def train(
     typer.echo(format_result(result["eval"]))
     minutes = sum(s["wall_seconds"] for s in result["stages"].values()) / 60
     typer.echo("stages: " + ", ".join(f"{k} {v['wall_seconds'] / 60:.1f} min" for k, v in result["stages"].items())
-               + f" (total {minutes:.1f} min); NLA: {out}/rl or {out}/sft, report: {out}/eval/eval.json")
+               + f" (total {minutes:.1f} min); NLA: {result['eval']['nla']}, report: {out}/eval/eval.json")

@@ -10,12 +10,18 @@ vectors at the sampled positions. Work is done in chunks of documents, each writ
 atomically under OUT/.partial/, so a killed run resumes where it stopped. At the end
 one parquet per split (plus sidecar), config.yaml and summary.json are written;
 summary.json is written last and marks the output complete.
+
+`--overwrite` of a finished extraction builds the new one beside it (.OUT.overwrite/, which
+a killed overwrite resumes from) and swaps the two folders at the end: until then the old
+output stays whole, and with it goes everything made from it inside OUT (explanations-*/).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 import shutil
 import time
 from contextlib import ExitStack
@@ -27,16 +33,18 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from nla.atomic import atomic_path, write_json, write_yaml
+from nla.atomic import atomic_path, old_copy, swap_folder, write_json, write_yaml
 from nla.data.config import ExtractConfig
 from nla.data.corpus import Document, load_corpus
 from nla.data.dataset import rows_to_table, schema, vectors_of, write_sidecar
 from nla.data.norms import norm_stats, suggest_injection_scale
 from nla.data.sampling import SPLITS, assign_split, sample_positions
+from nla.changes import changed_settings, describe_changes
 from nla.errors import NLAError
 from nla.models import Target, load_target
 from nla.models.activations import batched_residual_stream
 
+log = logging.getLogger(__name__)
 
 SUMMARY = "summary.json"
 CONFIG = "config.yaml"
@@ -108,7 +116,10 @@ def _refuse_finished_output(cfg: ExtractConfig) -> None:
     if cfg.out.exists() and not cfg.out.is_dir():
         raise NLAError(f"--out {cfg.out} is a file; pass a folder path")
     if (cfg.out / SUMMARY).exists() and not cfg.overwrite:
-        raise NLAError(f"{cfg.out} already holds an extraction; pass --overwrite to replace it, or choose another --out")
+        derived = derived_outputs(cfg.out)
+        also = f" (and {', '.join(derived)}, made from it)" if derived else ""
+        raise NLAError(f"{cfg.out} already holds an extraction; pass --overwrite to replace it{also}, or choose "
+                       "another --out")
 
 
 def _plan_key(planned: list[PlannedDocument], target: Target) -> str:
@@ -117,32 +128,63 @@ def _plan_key(planned: list[PlannedDocument], target: Target) -> str:
     return hashlib.sha256(json.dumps([str(target.model.dtype), plan]).encode()).hexdigest()[:16]
 
 
-def _prepare_partial(cfg: ExtractConfig, plan_key: str) -> Path:
+def staging_folder(out: Path) -> Path:
+    """Where an --overwrite of a finished extraction is built, beside it (a kill resumes there)."""
+    return out.with_name(f".{out.name}.overwrite")
+
+
+def _recover_swap(out: Path) -> None:
+    """A kill between the two renames of the final swap leaves OUT missing and the new output whole in staging."""
+    staging = staging_folder(out)
+    if not out.exists() and (staging / SUMMARY).exists():
+        os.replace(staging, out)
+    shutil.rmtree(old_copy(out), ignore_errors=True)
+
+
+def derived_outputs(out: Path) -> list[str]:
+    """Folders inside an extraction that later stages made from it (explanations-*/); extraction writes none."""
+    return sorted(f"{p.name}/" for p in out.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _work_folder(cfg: ExtractConfig) -> Path:
+    """OUT itself, or, to overwrite a finished extraction, its staging folder (the old output stays whole)."""
+    staging = staging_folder(cfg.out)
+    if cfg.overwrite and (cfg.out / SUMMARY).exists():
+        return staging
+    shutil.rmtree(staging, ignore_errors=True)  # an abandoned overwrite: OUT is worked on in place now
+    if cfg.overwrite and cfg.out.is_dir():  # an unfinished output: nothing in it is finished, so nothing to keep
+        for name in derived_outputs(cfg.out):
+            shutil.rmtree(cfg.out / name)
+    return cfg.out
+
+
+def _prepare_partial(cfg: ExtractConfig, work: Path, plan_key: str) -> Path:
     """The folder of finished chunks: kept when its settings and plan match (resume), else refused or reset."""
-    partial = cfg.out / PARTIAL
+    partial = work / PARTIAL
     settings_file = partial / "settings.json"
     if cfg.overwrite:
-        # From here on the old output no longer counts as finished, so a kill cannot leave a mix that looks done.
-        (cfg.out / SUMMARY).unlink(missing_ok=True)
-    for stale in [*cfg.out.glob(".*.tmp-*"), *partial.glob(".*.tmp-*")]:
+        # From here on an output in the work folder no longer counts as finished: a kill cannot leave a mix.
+        (work / SUMMARY).unlink(missing_ok=True)
+    for stale in [*work.glob(".*.tmp-*"), *partial.glob(".*.tmp-*")]:
         stale.unlink()  # temp files of writes that a kill interrupted
     current = json.loads(json.dumps({**cfg.settings(), "plan": plan_key}))  # as it reads back from JSON
     if settings_file.exists():
         saved = json.loads(settings_file.read_text())
-        if saved != current and not cfg.overwrite:
-            changed = sorted(k for k in saved.keys() | current.keys() if saved.get(k) != current.get(k))
-            raise NLAError(f"{cfg.out} holds an unfinished extraction with other settings ({', '.join(changed)}); "
-                           "rerun with the same settings and corpus to resume, or pass --overwrite to start over")
-        if saved != current:
+        if changed_settings(saved, current) and not cfg.overwrite:
+            raise NLAError(f"{cfg.out} holds an unfinished extraction with other settings "
+                           f"({describe_changes(saved, current)}); rerun with the same settings and corpus to "
+                           "resume, or pass --overwrite to start over")
+        if changed_settings(saved, current):
             shutil.rmtree(partial)
     partial.mkdir(parents=True, exist_ok=True)
     write_json(settings_file, current)
     return partial
 
 
-def _finalize(cfg: ExtractConfig, target: Target, layer: int, partial: Path, chunk_files: list[Path],
+def _finalize(cfg: ExtractConfig, work: Path, target: Target, layer: int, partial: Path, chunk_files: list[Path],
               counts: dict) -> dict:
-    """Merge chunks into one parquet per split, with sidecars, config.yaml and (last) summary.json.
+    """Merge chunks into one parquet per split (in the work folder), with sidecars, config.yaml and (last)
+    summary.json.
 
     Streams one chunk at a time into five open writers, so memory stays at one chunk.
     """
@@ -151,7 +193,7 @@ def _finalize(cfg: ExtractConfig, target: Target, layer: int, partial: Path, chu
     with ExitStack() as stack:
         writers = {}
         for split in SPLITS:
-            tmp = stack.enter_context(atomic_path(cfg.out / f"{split}.parquet"))
+            tmp = stack.enter_context(atomic_path(work / f"{split}.parquet"))
             # Entered after its temp path, so each writer closes before that file is renamed.
             writers[split] = stack.enter_context(pq.ParquetWriter(tmp, schema(target.d_model)))
         for path in chunk_files:
@@ -170,7 +212,7 @@ def _finalize(cfg: ExtractConfig, target: Target, layer: int, partial: Path, chu
         "max_doc_tokens": cfg.max_doc_tokens,
     }
     for split in SPLITS:
-        write_sidecar(cfg.out / f"{split}.parquet", split=split, row_count=split_rows[split], extraction=extraction,
+        write_sidecar(work / f"{split}.parquet", split=split, row_count=split_rows[split], extraction=extraction,
                       dataset_id=f"{Path(cfg.model).name}-L{layer}-{cfg.fingerprint()}-{split}")
     stats = norm_stats(np.concatenate(norms))
     summary = {
@@ -179,14 +221,15 @@ def _finalize(cfg: ExtractConfig, target: Target, layer: int, partial: Path, chu
         "activation_norm": stats, "suggested_injection_scale": suggest_injection_scale(stats["mean"]),
         "rows_per_source_genre": dict(sorted(genres.items())),
     }
-    write_yaml(cfg.out / CONFIG, {**asdict(cfg), "out": str(cfg.out), "resolved_layer": layer})
-    write_json(cfg.out / SUMMARY, summary)  # last: marks the output complete
+    write_yaml(work / CONFIG, {**asdict(cfg), "out": str(cfg.out), "resolved_layer": layer})
+    write_json(work / SUMMARY, summary)  # last: marks the output complete
     shutil.rmtree(partial, ignore_errors=True)
     return summary
 
 
 def extract(cfg: ExtractConfig, *, progress: bool = True) -> dict:
     """Run (or resume) an extraction; returns the summary also written to OUT/summary.json."""
+    _recover_swap(cfg.out)
     _refuse_finished_output(cfg)
     docs = load_corpus(cfg.corpus, text_field=cfg.text_field, limit=cfg.max_docs)
     target = load_target(cfg.model, device=cfg.device, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)
@@ -195,7 +238,8 @@ def extract(cfg: ExtractConfig, *, progress: bool = True) -> dict:
     if not planned:
         raise NLAError(f"no document in {cfg.corpus} has a usable position at or after --min-position "
                        f"{cfg.min_position} ({too_short} too short); lower --min-position or use longer documents")
-    partial = _prepare_partial(cfg, _plan_key(planned, target))  # only now: bad input above leaves nothing behind
+    work = _work_folder(cfg)  # only now: bad input above leaves nothing behind
+    partial = _prepare_partial(cfg, work, _plan_key(planned, target))
     chunks = [planned[i : i + cfg.chunk_docs] for i in range(0, len(planned), cfg.chunk_docs)]
     chunk_files = [partial / f"chunk-{index:05d}.parquet" for index in range(len(chunks))]
     total_tokens = sum(len(p.token_ids) for p in planned)
@@ -217,4 +261,15 @@ def extract(cfg: ExtractConfig, *, progress: bool = True) -> dict:
         "tokens": total_tokens, "tokens_computed_this_run": computed, "seconds": round(seconds, 2),
         "tokens_per_second": round(computed / seconds, 1) if seconds > 0 and computed else None,
     }
-    return _finalize(cfg, target, layer, partial, chunk_files, counts)
+    summary = _finalize(cfg, work, target, layer, partial, chunk_files, counts)
+    if work != cfg.out:
+        _replace(cfg.out, work)
+    return summary
+
+
+def _replace(out: Path, staging: Path) -> None:
+    """Swap the finished new extraction in for the old one, and with the old one what was made from it."""
+    derived = derived_outputs(out)
+    swap_folder(staging, out)
+    if derived:
+        log.info(f"replaced the extraction in {out}; removed what was made from the old one: {', '.join(derived)}")

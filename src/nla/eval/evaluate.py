@@ -37,13 +37,16 @@ from tqdm import tqdm
 
 from nla.atomic import atomic_path, write_json
 from nla.autoencoder.checkpoint import AR_DIR
+from nla.autoencoder.hub import role_folder
 from nla.autoencoder.nla import NLA, reconstruct_texts
-from nla.autoencoder.reconstructor import load_reconstructor, reconstruction_mse
+from nla.autoencoder.reconstructor import reconstruction_mse
+from nla.autoencoder.shared import load_ar_folder
 from nla.data.dataset import vectors_of
 from nla.errors import NLAError
 from nla.eval.config import EvalConfig
 from nla.eval.metrics import Baseline, baseline
 from nla.eval.readability import perplexity, quote_precision
+from nla.inputs import damaged_file, open_dataset
 from nla.record_log import RecordLog
 
 EVAL_JSON, ROWS_FILE, EXPLANATIONS_FILE = "eval.json", "rows.parquet", "explanations.jsonl"
@@ -65,24 +68,18 @@ def default_heldout(nla: NLA) -> Path:
                    "split extracted from its target at its layer (e.g. runs/acts/validation.parquet)")
 
 
-def read_heldout(path: Path, d_model: int, max_rows: int | None, seed: int) -> tuple[pa.Table, torch.Tensor]:
-    """The evaluated rows (a seeded sample when max_rows is set, kept in file order) and their activations."""
-    if not path.exists():
-        raise NLAError(f"{path} not found; pass --data with an activation split written by nla extract")
-    table = pq.read_table(path)
-    missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
-    if missing:
-        raise NLAError(f"{path} lacks column(s) {', '.join(missing)}; pass a split written by nla extract")
+def read_heldout(path: Path, nla: NLA, max_rows: int | None, seed: int, *,
+                 flag: str = "--data") -> tuple[pa.Table, torch.Tensor]:
+    """The evaluated rows (a seeded sample when max_rows is set, kept in file order) and their activations,
+    checked against the NLA's width, layer and target."""
+    table = open_dataset(path, flag=flag, columns=REQUIRED_COLUMNS, against=f"the NLA {nla.source.label}",
+                         d_model=nla.d_model, layer=nla.layer, target=nla.av_meta.base_checkpoint).table
     if max_rows is not None and max_rows < table.num_rows:
         keep = np.sort(np.random.default_rng(seed).choice(table.num_rows, size=max_rows, replace=False))
         table = table.take(pa.array(keep))
     if table.num_rows < 2:
         raise NLAError(f"{path} has {table.num_rows} row(s); evaluation needs at least 2")
-    vectors = torch.from_numpy(vectors_of(table).copy())
-    if vectors.shape[1] != d_model:
-        raise NLAError(f"{path} holds d={vectors.shape[1]} activations but the NLA reads d_model {d_model}; "
-                       "pass a split extracted from the NLA's target and layer")
-    return table, vectors
+    return table, torch.from_numpy(vectors_of(table).copy())
 
 
 def derangement(n: int, seed: int) -> np.ndarray:
@@ -94,12 +91,13 @@ def derangement(n: int, seed: int) -> np.ndarray:
 
 
 def load_oracle(path: Path, nla: NLA, device: str, dtype: str = "auto"):
-    """An oracle AR (its folder or a run folder holding ar/) that reads the NLA's target, layer and width."""
-    folder = path / AR_DIR if (path / AR_DIR).is_dir() else path
+    """An oracle AR (its folder, its adapter, or a run folder holding ar/ or ar_adapter/) that reads the NLA's
+    target, layer and width."""
+    folder = role_folder(path, AR_DIR) or path
     if not (folder / "nla_meta.yaml").exists():
         raise NLAError(f"{path} is not an AR folder; pass the --out of nla train-ar --text-column "
-                       f"{CONTEXT_COLUMN} (or its ar/ folder)")
-    oracle, tokenizer, meta = load_reconstructor(folder, device=device, dtype=dtype)
+                       f"{CONTEXT_COLUMN} (or its ar/ or ar_adapter/ folder)")
+    oracle, tokenizer, meta = load_ar_folder(folder, device=device, dtype=dtype)
     for name, ours in (("base_checkpoint", nla.ar_meta.base_checkpoint), ("d_model", nla.d_model),
                        ("extraction_layer_index", nla.layer)):
         theirs = getattr(meta, name)
@@ -179,11 +177,22 @@ def readability(nla: NLA, records: list[dict], table, rows: int = 64) -> dict:
     written = [t for t in texts if t][:rows]
     if written:
         result["perplexity"] = perplexity(target.model, target.tokenizer, written)
-    warm = [Path(p) for p in nla.av_meta.trained_on if Path(p).exists()]
-    if warm and "explanation" in pq.read_schema(warm[0]).names:
-        start = pq.read_table(warm[0], columns=["explanation"]).column("explanation").to_pylist()[:rows]
+    start = warm_start_texts(nla, rows)
+    if start:
         result["warm_start_perplexity"] = perplexity(target.model, target.tokenizer, start)
     return result
+
+
+def warm_start_texts(nla: NLA, rows: int) -> list[str] | None:
+    """The first explanations the AV was trained on, when that file is still where its sidecar says."""
+    warm = [Path(p) for p in nla.av_meta.trained_on if Path(p).is_file()]
+    if not warm:
+        return None
+    with damaged_file(warm[0], "a parquet file", "restore the warm-start explanations the AV was trained on, "
+                      "or move them away to skip their perplexity"):
+        if "explanation" not in pq.read_schema(warm[0]).names:
+            return None
+        return pq.read_table(warm[0], columns=["explanation"]).column("explanation").to_pylist()[:rows]
 
 
 def fve_by_bucket(values: np.ndarray, errors: dict[str, np.ndarray], reference: Baseline, buckets: int) -> dict:
@@ -245,15 +254,19 @@ def evaluate(cfg: EvalConfig, *, progress: bool = True) -> dict:
     started = time.time()
     nla = NLA.load(cfg.nla, av=cfg.nla_av, ar=cfg.nla_ar, device=cfg.device, dtype=cfg.dtype)
     data = cfg.data or default_heldout(nla)
-    table, golds = read_heldout(data, nla.d_model, cfg.max_rows, cfg.seed)
+    table, golds = read_heldout(data, nla, cfg.max_rows, cfg.seed)
     oracle = load_oracle(cfg.oracle_ar, nla, str(pick_device(cfg.device)), cfg.dtype) if cfg.oracle_ar else None
     if oracle and CONTEXT_COLUMN not in table.column_names:
         raise NLAError(f"{data} has no {CONTEXT_COLUMN} column, which the oracle AR reads; "
                        "pass a split written by nla extract")
     mean_source = cfg.mean_from or default_mean_source(data)
+    # read (and checked) before any explaining: a bad --mean-from must not cost the AV's work first
+    mean_from = read_heldout(mean_source, nla, None, cfg.seed, flag="--mean-from") if mean_source else None
     reference = baseline(golds)
     order = derangement(len(golds), cfg.seed)
 
+    if cfg.overwrite:  # the old report goes first: a kill mid-way leaves no old eval.json beside new rows
+        (cfg.out / EVAL_JSON).unlink(missing_ok=True)
     explained = explain_all(nla, {"nla": golds, "shuffled_av": golds[order]}, cfg, cfg.out / EXPLANATIONS_FILE,
                             av_settings(cfg, nla, data), progress)
     errors = {"nla": explanation_mse(nla, explained["nla"], golds, cfg.batch_size),
@@ -271,8 +284,8 @@ def evaluate(cfg: EvalConfig, *, progress: bool = True) -> dict:
     else:
         controls["oracle_ar"] = {"skipped": "no --oracle-ar given; train one with nla train-ar --text-column "
                                             f"{CONTEXT_COLUMN} and pass its --out"}
-    if mean_source:
-        source, mean_golds = read_heldout(mean_source, nla.d_model, None, cfg.seed)
+    if mean_from:
+        source, mean_golds = mean_from
         mu = baseline(mean_golds).mean
         errors["mean"] = reconstruction_mse(mu.expand_as(golds), golds).numpy()
         controls["mean"] = {**summary(errors["mean"], reference), "mean_from": str(mean_source),

@@ -23,10 +23,9 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import yaml
 from tqdm import tqdm
 
-from nla.atomic import atomic_path, write_json, write_yaml
+from nla.atomic import atomic_path, read_yaml_mapping, write_json, write_yaml
 from nla.data.corpus import load_corpus
 from nla.data.dataset import sidecar_path
 from nla.data.extract import CONFIG, SUMMARY, encode_document
@@ -41,10 +40,16 @@ from nla.explainers.api import (
 )
 from nla.explainers.base import Explainer, ExplainRequest
 from nla.explainers.offline import OfflineExplainer
+from nla.inputs import check_dataset_file, damaged_file, open_dataset
 from nla.models import Target, load_target
 from nla.models.predictions import next_token_candidates
 
 log = logging.getLogger(__name__)
+# What each row's context is rebuilt from, and the keys of DATASET/config.yaml that rebuild it.
+CONTEXT_COLUMNS = ("doc_id", "position", "token_id", "token", "detokenized_text_truncated", "source", "genre",
+                   "topic")
+EXTRACT_KEYS = ("model", "corpus", "text_field", "max_docs", "max_doc_tokens", "dtype")
+SPLIT_FILE = "a split written by nla extract (--splits names ar_sft, av_sft, rl, validation or test)"
 
 
 def _api_explainer(cfg: ExplainDataConfig, progress: bool) -> ApiExplainer:
@@ -81,6 +86,8 @@ class ExplainDataConfig:
         self.out = Path(self.out) if self.out else self.dataset / f"explanations-{self.explainer}"
         if self.explainer not in EXPLAINERS:
             raise NLAError(f"unknown explainer '{self.explainer}'; choose one of: {', '.join(EXPLAINERS)}")
+        if not self.splits:
+            raise NLAError("--splits names no split; pass e.g. --splits ar_sft,av_sft")
         if self.top_k < 1:
             raise NLAError("top-k must be at least 1")
         if self.quote_tokens < 1:
@@ -106,8 +113,7 @@ def quote_window(ids: list[int], quote_tokens: int, special: frozenset[int]) -> 
 
 def _requests(target: Target, table: pa.Table, docs: dict, max_doc_tokens: int, top_k: int,
               batch_tokens: int, quote_tokens: int) -> list[ExplainRequest]:
-    rows = table.select(["doc_id", "position", "token_id", "token", "detokenized_text_truncated",
-                         "source", "genre", "topic"]).to_pylist()
+    rows = table.select(list(CONTEXT_COLUMNS)).to_pylist()
     by_doc: dict[str, list[int]] = {}
     for i, row in enumerate(rows):
         by_doc.setdefault(row["doc_id"], []).append(i)
@@ -141,9 +147,10 @@ def _requests(target: Target, table: pa.Table, docs: dict, max_doc_tokens: int, 
 def _explain_split(cfg: ExplainDataConfig, split: str, target: Target, docs: dict, explainer: Explainer,
                    extract_cfg: dict) -> dict:
     source = cfg.dataset / f"{split}.parquet"
-    if not source.exists():
-        raise NLAError(f"{source} not found; pass splits the dataset has (ar_sft, av_sft, rl, validation, test)")
-    table = pq.read_table(source)
+    data = open_dataset(source, flag="--dataset", expect=SPLIT_FILE, columns=CONTEXT_COLUMNS,
+                        against=f"{cfg.dataset / CONFIG}", layer=extract_cfg.get("resolved_layer"),
+                        target=extract_cfg["model"])
+    table = data.table
     requests = _requests(target, table, docs, extract_cfg["max_doc_tokens"], cfg.top_k, cfg.batch_tokens,
                          cfg.quote_tokens)
     explanations = explainer.explain(requests)
@@ -159,7 +166,7 @@ def _explain_split(cfg: ExplainDataConfig, split: str, target: Target, docs: dic
         explained = explained.append_column(name, column)
     with atomic_path(cfg.out / f"{split}.parquet") as tmp:
         pq.write_table(explained, tmp)
-    meta = yaml.safe_load(sidecar_path(source).read_text())
+    meta = dict(data.meta)
     about = {"explainer": explainer.name, "top_k": cfg.top_k, "quote_tokens": cfg.quote_tokens}
     if usage:
         about.update(model=explainer.model, instruction_version=INSTRUCTION_VERSION)
@@ -173,19 +180,42 @@ def _explain_split(cfg: ExplainDataConfig, split: str, target: Target, docs: dic
     return counts
 
 
+def read_extract_config(dataset: Path) -> dict:
+    """DATASET/config.yaml, the settings the activations were extracted with (the corpus and model to rebuild
+    each context from)."""
+    path, fix = dataset / CONFIG, "rerun nla extract into that folder"
+    if not path.is_file():
+        raise NLAError(f"{path} not found; {fix}")
+    with damaged_file(path, "a YAML config", fix):
+        config = read_yaml_mapping(path, fix)
+    missing = [key for key in EXTRACT_KEYS if key not in config]
+    if missing:
+        raise NLAError(f"{path} lacks {', '.join(missing)}; it is not the config of an nla extract: {fix}")
+    return config
+
+
 def explain_data(cfg: ExplainDataConfig, *, progress: bool = True) -> dict:
     """Write explanations for the chosen splits; returns the summary also written to OUT/summary.json."""
     if not (cfg.dataset / SUMMARY).exists():
         raise NLAError(f"{cfg.dataset} is not a finished extraction (no {SUMMARY}); run nla extract first")
     if (cfg.out / SUMMARY).exists() and not cfg.overwrite:
         raise NLAError(f"{cfg.out} already holds explanations; pass --overwrite to replace them, or another --out")
-    extract_cfg = yaml.safe_load((cfg.dataset / CONFIG).read_text())
+    extract_cfg = read_extract_config(cfg.dataset)
+    for split in cfg.splits:  # every split checked before minutes of model work
+        check_dataset_file(cfg.dataset / f"{split}.parquet", flag="--dataset", expect=SPLIT_FILE,
+                           columns=CONTEXT_COLUMNS)
     explainer = EXPLAINERS[cfg.explainer](cfg, progress)  # first: a missing key or SDK stops before any work
     target = load_target(extract_cfg["model"], device=cfg.device, dtype=extract_cfg["dtype"])
     docs = {d.doc_id: d for d in load_corpus(extract_cfg["corpus"], text_field=extract_cfg["text_field"],
                                              limit=extract_cfg["max_docs"])}
     if cfg.overwrite:
-        (cfg.out / SUMMARY).unlink(missing_ok=True)
+        # The old output goes first (the API cache stays): a kill mid-way leaves no old split beside new ones.
+        summary_path = cfg.out / SUMMARY
+        old_splits = json.loads(summary_path.read_text()).get("splits", {}) if summary_path.exists() else {}
+        summary_path.unlink(missing_ok=True)
+        for split in {*old_splits, *cfg.splits}:
+            sidecar_path(cfg.out / f"{split}.parquet").unlink(missing_ok=True)
+            (cfg.out / f"{split}.parquet").unlink(missing_ok=True)
     counts = {}
     for split in tqdm(cfg.splits, desc=f"explaining ({cfg.explainer})", unit="split", disable=not progress):
         done = cfg.out / f"{split}.parquet"

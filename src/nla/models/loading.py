@@ -72,18 +72,35 @@ def load_causal_lm(source, *, device: str | torch.device = "auto", dtype: str | 
 
     one, device_map = placement(str(device), spread=spread)
     torch_dtype = placement_dtype(dtype, one)
-    if "gguf_file" not in kwargs:
-        config = AutoConfig.from_pretrained(source, trust_remote_code=kwargs.get("trust_remote_code", False))
-        text = text_only(config)
-        if text is not None:
-            kwargs = {**kwargs, "config": text, "key_mapping": TEXT_KEY_MAPPING}
-    if device_map is None and one.type == "cuda":
-        device_map = str(one)  # load straight onto the GPU, without a full copy in host memory first
-    with quiet_loading():
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, device_map=device_map, **kwargs)
+    with local_model_files(source, kwargs):
+        if "gguf_file" not in kwargs:
+            config = AutoConfig.from_pretrained(source, trust_remote_code=kwargs.get("trust_remote_code", False))
+            text = text_only(config)
+            if text is not None:
+                kwargs = {**kwargs, "config": text, "key_mapping": TEXT_KEY_MAPPING}
+        if device_map is None and one.type == "cuda":
+            device_map = str(one)  # load straight onto the GPU, without a full copy in host memory first
+        with quiet_loading():
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, device_map=device_map, **kwargs)
     if device_map is None:
         model.to(one)
     return model.eval()
+
+
+def local_model_files(source, kwargs: dict):
+    """A local folder (or GGUF file) whose weights or config are damaged is one line naming it; a hub id's
+    errors (network, missing repository) are left to the caller, which knows what was asked for."""
+    from contextlib import nullcontext
+    from pathlib import Path
+
+    from nla.inputs import damaged_file
+
+    if not Path(str(source)).is_dir():
+        return nullcontext()
+    if "gguf_file" in kwargs:
+        return damaged_file(Path(source) / kwargs["gguf_file"], "a GGUF file", "download or copy it again")
+    return damaged_file(source, "a model folder", "copy the folder again (its config.json and *.safetensors "
+                        "weights), or rerun the command that wrote it")
 
 
 def input_device(model: torch.nn.Module) -> torch.device:

@@ -46,6 +46,11 @@ class Target:
         return (2 * self.num_layers) // 3
 
     @property
+    def context_length(self) -> int | None:
+        """The longest sequence the model was built for (its config's max_position_embeddings), if it says."""
+        return getattr(self.config, "max_position_embeddings", None)
+
+    @property
     def layers(self) -> torch.nn.ModuleList:
         return self.adapter.decoder_layers(self.model)
 
@@ -154,7 +159,12 @@ def _source(spec: str) -> tuple[str | Path, dict]:
     if path.exists():
         raise NLAError(f"{path} is not a model folder or a .gguf file")
     if spec.count("/") == 1 and not spec.startswith((".", "/")):
-        return spec, {}  # a hub id such as Qwen/Qwen2.5-7B
+        # A hub id such as Qwen/Qwen2.5-7B. Its config is fetched first, through the one call that does not
+        # retry: transformers' own first request retries for a minute before it says a repository is missing.
+        from nla.autoencoder.hub import download
+
+        download(spec, patterns=["config.json"])
+        return spec, {}
     presets = ", ".join(PRESETS)
     raise NLAError(
         f"unknown model '{spec}'; use a preset ({presets}), a local HF folder, a .gguf file, or a hub id like org/name"
@@ -166,13 +176,14 @@ def load_target(
     spread: bool = False,
 ) -> Target:
     """Load a frozen target model and its tokenizer (`spread`: "auto" may spread it over several GPUs)."""
-    from nla.models.loading import load_causal_lm
+    from nla.models.loading import load_causal_lm, local_model_files
 
     source, kwargs = _source(spec)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, **kwargs)
-        model = load_causal_lm(source, device=device, dtype=dtype, spread=spread,
-                               trust_remote_code=trust_remote_code, **kwargs)
+        with local_model_files(source, kwargs):  # a damaged local folder is named; a hub id's errors are below
+            tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, **kwargs)
+            model = load_causal_lm(source, device=device, dtype=dtype, spread=spread,
+                                   trust_remote_code=trust_remote_code, **kwargs)
     except (OSError, ValueError, ImportError) as err:  # missing files/repo, broken config, tokenizer extra
         first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise NLAError(

@@ -211,8 +211,8 @@ def calibrate(nla_path: str | Path, data: str | Path | None = None, *, max_rows:
     if out.exists() and not overwrite:
         raise NLAError(f"{out} exists; pass --overwrite to calibrate again")
     nla = NLA.load(nla_path, device=device)
-    data = Path(data) if data else default_heldout(nla, Path(nla_path))
-    table, vectors = read_heldout(data, nla.d_model, max_rows, seed)
+    data = Path(data) if data else default_heldout(nla)
+    table, vectors = read_heldout(data, nla, max_rows, seed)
     contexts = table.column(CONTEXT_COLUMN).to_pylist() if CONTEXT_COLUMN in table.column_names else None
     calibration = compute_calibration(nla, vectors, contexts, source=f"{data.parent.name}/{data.name}",
                                       estimated=False, max_new_tokens=max_new_tokens, batch_size=batch_size,

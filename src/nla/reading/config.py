@@ -9,6 +9,9 @@ from nla.errors import NLAError
 # The NLA shipped in the package (see autoencoder/default.py): what trace, serve and demo read with
 # when no --nla is given.
 DEFAULT_NLA = "default"
+# `nla explain`'s --max-tokens: each token is one explanation to write (a few seconds each on a CPU), so a
+# longer text is refused up front instead of running for hours; trace (resumable, with progress) has no cap.
+EXPLAIN_MAX_TOKENS = 512
 
 
 @dataclass

@@ -44,6 +44,7 @@ from nla.reading.calibration import FAILED, LABELS, Calibration, calibration_for
 from nla.reading.claims import check_claims, claims_report
 from nla.reading.config import DEFAULT_NLA, TraceSettings
 from nla.reading.prompt import Prompt
+from nla.reading.transcript import check_length
 from nla.record_log import RecordLog
 
 SCHEMA, SCHEMA_VERSION = "nla.trace", 1
@@ -97,6 +98,9 @@ class Reader:
         else:
             ids = self.target.encode(prompt.text)
         total = len(ids) + settings.continue_tokens
+        what = f"the input ({len(ids)} tokens + {settings.continue_tokens} to continue)" if settings.continue_tokens \
+            else "the input"
+        check_length(self.target, total, what=what)  # past the context the activations mean nothing
         if settings.max_tokens is not None and total > settings.max_tokens:
             raise NLAError(f"the input has {len(ids)} tokens (+{settings.continue_tokens} to continue); at most "
                            f"{settings.max_tokens} are read per request: shorten it")
@@ -235,10 +239,13 @@ def check_output(out: Path, overwrite: bool) -> None:
 
 
 def write_trace(trace: dict, out: Path) -> None:
+    """trace.html, then trace.json, whose presence marks a finished trace: replacing an older trace, a kill
+    between the two leaves no trace.json (unfinished, and a rerun resumes), never a new page beside old data."""
     from nla.reading.render import trace_page
 
-    write_json(out / TRACE_JSON, trace)
+    (out / TRACE_JSON).unlink(missing_ok=True)
     write_text(out / TRACE_HTML, trace_page(trace))
+    write_json(out / TRACE_JSON, trace)
 
 
 def trace_to_folder(reader: Reader, prompt: Prompt, out: Path, settings: TraceSettings | None = None, *,

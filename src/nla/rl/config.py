@@ -13,7 +13,7 @@ KL_ESTIMATORS = ("k1", "k3")
 
 @dataclass
 class RLConfig:
-    nla: str | Path | None  # an SFT NLA folder (av/ and ar/), e.g. runs/x/nla, or a hub prefix; None: nla_av + nla_ar
+    nla: str | Path | None  # an SFT NLA folder (av/ + ar/ or adapters), or a hub prefix; None: nla_av + nla_ar
     data: Path  # activations parquet (the dataset's rl split); explanations are not needed
     out: Path  # run folder: rl_state/, rl_metrics.jsonl, rl_samples.jsonl, then av/ and ar/
     eval_data: Path | None = None  # held-out activations (the validation split) for FVE during training

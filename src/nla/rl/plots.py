@@ -12,6 +12,7 @@ from pathlib import Path
 
 from nla.atomic import atomic_path
 from nla.errors import NLAError
+from nla.inputs import damaged_file
 
 CURVES_FILE = "rl_curves.png"
 # (panel title, [(metric key, label)])
@@ -28,14 +29,38 @@ PANELS = [
 
 
 def read_metrics(run: Path) -> list[dict]:
+    """The step records of RUN/rl_metrics.jsonl. A last line without its newline is one being written by a
+    run still in progress (or cut by a kill): it is left out; any other line that is not a step record means
+    the file is damaged or foreign, and is named."""
     path = Path(run) / "rl_metrics.jsonl"
-    if not path.exists():
+    if not path.is_file():
         raise NLAError(f"{path} not found; pass the --out folder of an `nla rl` run")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    with damaged_file(path, "a text file", "pass the --out folder of an `nla rl` run"):
+        text = path.read_text(encoding="utf-8")
+    lines = text.splitlines()
+    if lines and not text.endswith("\n"):
+        lines.pop()  # still being written
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+            raise NLAError(f"{path} line {number} is not a step record of `nla rl`; the file is damaged or "
+                           "foreign: delete that line, or pass the --out folder of an `nla rl` run")
+        records.append(record)
+    if not records:
+        raise NLAError(f"{path} holds no finished step yet; plot again once `nla rl` has logged a step")
+    return records
 
 
 def plot_run(run: str | Path) -> Path:
     """Write RUN/rl_curves.png; returns its path."""
+    run = Path(run)
+    records = read_metrics(run)  # first: a bad file is named even where matplotlib is missing
     try:
         import matplotlib
 
@@ -43,8 +68,6 @@ def plot_run(run: str | Path) -> Path:
         import matplotlib.pyplot as plt
     except ImportError as err:
         raise NLAError("plots need matplotlib; install it with pip install 'nla[plot]'") from err
-    run = Path(run)
-    records = read_metrics(run)
     fig, axes = plt.subplots(2, 3, figsize=(15, 8), constrained_layout=True)
     for ax, (title, series) in zip(axes.flat, PANELS):
         for key, label in series:

@@ -32,9 +32,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
-import yaml
 from tqdm import tqdm
 
 from nla.atomic import atomic_path
@@ -42,13 +40,16 @@ from nla.autoencoder.checkpoint import save_verbalizer
 from nla.autoencoder.hub import resolve_nla
 from nla.autoencoder.nla import NLA, ar_input_ids, reconstruct_texts
 from nla.autoencoder.reconstructor import reconstruction_mse
+from nla.autoencoder.shared import CALIBRATION_FILE
 from nla.autoencoder.verbalizer import Verbalizer, check_vectors
-from nla.data.dataset import sidecar_path, vectors_of
+from nla.changes import changed_settings, describe_changes
 from nla.errors import NLAError
+from nla.inputs import RESUME_FIX, STATE_DAMAGE, damaged_file, open_dataset
 from nla.eval.evaluate import derangement, explanation_mse, summary
 from nla.eval.metrics import baseline
 from nla.models.activations import pad_right
-from nla.models.adapters import adapter_for
+from nla.models.adapters import adapter_for, text_config
+from nla.models.memory import check_batch_fits, optimizer_bytes, rl_sample_bytes
 from nla.rl import grpo
 from nla.rl.config import RLConfig
 from nla.rl.rewards import ReconstructionReward, RewardFn, is_failure, shaped_rewards
@@ -64,15 +65,11 @@ SAMPLES_PER_LOG = 2  # activations (with their whole group) written to rl_sample
 
 
 def read_activations(path: Path, nla: NLA, what: str) -> torch.Tensor:
-    """(N, d) activations of a dataset split, checked against the NLA's width and layer."""
-    if not path.exists():
-        raise NLAError(f"{what} {path} not found; pass a split of an activation dataset (e.g. rl.parquet)")
-    meta = yaml.safe_load(sidecar_path(path).read_text()) if sidecar_path(path).exists() else {}
-    layer = (meta.get("extraction") or {}).get("layer_index")
-    if layer is not None and int(layer) != nla.layer:
-        raise NLAError(f"{path} holds layer-{layer} activations but the NLA reads layer {nla.layer}; "
-                       "extract the dataset at the NLA's layer")
-    return check_vectors(torch.from_numpy(vectors_of(pq.read_table(path)).copy()), nla.d_model)
+    """(N, d) activations of a dataset split, checked against the NLA's width, layer and target."""
+    data = open_dataset(path, flag=what, expect="a split of an activation dataset (e.g. runs/acts/rl.parquet)",
+                        against=f"the NLA {nla.source.label}", d_model=nla.d_model, layer=nla.layer,
+                        target=nla.av_meta.base_checkpoint)
+    return check_vectors(data.vectors(), nla.d_model)
 
 
 @contextlib.contextmanager
@@ -334,11 +331,14 @@ def _resume(trainer: Trainer, settings: dict) -> int:
     found = latest_state(trainer.cfg.out / STATE_DIR)
     if not found:
         return 0
-    saved = json.loads((found / "state.json").read_text()).get("settings") or {}
-    if {k: v for k, v in saved.items() if k not in VOLATILE_SETTINGS} != settings:
-        raise NLAError(f"{trainer.cfg.out} holds an RL run with other settings; use the same settings to resume, "
-                       "or pass --overwrite to start over")
-    return load_parts_state(found, trainer.parts())["step"]
+    with damaged_file(found, "a saved RL state", RESUME_FIX):
+        saved = json.loads((found / "state.json").read_text()).get("settings") or {}
+    saved = {k: v for k, v in saved.items() if k not in VOLATILE_SETTINGS}
+    if changed_settings(saved, settings):  # a setting added since, at None, matches
+        raise NLAError(f"{trainer.cfg.out} holds an RL run with other settings ({describe_changes(saved, settings)}); "
+                       "use the same settings to resume, or pass --overwrite to start over")
+    with damaged_file(found, "a saved RL state", RESUME_FIX, also=STATE_DAMAGE):
+        return load_parts_state(found, trainer.parts())["step"]
 
 
 def _export(trainer: Trainer, steps: int, write: bool) -> None:
@@ -367,7 +367,7 @@ def _export(trainer: Trainer, steps: int, write: bool) -> None:
 
 
 def _start(cfg: RLConfig, accelerator) -> None:
-    """Refuse to replace a finished run; clear an old one under --overwrite (main process only)."""
+    """Refuse to replace a finished run, or a batch that cannot split over the processes."""
     resolve_nla(cfg.nla, av=cfg.nla_av, ar=cfg.nla_ar)  # a bad --nla fails before any state is touched
     finished = all((cfg.out / role / "nla_meta.yaml").exists() for role in ("av", "ar"))  # ar/ is written last
     if finished and not cfg.overwrite:
@@ -375,10 +375,27 @@ def _start(cfg: RLConfig, accelerator) -> None:
     if cfg.batch_size % accelerator.num_processes:
         raise NLAError(f"batch-size {cfg.batch_size} does not split over {accelerator.num_processes} processes; "
                        "pass a multiple of the process count")
+
+
+def _check_memory(trainer: Trainer) -> None:
+    """Refuse a batch that clearly does not fit in memory (see models/memory.py), before anything is written."""
+    cfg, verbalizer = trainer.cfg, trainer.policy.verbalizer
+    per_sample = rl_sample_bytes(text_config(verbalizer.model.config), prompt_tokens=len(verbalizer.prompt),
+                                 response_tokens=cfg.max_response_tokens, reference=cfg.kl_coef > 0,
+                                 bytes_per_value=next(verbalizer.model.parameters()).element_size())
+    check_batch_fits(cfg.group_size * per_sample, cfg.batch_size,
+                     optimizer_bytes(trainer.policy.params) + optimizer_bytes(trainer.ar_params),
+                     trainer.accelerator.device, processes=trainer.accelerator.num_processes, flag="--batch-size",
+                     what=f"--group-size {cfg.group_size} explanations of up to {cfg.max_response_tokens} tokens each")
+
+
+def _clear_old_run(cfg: RLConfig, accelerator) -> None:
+    """--overwrite: the old run goes before the new one starts, so a kill leaves no finished-looking mix
+    (main process only); its calibration.json, made from the old weights, goes with it."""
     if cfg.overwrite and accelerator.is_main_process:
         for name in (STATE_DIR, "av", "ar"):
             shutil.rmtree(cfg.out / name, ignore_errors=True)
-        for name in (METRICS_FILE, SAMPLES_FILE):
+        for name in (METRICS_FILE, SAMPLES_FILE, CALIBRATION_FILE):
             (cfg.out / name).unlink(missing_ok=True)
     accelerator.wait_for_everyone()
 
@@ -392,6 +409,8 @@ def rl(cfg: RLConfig, *, reward: RewardFn | None = None, backend: RolloutBackend
     accelerator = accelerator or start_processes(cfg.device)
     _start(cfg, accelerator)
     trainer = Trainer(cfg, reward, accelerator, backend)
+    _check_memory(trainer)
+    _clear_old_run(cfg, accelerator)
     settings = _settings(cfg, accelerator.num_processes)
     step = _resume(trainer, settings)
     main = accelerator.is_main_process

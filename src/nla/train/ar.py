@@ -7,7 +7,8 @@ the blocks fully) plus the identity-initialised head. Loss: 2(1 - cos) between t
 prediction and the activation. AdamW, linear warmup then cosine decay to 10% of
 the learning rate, gradient clipping. The training state is saved atomically every
 N steps (OUT/ar_state/) and a rerun resumes from it; metrics go to OUT/ar_metrics.jsonl. At the end the
-LoRA adapter is kept in OUT/ar_adapter/ and merged into OUT/ar/, the released AR layout.
+LoRA adapter is written to OUT/ar_adapter/ (with --export also merged into OUT/ar/, the released AR
+layout; `nla export` does that later); with --lora-rank 0, OUT/ar/.
 """
 
 from __future__ import annotations
@@ -21,15 +22,16 @@ import torch
 from nla.autoencoder.meta import ModelMeta
 from nla.autoencoder.nla import ar_input_ids
 from nla.autoencoder.reconstructor import Reconstructor, reconstruction_mse
-from nla.autoencoder.shared import write_trained
+from nla.autoencoder.shared import trained, write_trained
 from nla.autoencoder.templates import critic_suffix_ids
 from nla.errors import NLAError
 from nla.models import load_target
 from nla.models.activations import pad_right
+from nla.models.memory import check_batch_fits, optimizer_bytes, stored_activation_bytes
 from nla.train.config import ARTrainConfig
 from nla.train.loop import process_device, start_processes, train_loop
 from nla.train.lora import add_lora
-from nla.train.pairs import BatchOrder, read_pairs
+from nla.train.pairs import BatchOrder, check_partner, read_pairs, sft_layer
 
 AR_TEMPLATE = "A language model's thought, described in words:\n{explanation}\nThe thought described above is"
 
@@ -49,20 +51,23 @@ def build_reconstructor(model_spec: str, layer: int | None, lora_rank: int, devi
 
 
 def train_ar(cfg: ARTrainConfig, *, progress: bool = True) -> dict:
-    texts, golds, meta = read_pairs(cfg.data, cfg.text_column)
-    extraction = meta.get("extraction") or {}
-    model_spec = cfg.model or extraction.get("base_model")
+    texts, golds, data = read_pairs(cfg.data, cfg.text_column)
+    model_spec = cfg.model or data.model
     if not model_spec:
         raise NLAError(f"{cfg.data} does not name its model; pass --model")
-    if (cfg.out / "ar" / "nla_meta.yaml").exists() and not cfg.overwrite:
+    layer = sft_layer(cfg.layer, cfg.model, data)
+    check_partner(cfg.out, "av", layer=layer, d_model=golds.shape[1], target=model_spec)  # before any work
+    if trained(cfg.out, "ar") and not cfg.overwrite:
         raise NLAError(f"{cfg.out} already holds a trained AR; pass --overwrite or another --out")
     accelerator = start_processes(cfg.device)
     torch.manual_seed(cfg.seed)
-    ar, target = build_reconstructor(model_spec, cfg.layer if cfg.layer is not None else extraction.get("layer_index"),
-                                     cfg.lora_rank, process_device(accelerator, cfg.device), cfg.dtype)
+    ar, target = build_reconstructor(model_spec, layer, cfg.lora_rank, process_device(accelerator, cfg.device),
+                                     cfg.dtype)
     if golds.shape[1] != ar.d_model:
-        raise NLAError(f"{cfg.data} holds d={golds.shape[1]} activations but {model_spec} has d_model {ar.d_model}")
+        raise NLAError(f"{cfg.data} holds d={golds.shape[1]} activations but {model_spec} has d_model {ar.d_model}; "
+                       "pass data extracted from that model, or drop --model")
     rows = ar_input_ids(target.tokenizer, texts, AR_TEMPLATE, target.adapter.requires_bos)
+    _check_memory(cfg, ar, target, rows, accelerator.num_processes)  # before anything is written
     batches = BatchOrder(len(rows), cfg.batch_size, cfg.epochs, np.random.default_rng(cfg.seed))
 
     def loss_at(step: int, model, share) -> torch.Tensor:
@@ -72,18 +77,27 @@ def train_ar(cfg: ARTrainConfig, *, progress: bool = True) -> dict:
 
     settings = {**asdict(cfg), "model": model_spec, "rows": len(rows)}
     settings.pop("overwrite")
+    settings.pop("export")  # what is written at the end, not how the AR trains
     steps = train_loop(ar, loss_at, accelerator=accelerator, total_steps=batches.total_steps, lr=cfg.lr,
                        warmup_fraction=cfg.warmup_fraction,
                        max_grad_norm=cfg.max_grad_norm, checkpoint_every=cfg.checkpoint_every, out=cfg.out,
                        settings=settings, overwrite=cfg.overwrite, stage="ar", progress=progress)
-    if accelerator.is_main_process:
-        _export(cfg, ar, target, model_spec, steps)
+    written = _export(cfg, ar, target, model_spec, steps) if accelerator.is_main_process else None
     accelerator.wait_for_everyone()
-    return {"steps": steps, "out": str(cfg.out / "ar"), "main_process": accelerator.is_main_process}
+    return {"steps": steps, "out": str(written or cfg.out), "main_process": accelerator.is_main_process}
 
 
-def _export(cfg: ARTrainConfig, ar: Reconstructor, target, model_spec: str, step: int) -> None:
-    """OUT/ar_adapter/ (LoRA) and OUT/ar/ in the released layout."""
+def _check_memory(cfg: ARTrainConfig, ar: Reconstructor, target, rows: list[list[int]], processes: int) -> None:
+    """Refuse a batch that clearly does not fit in memory (see models/memory.py): blocks 0..K keep their
+    activations for the backward pass; the AR has no logits."""
+    longest = max(len(r) for r in rows)
+    per_row = stored_activation_bytes(target.config, longest, ar.layer + 1, target.model.dtype.itemsize)
+    check_batch_fits(per_row, cfg.batch_size, optimizer_bytes(ar.parameters()), target.device, processes=processes,
+                     flag="--batch-size", what=f"blocks 0..{ar.layer} on texts of up to {longest} tokens")
+
+
+def _export(cfg: ARTrainConfig, ar: Reconstructor, target, model_spec: str, step: int):
+    """OUT/ar_adapter/ (LoRA; with --export also OUT/ar/) or OUT/ar/ (full fine-tuning); returns the folder."""
     ar.eval()
     meta = ModelMeta(role="ar", d_model=ar.d_model, extraction_layer_index=ar.layer, injection_scale=None,
                      mse_scale=math.sqrt(ar.d_model), prompt_templates={"ar": AR_TEMPLATE},
@@ -91,4 +105,5 @@ def _export(cfg: ARTrainConfig, ar: Reconstructor, target, model_spec: str, step
                      base_checkpoint=model_spec, stage="sl", trained_on=[str(cfg.data)],
                      training={"lr": cfg.lr, "loss_type": "mse_2(1-cos)", "global_batch_size": cfg.batch_size,
                                "lora_rank": cfg.lora_rank, "steps": step, "text_column": cfg.text_column})
-    write_trained(cfg.out, "ar", ar.backbone, target.tokenizer, meta, lora=bool(cfg.lora_rank), head=ar.head)
+    return write_trained(cfg.out, "ar", ar.backbone, target.tokenizer, meta, lora=bool(cfg.lora_rank), head=ar.head,
+                         export=cfg.export)

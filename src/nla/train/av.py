@@ -9,7 +9,8 @@ and EOS. Cross-entropy on the response tokens only. The control run pairs every
 explanation with another row's activation: if the AV reads the vector, the real run
 ends at a lower loss than the control. LoRA (peft) on every linear layer by default;
 the shared loop gives warmup + cosine, clipping and resumable state. The adapter is
-kept in OUT/av_adapter/ and merged into OUT/av/ (a full HF model folder plus nla_meta.yaml).
+written to OUT/av_adapter/ (with --export also merged into OUT/av/, a full HF model folder plus
+nla_meta.yaml; `nla export` does that later); with --lora-rank 0, OUT/av/.
 """
 
 from __future__ import annotations
@@ -23,16 +24,17 @@ import torch
 from nla.autoencoder.checkpoint import verbalizer_tokens
 from nla.autoencoder.injection import RESIDUAL, Injection
 from nla.autoencoder.meta import ModelMeta
-from nla.autoencoder.shared import write_trained
+from nla.autoencoder.shared import trained, write_trained
 from nla.autoencoder.verbalizer import Verbalizer
 from nla.autoencoder.verbalizer_prompt import AV_TEMPLATE, choose_marker, injection_site, prompt_ids
 from nla.data.norms import suggest_injection_scale
 from nla.errors import NLAError
 from nla.models import load_target
+from nla.models.memory import check_batch_fits, logit_bytes, optimizer_bytes, stored_activation_bytes
 from nla.train.config import AVTrainConfig
 from nla.train.loop import process_device, start_processes, train_loop
 from nla.train.lora import add_lora
-from nla.train.pairs import BatchOrder, read_pairs
+from nla.train.pairs import BatchOrder, check_partner, read_pairs, sft_layer
 
 IGNORE = -100  # label value HF's loss skips
 
@@ -75,25 +77,32 @@ def build_verbalizer(model_spec: str, injection_scale: float, lora_rank: int, de
 
 
 def train_av(cfg: AVTrainConfig, *, progress: bool = True) -> dict:
-    texts, golds, meta = read_pairs(cfg.data)
-    extraction = meta.get("extraction") or {}
-    model_spec = cfg.model or extraction.get("base_model")
-    layer = cfg.layer if cfg.layer is not None else extraction.get("layer_index")
-    if not model_spec or layer is None:
-        raise NLAError(f"{cfg.data} does not name its model and layer; pass --model and --layer")
-    if (cfg.out / "av" / "nla_meta.yaml").exists() and not cfg.overwrite:
+    texts, golds, data = read_pairs(cfg.data)
+    model_spec = cfg.model or data.model
+    if not model_spec:
+        raise NLAError(f"{cfg.data} does not name its model; pass --model")
+    layer = sft_layer(cfg.layer, cfg.model, data)
+    check_partner(cfg.out, "ar", layer=layer, d_model=golds.shape[1], target=model_spec)  # before any work
+    if trained(cfg.out, "av") and not cfg.overwrite:
         raise NLAError(f"{cfg.out} already holds a trained AV; pass --overwrite or another --out")
     scale = cfg.injection_scale or suggest_injection_scale(float(golds.norm(dim=1).mean()))
     accelerator = start_processes(cfg.device)
     torch.manual_seed(cfg.seed)
-    injection = Injection(cfg.injection, int(layer) if cfg.injection == RESIDUAL else None)
+    into = cfg.injection_layer if cfg.injection_layer is not None else int(layer)
+    if cfg.injection == RESIDUAL and into > int(layer):
+        raise NLAError(f"injection-layer {into} is after the extraction layer {layer}; the AV's blocks up to it "
+                       f"would not see the vector as the target computed it; pass 0..{layer}")
+    injection = Injection(cfg.injection, into if cfg.injection == RESIDUAL else None)
     av, target = build_verbalizer(model_spec, scale, cfg.lora_rank, process_device(accelerator, cfg.device),
                                   injection, cfg.dtype)
+    target.resolve_layer(layer)  # the AV runs every block, so nothing else would notice a layer it lacks
     if golds.shape[1] != av.d_model:
-        raise NLAError(f"{cfg.data} holds d={golds.shape[1]} activations but {model_spec} has d_model {av.d_model}")
+        raise NLAError(f"{cfg.data} holds d={golds.shape[1]} activations but {model_spec} has d_model {av.d_model}; "
+                       "pass data extracted from that model, or drop --model")
     if cfg.shuffle_activations:  # its own generator: the control must see the same batches as the real run
         golds = golds[torch.from_numpy(np.random.default_rng([cfg.seed, 1]).permutation(len(golds)))]
     responses = [response_ids(target.tokenizer, t, cfg.max_response_tokens) for t in texts]
+    _check_memory(cfg, av, target, responses, accelerator.num_processes)  # before anything is written
     batches = BatchOrder(len(texts), cfg.batch_size, cfg.epochs, np.random.default_rng(cfg.seed))
 
     def loss_at(step: int, model, share) -> torch.Tensor:
@@ -104,6 +113,7 @@ def train_av(cfg: AVTrainConfig, *, progress: bool = True) -> dict:
 
     settings = {**asdict(cfg), "model": model_spec, "rows": len(texts), "injection_scale": scale}
     settings.pop("overwrite")
+    settings.pop("export")  # what is written at the end, not how the AV trains
     steps = train_loop(av.model, loss_at, accelerator=accelerator, total_steps=batches.total_steps, lr=cfg.lr,
                        warmup_fraction=cfg.warmup_fraction,
                        max_grad_norm=cfg.max_grad_norm, checkpoint_every=cfg.checkpoint_every, out=cfg.out,
@@ -117,8 +127,19 @@ def train_av(cfg: AVTrainConfig, *, progress: bool = True) -> dict:
                                    "lora_rank": cfg.lora_rank, "steps": steps,
                                    "shuffled_activations": cfg.shuffle_activations})
     av.model.eval()
-    if accelerator.is_main_process:
-        write_trained(cfg.out, "av", av.model, target.tokenizer, meta_out, lora=bool(cfg.lora_rank))
+    written = write_trained(cfg.out, "av", av.model, target.tokenizer, meta_out, lora=bool(cfg.lora_rank),
+                            export=cfg.export) if accelerator.is_main_process else None
     accelerator.wait_for_everyone()
-    return {"steps": steps, "out": str(cfg.out / "av"), "injection_scale": scale,
+    return {"steps": steps, "out": str(written or cfg.out), "injection_scale": scale,
             "main_process": accelerator.is_main_process}
+
+
+def _check_memory(cfg: AVTrainConfig, av: Verbalizer, target, responses: list[list[int]], processes: int) -> None:
+    """Refuse a batch that clearly does not fit in memory (see models/memory.py): every block keeps its
+    activations for the backward pass, and the loss holds fp32 logits over the vocabulary at every position."""
+    longest = len(av.prompt) + max(len(r) for r in responses)
+    per_row = (stored_activation_bytes(target.config, longest, target.num_layers, target.model.dtype.itemsize)
+               + logit_bytes(target.config, longest, backward=True))
+    check_batch_fits(per_row, cfg.batch_size, optimizer_bytes(av.model.parameters()), target.device,
+                     processes=processes, flag="--batch-size",
+                     what=f"sequences of up to {longest} tokens with logits over {target.config.vocab_size} tokens")

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from nla.atomic import old_copy, swap_folder
+
 
 def trainable_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().cpu().contiguous() for n, p in module.named_parameters() if p.requires_grad}
@@ -28,18 +30,9 @@ def save_training_state(folder: Path, module: torch.nn.Module, optimizer, schedu
     save_parts_state(folder, {"model": (module, optimizer, scheduler)}, step, extra)
 
 
-def _swap_in(tmp: Path, folder: Path) -> None:
-    old = folder.with_name(f".{folder.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if folder.exists():
-        os.replace(folder, old)
-    os.replace(tmp, folder)  # the new state is complete before the old one goes
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def latest_state(folder: Path) -> Path | None:
     """The last complete state: the folder, or its previous copy if a kill fell between the two renames."""
-    for candidate in (folder, folder.with_name(f".{folder.name}.old")):
+    for candidate in (folder, old_copy(folder)):
         if (candidate / "state.json").exists():
             return candidate
     return None
@@ -62,7 +55,7 @@ def save_parts_state(folder: Path, parts: dict[str, tuple], step: int, extra: di
     torch.save({"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
                tmp / "rng.pt")
     (tmp / "state.json").write_text(json.dumps({"step": step, **extra}, indent=2))
-    _swap_in(tmp, folder)
+    swap_folder(tmp, folder)  # the new state is complete before the old one goes
 
 
 def load_parts_state(folder: Path, parts: dict[str, tuple]) -> dict:

@@ -27,6 +27,9 @@ class SFTConfig:
     device: str = "auto"
     dtype: str = "auto"  # bf16 on CUDA, fp32 on CPU
     overwrite: bool = False
+    # LoRA runs write their adapter (megabytes); export also writes the merged released folder (a full copy
+    # of the model, what the reference client reads). `nla export RUN` writes it later from the adapter.
+    export: bool = False
 
     def __post_init__(self):
         self.data, self.out = Path(self.data), Path(self.out)
@@ -61,6 +64,9 @@ class AVTrainConfig(SFTConfig):
     # embedding: the released site (the marker's token embedding); residual: block K's output at the marker,
     # which the AV's later blocks already know how to read (see autoencoder/injection.py)
     injection: str = "embedding"
+    # residual only: the block whose output takes the vector (default K, the layer it was read at); an
+    # earlier block gives the AV more blocks to decode it with (patchscopes read token identity best early)
+    injection_layer: int | None = None
 
     def __post_init__(self):
         super().__post_init__()
@@ -68,3 +74,8 @@ class AVTrainConfig(SFTConfig):
             raise NLAError("injection-scale must be positive")
         if self.injection not in ("embedding", "residual"):
             raise NLAError(f"injection '{self.injection}' is unknown; use embedding or residual")
+        if self.injection_layer is not None and self.injection != "residual":
+            raise NLAError("injection-layer applies to --injection residual only; drop it or pass "
+                           "--injection residual")
+        if self.injection_layer is not None and self.injection_layer < 0:
+            raise NLAError(f"injection-layer {self.injection_layer} is negative; pass a block index 0..K")

@@ -26,7 +26,9 @@ from typing import Callable
 import torch
 from tqdm import tqdm
 
+from nla.changes import changed_settings, describe_changes
 from nla.errors import NLAError
+from nla.inputs import RESUME_FIX, STATE_DAMAGE, damaged_file
 from nla.models.target import pick_device
 from nla.train.checkpoint import latest_state, load_training_state, save_training_state
 
@@ -46,10 +48,13 @@ def _resume(state_dir: Path, metrics_path: Path | None, settings: dict, module, 
     found = latest_state(state_dir)
     if not found:
         return 0
-    if json.loads((found / "state.json").read_text()).get("settings") != settings:  # before touching tensors
-        raise NLAError(f"{state_dir.parent} holds a run with other settings; use the same settings to resume, "
-                       "or pass --overwrite to start over")
-    saved = load_training_state(found, module, optimizer, scheduler)
+    with damaged_file(found, "a saved training state", RESUME_FIX):
+        before = json.loads((found / "state.json").read_text()).get("settings") or {}
+    if changed_settings(before, settings):  # before touching tensors (a setting added since at None matches)
+        raise NLAError(f"{state_dir.parent} holds a run with other settings ({describe_changes(before, settings)}); "
+                       "use the same settings to resume, or pass --overwrite to start over")
+    with damaged_file(found, "a saved training state", RESUME_FIX, also=STATE_DAMAGE):
+        saved = load_training_state(found, module, optimizer, scheduler)
     if metrics_path and metrics_path.exists():  # drop lines logged after that state, they will be logged again
         lines = [line for line in metrics_path.read_text().splitlines() if json.loads(line)["step"] <= saved["step"]]
         metrics_path.write_text("".join(f"{line}\n" for line in lines))

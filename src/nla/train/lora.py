@@ -11,6 +11,9 @@ from pathlib import Path
 
 from torch import nn
 
+from nla.errors import NLAError
+from nla.inputs import damaged_file
+
 LORA_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
@@ -46,11 +49,15 @@ def load_adapter(model: nn.Module, folder: Path, adapter_name: str) -> nn.Module
     from peft import LoraConfig, inject_adapter_in_model, set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    config = LoraConfig.from_pretrained(folder)
+    with damaged_file(folder, "a LoRA adapter folder", "copy it again (adapter_config.json and "
+                      f"{ADAPTER_WEIGHTS}), or rerun the command that wrote it"):
+        config = LoraConfig.from_pretrained(folder)
+        weights = load_file(folder / ADAPTER_WEIGHTS)
     model = inject_adapter_in_model(config, model, adapter_name=adapter_name)
-    result = set_peft_model_state_dict(model, load_file(folder / ADAPTER_WEIGHTS), adapter_name=adapter_name)
-    if result.unexpected_keys:
-        raise RuntimeError(f"adapter {folder} does not fit this model: {result.unexpected_keys[:3]}")
+    result = set_peft_model_state_dict(model, weights, adapter_name=adapter_name)
+    if result.unexpected_keys:  # e.g. an adapter of another model copied into the run folder
+        raise NLAError(f"the adapter in {folder} does not fit its base model (unexpected weights such as "
+                       f"{result.unexpected_keys[0]}); the folder mixes files of different runs: retrain it")
     return model
 
 
@@ -63,4 +70,6 @@ def merge_lora(model: nn.Module) -> nn.Module:
             if isinstance(child, LoraLayer):
                 child.merge()
                 setattr(module, name, child.get_base_layer())
+    if hasattr(model, "peft_config"):  # no adapter is left: a later add_lora starts a model of its own
+        del model.peft_config
     return model

@@ -6,19 +6,17 @@ import math
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
-import yaml
 
-from nla.data.dataset import sidecar_path, vectors_of
 from nla.errors import NLAError
+from nla.inputs import ACTIVATIONS, EXPLANATIONS, Dataset, check_match, open_dataset
 
 
-def read_pairs(path: Path, text_column: str = "explanation") -> tuple[list[str], torch.Tensor, dict]:
-    """Texts (by default the explanations), their activations (N, d) fp32, and the dataset sidecar (empty if none)."""
-    if not path.exists():
-        raise NLAError(f"{path} not found; run nla explain-data first and pass one of its parquet files")
-    table = pq.read_table(path)
+def read_pairs(path: Path, text_column: str = "explanation") -> tuple[list[str], torch.Tensor, Dataset]:
+    """Texts (by default the explanations), their activations (N, d) fp32, and the checked dataset (its
+    sidecar, layer and model)."""
+    data = open_dataset(path, flag="--data", expect=EXPLANATIONS if text_column == "explanation" else ACTIVATIONS)
+    table = data.table
     if text_column not in table.column_names:
         fix = "pass the output of nla explain-data" if text_column == "explanation" else \
             "pass an activation dataset split (it has detokenized_text_truncated) or another --text-column"
@@ -26,8 +24,7 @@ def read_pairs(path: Path, text_column: str = "explanation") -> tuple[list[str],
     texts = table.column(text_column).to_pylist()
     if any(t is None for t in texts):
         raise NLAError(f"{path} has empty {text_column} values; drop those rows or pick another --text-column")
-    meta = yaml.safe_load(sidecar_path(path).read_text()) if sidecar_path(path).exists() else {}
-    return texts, torch.from_numpy(vectors_of(table).copy()), meta
+    return texts, data.vectors(), data
 
 
 class BatchOrder:
@@ -41,3 +38,32 @@ class BatchOrder:
 
     def rows_at(self, step: int) -> list[int]:
         return self.order[step * self.batch_size : (step + 1) * self.batch_size].tolist()
+
+
+def sft_layer(layer: int | None, model: str | None, data: Dataset) -> int:
+    """The layer an SFT stage trains at: --layer, else the data's. Both named and different, or neither
+    named, is an error: an AV or AR labelled with another layer than its activations' is a wrong result."""
+    check_match("layer", "the run (--layer)", layer, f"--data {data.path}", data.layer,
+                fix="drop --layer to train at the data's layer, or pass data extracted at that layer")
+    check_match("target", "the run (--model)", model, f"--data {data.path}", data.model,
+                fix="drop --model to train on the data's model, or pass data extracted from that model")
+    layer = layer if layer is not None else data.layer
+    if layer is None:
+        raise NLAError(f"--data {data.path} does not say which layer its activations were read at (no sidecar, "
+                       "no activation_layer values); pass --layer")
+    return int(layer)
+
+
+def check_partner(out: Path, role: str, *, layer: int, d_model: int | None, target: str | None) -> None:
+    """train-ar and train-av share a run folder: the other half already in it (`role`, merged or adapter)
+    must read the same layer, width and target as the half being trained, or the pair is unusable."""
+    from nla.autoencoder.meta import META_FILE, read_model_meta
+
+    for folder in (out / role, out / f"{role}_adapter"):
+        if (folder / META_FILE).exists():
+            meta = read_model_meta(folder)
+            other = f"the {role.upper()} already in {folder}"
+            fix = "train at its layer on data from its target, or pass another --out"
+            check_match("layer", "this run", layer, other, meta.extraction_layer_index, fix=fix)
+            check_match("d_model", "this run", d_model, other, meta.d_model, fix=fix)
+            check_match("target", "this run", target, other, meta.base_checkpoint, fix=fix)

@@ -6,14 +6,18 @@
 Stages, in order (OUT/<folder>):
     extract   acts/                    activations of the corpus at layer K (nla extract)
     explain   acts/explanations/       warm-start explanations of ar_sft and av_sft (nla explain-data)
-    sft-ar    sft/ar_adapter/, sft/ar/ the reconstructor on those explanations (nla train-ar)
-    sft-av    sft/av_adapter/, sft/av/ the verbalizer on those explanations (nla train-av)
+    sft-ar    sft/ar_adapter/          the reconstructor on those explanations (nla train-ar; sft/ar/ with
+                                       lora_rank 0, or also with export: true)
+    sft-av    sft/av_adapter/          the verbalizer on those explanations (nla train-av; likewise sft/av/)
+    refit     refit/                   a fresh AR on the SFT AV's own texts of ar_sft, beside that AV
+                                       (train/refit.py); skipped when refit.epochs is 0
     rl        rl/                      GRPO on the AV with a live AR (nla rl); skipped when rl.steps is 0
     eval      eval/                    held-out FVE next to its controls (nla eval)
 
 A stage whose output marks it finished is skipped; an unfinished one resumes (every stage
 function resumes on its own after a kill). OUT/train_config.yaml holds the config the run
-was started with: rerunning with another config is refused and names the keys that differ.
+was started with: rerunning with another config is refused and names the settings that differ,
+with their old and new values.
 OUT/stages.json records each stage's wall and CPU seconds.
 """
 
@@ -29,10 +33,11 @@ from importlib import resources
 from pathlib import Path
 
 from nla.atomic import read_yaml_mapping, write_json, write_yaml
+from nla.changes import describe_changes
 from nla.errors import NLAError
 
 CONFIG_FILE, STAGES_FILE = "train_config.yaml", "stages.json"
-SECTIONS = ("extract", "explain", "ar", "av", "rl", "eval")
+SECTIONS = ("extract", "explain", "ar", "av", "refit", "rl", "eval")
 PRESETS = ("smollm2-135m", "gemma3-270m")
 
 
@@ -47,6 +52,7 @@ class PipelineConfig:
     explain: dict = field(default_factory=dict)  # ExplainDataConfig fields (explainer, quote_tokens, ...)
     ar: dict = field(default_factory=dict)  # ARTrainConfig fields (lr, batch_size, epochs, lora_rank, ...)
     av: dict = field(default_factory=dict)  # AVTrainConfig fields (injection, lr, epochs, ...)
+    refit: dict = field(default_factory=dict)  # RefitConfig fields (lr, epochs, ...); epochs 0 skips it
     rl: dict = field(default_factory=dict)  # RLConfig fields; steps 0 skips RL
     eval: dict = field(default_factory=dict)  # EvalConfig fields (max_rows, ...)
 
@@ -89,8 +95,9 @@ def stage_configs(cfg: PipelineConfig, out: Path) -> dict:
     from nla.explainers.stage import ExplainDataConfig
     from nla.rl.config import RLConfig
     from nla.train.config import ARTrainConfig, AVTrainConfig
+    from nla.train.refit import RefitConfig
 
-    acts, sft, rl = out / "acts", out / "sft", out / "rl"
+    acts, sft, refit, rl = out / "acts", out / "sft", out / "refit", out / "rl"
     explained = acts / "explanations"
     configs = {
         "extract": _build(ExtractConfig, cfg.extract, "extract", out=acts, model=cfg.model, corpus=cfg.corpus,
@@ -99,11 +106,16 @@ def stage_configs(cfg: PipelineConfig, out: Path) -> dict:
         "sft-ar": _build(ARTrainConfig, cfg.ar, "ar", data=explained / "ar_sft.parquet", out=sft),
         "sft-av": _build(AVTrainConfig, cfg.av, "av", data=explained / "av_sft.parquet", out=sft),
     }
+    nla = sft
+    if cfg.refit.get("epochs", 1):
+        configs["refit"] = _build(RefitConfig, cfg.refit, "refit", nla=sft, data=explained / "ar_sft.parquet",
+                                  out=refit)
+        nla = refit
     if cfg.rl.get("steps", 1):
-        configs["rl"] = _build(RLConfig, cfg.rl, "rl", nla=sft, data=acts / "rl.parquet", out=rl,
+        configs["rl"] = _build(RLConfig, cfg.rl, "rl", nla=nla, data=acts / "rl.parquet", out=rl,
                                eval_data=acts / "validation.parquet")
-    final = rl if "rl" in configs else sft
-    configs["eval"] = _build(EvalConfig, cfg.eval, "eval", nla=final, out=out / "eval",
+        nla = rl
+    configs["eval"] = _build(EvalConfig, cfg.eval, "eval", nla=nla, out=out / "eval",
                              data=acts / "validation.parquet")
     return configs
 
@@ -111,16 +123,20 @@ def stage_configs(cfg: PipelineConfig, out: Path) -> dict:
 def finished(stage: str, config) -> bool:
     """What each stage writes last, so its presence means the stage completed."""
     out = Path(config.out)
-    # SFT writes its adapter first and the merged released folder last, so the folder is the marker.
+    if stage in ("sft-ar", "sft-av"):
+        from nla.autoencoder.shared import trained
+
+        # LoRA: the adapter folder, renamed in last (after the merged folder, with export); else the released one.
+        return trained(out, stage.removeprefix("sft-"))
     marker = {"extract": out / "summary.json", "explain": out / "summary.json",
-              "sft-ar": out / "ar" / "nla_meta.yaml", "sft-av": out / "av" / "nla_meta.yaml",
-              "rl": out / "ar" / "nla_meta.yaml", "eval": out / "eval.json"}[stage]
+              "refit": out / "refit.json", "rl": out / "ar" / "nla_meta.yaml", "eval": out / "eval.json"}[stage]
     return marker.exists()
 
 
 # stage -> (module, function): imported only when the stage runs, so `nla train --help` stays light
 STAGE_FUNCTIONS = {"extract": ("nla.data.extract", "extract"), "explain": ("nla.explainers.stage", "explain_data"),
                    "sft-ar": ("nla.train.ar", "train_ar"), "sft-av": ("nla.train.av", "train_av"),
+                   "refit": ("nla.train.refit", "refit_ar"),
                    "rl": ("nla.rl.trainer", "rl"), "eval": ("nla.eval.evaluate", "evaluate")}
 
 
@@ -129,25 +145,13 @@ def run_stage(stage: str, config) -> None:
     getattr(importlib.import_module(module), function)(config)
 
 
-def differences(saved: dict, now: dict, prefix: str = "") -> list[str]:
-    """Dotted names of the settings that differ between two nested configs."""
-    changed = []
-    for key in sorted(set(saved) | set(now)):
-        a, b = saved.get(key), now.get(key)
-        if isinstance(a, dict) or isinstance(b, dict):
-            changed += differences(a or {}, b or {}, f"{prefix}{key}.")
-        elif a != b:
-            changed.append(prefix + key)
-    return changed
-
-
 def _check_same_config(out: Path, cfg: PipelineConfig) -> None:
     saved_path = out / CONFIG_FILE
     if not saved_path.exists():
         return
-    changed = differences(read_yaml_mapping(saved_path, "rerun with another --out"), dataclasses.asdict(cfg))
+    changed = describe_changes(read_yaml_mapping(saved_path, "rerun with another --out"), dataclasses.asdict(cfg))
     if changed:
-        raise NLAError(f"{out} was started with another config (changed: {', '.join(changed)}); rerun with the "
+        raise NLAError(f"{out} was started with another config (changed: {changed}); rerun with the "
                        f"config in {saved_path}, or pass another --out")
 
 
