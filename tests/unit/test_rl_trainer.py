@@ -73,7 +73,8 @@ def test_resume_after_a_stop_matches_an_uninterrupted_run(tmp_path, sft):
     assert json.loads((tmp_path / "parts" / "rl_state" / "state.json").read_text())["step"] == 2
     assert not (tmp_path / "parts" / "av").exists()
     rl(config(sft, tmp_path / "parts"), progress=False)
-    for part in ("av/model.safetensors", "ar/model.safetensors", "ar/value_head.safetensors"):
+    # The SFT AV was fully fine-tuned (merged av/); the SFT AR is an adapter, so RL's stacks onto it.
+    for part in ("av/model.safetensors", "ar_adapter/adapter_model.safetensors", "ar_adapter/value_head.safetensors"):
         a, b = load_file(tmp_path / "whole" / part), load_file(tmp_path / "parts" / part)
         assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a), part
     first, second = metrics(tmp_path / "whole"), metrics(tmp_path / "parts")
@@ -183,3 +184,17 @@ def test_the_command_line_trains_reports_and_plots(tmp_path, sft):
     plotted = CliRunner().invoke(app, ["plot", str(out)])
     assert plotted.exit_code == 0 and (out / "rl_curves.png").exists()
     assert CliRunner().invoke(app, ["plot", str(tmp_path / "nowhere")]).exit_code == 2
+
+
+def test_an_rl_lora_on_an_sft_adapter_is_written_as_one_stacked_adapter(tmp_path, sft):
+    """RL's AR LoRA is stacked with the SFT AR adapter it trained on: megabytes, not a merged copy, and the
+    folder reads exactly as the trainer's merged weights do."""
+    result = rl(config(sft, tmp_path / "stacked", steps=2), progress=False)
+    out, trainer = tmp_path / "stacked", result["trainer"]
+    assert (out / "ar_adapter" / "adapter_model.safetensors").exists() and not (out / "ar").exists()
+    stacked = yaml.safe_load((out / "ar_adapter" / "adapter_config.json").read_text())
+    parent = yaml.safe_load((sft[0] / "ar_adapter" / "adapter_config.json").read_text())
+    assert stacked["r"] == parent["r"] + 4 and stacked["lora_alpha"] / stacked["r"] == parent["lora_alpha"] / parent["r"]
+    texts = ["about river", "about bread and music"]
+    loaded = NLA.load(out, device="cpu")  # av/ (merged) beside ar_adapter/: each half on its own
+    torch.testing.assert_close(loaded.reconstruct(texts), trainer.reconstruct(texts), atol=1e-4, rtol=1e-4)

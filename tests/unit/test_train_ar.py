@@ -66,6 +66,8 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path, toy_data, ti
     with pytest.raises(KeyboardInterrupt):
         train_ar(killed, progress=False)
     monkeypatch.setattr(loop_module, "save_training_state", real_save)
+    with (killed.out / "ar_metrics.jsonl").open("a") as metrics:
+        metrics.write('{"step": 4, "loss": 0.')  # a kill -9 in the middle of writing a line
     assert train_ar(killed, progress=False)["steps"] == 6
     logged = [json.loads(line)["step"] for line in (killed.out / "ar_metrics.jsonl").read_text().splitlines()]
     assert logged == list(range(1, 7))  # steps after the last checkpoint are not logged twice

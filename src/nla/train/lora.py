@@ -73,3 +73,36 @@ def merge_lora(model: nn.Module) -> nn.Module:
     if hasattr(model, "peft_config"):  # no adapter is left: a later add_lora starts a model of its own
         del model.peft_config
     return model
+
+
+def stacked_weights(first: dict, second: dict) -> dict | None:
+    """One LoRA's weights equal to two applied together: delta = B1 A1 + B2 A2 = [B1 B2] [A1; A2].
+
+    Exact when both adapters scale by the same alpha / r (add_lora's 2) on the same modules, as an
+    RL adapter trained on top of an SFT adapter does; None when their modules differ."""
+    import torch
+
+    if set(first) != set(second) or any(not k.endswith((".lora_A.weight", ".lora_B.weight")) for k in first):
+        return None
+    return {k: torch.cat([first[k], second[k].to(first[k].dtype)], dim=0 if ".lora_A." in k else 1).contiguous()
+            for k in first}
+
+
+def stacked_adapter(model: nn.Module, adapter_name: str, parent: Path):
+    """(config, weights) of one adapter of the summed rank equal to `parent`'s adapter plus the model's
+    `adapter_name` LoRA, trained on top of it (with the parent merged into the base); None when they do not
+    stack (other modules, another alpha / r)."""
+    from peft import LoraConfig, get_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    with damaged_file(parent, "a LoRA adapter folder"):
+        config = LoraConfig.from_pretrained(parent)
+        first = load_file(parent / ADAPTER_WEIGHTS)
+    ours = model.peft_config[adapter_name]
+    if config.lora_alpha * ours.r != ours.lora_alpha * config.r or config.rank_pattern or config.alpha_pattern:
+        return None
+    weights = stacked_weights(first, get_peft_model_state_dict(model, adapter_name=adapter_name))
+    if weights is None:
+        return None
+    config.r, config.lora_alpha = config.r + ours.r, config.lora_alpha + ours.lora_alpha  # alpha / r unchanged
+    return config, {k: v.detach().cpu() for k, v in weights.items()}

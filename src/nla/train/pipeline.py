@@ -11,7 +11,7 @@ Stages, in order (OUT/<folder>):
     sft-av    sft/av_adapter/          the verbalizer on those explanations (nla train-av; likewise sft/av/)
     refit     refit/                   a fresh AR on the SFT AV's own texts of ar_sft, beside that AV
                                        (train/refit.py); skipped when refit.epochs is 0
-    rl        rl/                      GRPO on the AV with a live AR (nla rl); skipped when rl.steps is 0
+    rl        rl/av_adapter/, ar_adapter/ GRPO on the AV with a live AR (nla rl); skipped when rl.steps is 0
     eval      eval/                    held-out FVE next to its controls (nla eval)
 
 A stage whose output marks it finished is skipped; an unfinished one resumes (every stage
@@ -123,13 +123,14 @@ def stage_configs(cfg: PipelineConfig, out: Path) -> dict:
 def finished(stage: str, config) -> bool:
     """What each stage writes last, so its presence means the stage completed."""
     out = Path(config.out)
-    if stage in ("sft-ar", "sft-av"):
+    if stage in ("sft-ar", "sft-av", "rl"):
         from nla.autoencoder.shared import trained
 
-        # LoRA: the adapter folder, renamed in last (after the merged folder, with export); else the released one.
-        return trained(out, stage.removeprefix("sft-"))
+        # LoRA: the adapter folder, renamed in last (after the merged folder, with export); else the released
+        # one. RL writes its AR after its AV.
+        return trained(out, "av" if stage == "sft-av" else "ar")
     marker = {"extract": out / "summary.json", "explain": out / "summary.json",
-              "refit": out / "refit.json", "rl": out / "ar" / "nla_meta.yaml", "eval": out / "eval.json"}[stage]
+              "refit": out / "refit.json", "eval": out / "eval.json"}[stage]
     return marker.exists()
 
 
