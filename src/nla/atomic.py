@@ -66,6 +66,8 @@ def read_yaml_mapping(path: str | Path, fix: str) -> dict:
         raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as err:
         raise NLAError(f"{path} is not valid YAML ({str(err).splitlines()[0]}); {fix}") from None
+    except UnicodeDecodeError as err:  # a binary or foreign file given where a YAML text belongs
+        raise NLAError(f"{path} is not a UTF-8 text file (byte {err.start} is not UTF-8); {fix}") from None
     if not isinstance(raw, dict):
         raise NLAError(f"{path} does not hold a YAML mapping of fields; {fix}")
     return raw

@@ -110,6 +110,10 @@ def world(tmp_path_factory, tiny_models, tiny_llama) -> dict[str, Path]:
     sidecar_path(w["bad_sidecar"]).write_text("extraction: [unclosed\n  : :\n")
     w["layer2"] = copy_parquet(w["pairs"], bad / "layer2.parquet", set_layer(2))
     w["heldout_layer2"] = copy_parquet(w["heldout"], bad / "validation-layer2.parquet", set_layer(2))
+    for name, text in (("config_yaml", b"model: [unclosed\n"), ("config_binary", b"\x00\xff\xfe binary"),
+                       ("config_key", b"model: x\nnosuch: 1\n"), ("config_type", b"ar:\n  lr: fast\n")):
+        w[name] = bad / f"{name}.yaml"
+        w[name].write_bytes(text)
     w["heldout_other"] = copy_parquet(w["heldout"], bad / "validation-other-target.parquet",
                                       lambda meta: meta["extraction"].update(base_model="someorg/another-model"))
 
@@ -251,6 +255,18 @@ CASES["info/--model with cut weights"] = lambda w: ["info", "--model", str(w["mo
 CASES["extract/--model nosuch/model"] = lambda w: ["extract", "--model", "nosuch/model", "--out",
                                                    str(w["root"] / "new-acts")]
 CASES["extract/--out is a file"] = lambda w: ["extract", "--out", str(w["file"]), "--model", str(w["model"])]
+CASES["extract/--max-doc-tokens past the context"] = lambda w: [
+    "extract", "--out", str(w["root"] / "new-acts"), "--model", str(w["model"]), "--corpus",
+    str(w["root"] / "corpus.txt"), "--max-doc-tokens", "5000", "--device", "cpu"]
+CASES["calibrate/--max-rows -1"] = lambda w: ["calibrate", "--nla", str(w["nla"]), "--max-rows", "-1"]
+CASES["explain/--max-tokens 0"] = lambda w: ["explain", "Rivers.", "--nla", str(w["nla"]), "--max-tokens", "0"]
+for bad in ("config_yaml", "config_binary", "config_key", "config_type"):
+    CASES[f"train/--config {bad}"] = lambda w, b=bad: ["train", "--config", str(w[b]), "--out",
+                                                       str(w["root"] / "new-train")]
+CASES["train/--out is a file"] = lambda w: ["train", "--preset", "smollm2-135m", "--out", str(w["file"])]
+CASES["demo/--out is a file"] = lambda w: ["demo", "--out", str(w["file"])]
+CASES["serve/--traces not a folder"] = lambda w: ["serve", "--nla", str(w["nla"]), "--traces", str(w["file"])]
+CASES["serve/--port 0"] = lambda w: ["serve", "--nla", str(w["nla"]), "--port", "0"]
 CASES["trace/--nla nla_av_cut"] = lambda w: ["trace", "Rivers.", "--nla", str(w["nla_av_cut"]), "--out",
                                              str(w["root"] / "new-trace"), "--device", "cpu"]
 
@@ -288,7 +304,7 @@ def test_a_bad_input_is_one_line_exit_2_and_changes_nothing(case, world, offline
 def test_the_sweep_covers_every_command_that_reads_user_files():
     commands = {case.split("/")[0] for case in CASES}
     assert commands == {"train-ar", "train-av", "eval", "rl", "calibrate", "explain-data", "explain", "plot",
-                        "export", "info", "extract", "trace"}
+                        "export", "info", "extract", "trace", "train", "demo", "serve"}
     assert len(CASES) >= 70
 
 

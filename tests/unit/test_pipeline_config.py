@@ -42,6 +42,11 @@ def test_each_optional_stage_hands_its_nla_to_the_next(tmp_path):
     ({"rl": {"steps": 5, "group_size": 1}}, "group-size must be at least 2"),
     ({"refit": {"max_new_tokens": 0}}, "refit: max_new_tokens must be at least 1"),
     ({"refit": {"nla": "elsewhere"}}, "section 'refit': key\\(s\\) nla cannot be set there"),
+    ({"ar": {"lr": "fast"}}, "section 'ar': lr is 'fast', not of type float"),
+    ({"rl": {"steps": 1.5}}, "section 'rl': steps is 1.5, not of type int"),
+    ({"av": {"export": 1}}, "section 'av': export is 1, not of type bool"),
+    ({"extract": {"max_docs": True}}, "section 'extract': max_docs is True, not of type int \\| None"),
+    ({"layer": "ten"}, "layer is 'ten', not of type int \\| None"),
 ])
 def test_bad_configs_are_named_before_any_work(tmp_path, data, message):
     with pytest.raises(NLAError, match=message):
@@ -53,6 +58,9 @@ def test_not_yaml_and_unknown_preset(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("model: [unclosed")
     with pytest.raises(NLAError, match="not valid YAML"):
+        load_config(bad)
+    bad.write_bytes(b"\x00\xff\xfe binary")
+    with pytest.raises(NLAError, match="bad.yaml is not a UTF-8 text file"):
         load_config(bad)
     with pytest.raises(NLAError, match="unknown preset 'tiny'"):
         preset_path("tiny")

@@ -198,3 +198,17 @@ def test_an_rl_lora_on_an_sft_adapter_is_written_as_one_stacked_adapter(tmp_path
     texts = ["about river", "about bread and music"]
     loaded = NLA.load(out, device="cpu")  # av/ (merged) beside ar_adapter/: each half on its own
     torch.testing.assert_close(loaded.reconstruct(texts), trainer.reconstruct(texts), atol=1e-4, rtol=1e-4)
+
+
+def test_rl_stacks_onto_the_adapter_beside_an_exported_sft_folder(tmp_path, sft):
+    """After `nla export`, the SFT folder holds ar/ (merged, which loads first) beside ar_adapter/: RL still
+    writes a stacked adapter, not a merged copy."""
+    from nla.autoencoder.shared import export_nla
+
+    exported = tmp_path / "sft"
+    shutil.copytree(sft[0], exported)
+    export_nla(exported)
+    assert (exported / "ar" / "nla_meta.yaml").exists()
+    rl(config((exported, sft[1]), tmp_path / "rl", steps=1), progress=False)
+    assert (tmp_path / "rl" / "ar_adapter" / "adapter_model.safetensors").exists()
+    assert not (tmp_path / "rl" / "ar").exists()

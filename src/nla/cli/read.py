@@ -77,6 +77,8 @@ def explain(
         raise NLAError(f"--min-position {min_position} is negative; pass 0 (the first token) or more")
     if max_new_tokens < 1:
         raise NLAError(f"--max-new-tokens {max_new_tokens} leaves no room for an explanation; pass 1 or more")
+    if max_tokens < 1:
+        raise NLAError(f"--max-tokens {max_tokens} lets no token be read; pass 1 or more")
     from nla.reading.transcript import explain_text, format_readings
 
     # With LoRA adapters one base model serves target, AV and AR; a released NLA loads as AV + AR + target.

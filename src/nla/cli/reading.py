@@ -74,6 +74,9 @@ def calibrate(
     overwrite: bool = typer.Option(False, help="Replace the NLA's calibration.json."),
 ):
     """The NLA's score calibration on held-out data: B, the High/Medium/Low thresholds and the claim report."""
+    if max_rows is not None and max_rows < 0:  # before minutes of model loading
+        raise NLAError(f"--max-rows {max_rows} is negative; pass a row count, or 0 for all rows")
+    TraceSettings(max_new_tokens=max_new_tokens, batch_size=batch_size)  # checks both, as nla trace does
     from nla.reading.calibration import calibrate as run_calibrate
 
     calibration = run_calibrate(nla, data, max_rows=max_rows or None, max_new_tokens=max_new_tokens,

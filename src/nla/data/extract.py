@@ -234,6 +234,7 @@ def extract(cfg: ExtractConfig, *, progress: bool = True) -> dict:
     docs = load_corpus(cfg.corpus, text_field=cfg.text_field, limit=cfg.max_docs)
     target = load_target(cfg.model, device=cfg.device, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)
     layer = target.resolve_layer(cfg.layer)
+    _check_context(cfg, target)
     planned, too_short = plan_documents(target, docs, cfg)
     if not planned:
         raise NLAError(f"no document in {cfg.corpus} has a usable position at or after --min-position "
@@ -265,6 +266,15 @@ def extract(cfg: ExtractConfig, *, progress: bool = True) -> dict:
     if work != cfg.out:
         _replace(cfg.out, work)
     return summary
+
+
+def _check_context(cfg: ExtractConfig, target: Target) -> None:
+    """Documents are cut at --max-doc-tokens; past the target's context its activations mean nothing, so a cut
+    beyond it is refused before any work."""
+    context = target.context_length
+    if context is not None and cfg.max_doc_tokens > context:
+        raise NLAError(f"--max-doc-tokens {cfg.max_doc_tokens} is more than the {context} tokens of "
+                       f"{target.name}'s context; pass --max-doc-tokens {context} or less")
 
 
 def _replace(out: Path, staging: Path) -> None:

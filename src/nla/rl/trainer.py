@@ -14,7 +14,7 @@ One step:
               with its own optimizer, after the rewards were computed.
 
 The policy is the SFT AV plus a fresh LoRA, the AR gets its own LoRA; at the end each is stacked with
-the SFT adapter it trained on top of (OUT/av_adapter, OUT/ar_adapter; see _export), so NLA.load(OUT)
+the SFT adapter it trained on top of (OUT/av_adapter, OUT/ar_adapter; see rl/export.py), so NLA.load(OUT)
 reads the result.
 Files: OUT/rl_metrics.jsonl (one line per step, time split rollout/reward/update; held-out FVE every
 `eval_every` steps), OUT/rl_samples.jsonl (a few explanations every `sample_every` steps),
@@ -27,19 +27,17 @@ import json
 import math
 import shutil
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from nla.atomic import atomic_path
-from nla.autoencoder.checkpoint import save_verbalizer
 from nla.autoencoder.hub import resolve_nla
 from nla.autoencoder.nla import NLA, ar_input_ids, reconstruct_texts
 from nla.autoencoder.reconstructor import reconstruction_mse
-from nla.autoencoder.shared import ADAPTER_DIRS, CALIBRATION_FILE, is_adapter, trained, write_stacked
+from nla.autoencoder.shared import ADAPTER_DIRS, CALIBRATION_FILE, trained
 from nla.autoencoder.verbalizer import check_vectors
 from nla.changes import changed_settings, describe_changes
 from nla.errors import NLAError
@@ -51,13 +49,14 @@ from nla.models.adapters import adapter_for, text_config
 from nla.models.memory import check_batch_fits, optimizer_bytes, rl_sample_bytes
 from nla.rl import grpo
 from nla.rl.config import RLConfig
+from nla.rl.export import export_rl
 from nla.rl.policy import Policy, padded_responses, response_logprobs, warmup_schedule
 from nla.rl.rewards import ReconstructionReward, RewardFn, is_failure, shaped_rewards
 from nla.rl.rollout import HFRollouts, Rollout, RolloutBackend
 from nla.train.av import av_batch
 from nla.train.checkpoint import latest_state, load_parts_state, save_parts_state
 from nla.train.loop import start_processes
-from nla.train.lora import add_lora, merge_lora
+from nla.train.lora import add_lora
 from nla.train.pairs import BatchOrder
 
 STATE_DIR, METRICS_FILE, SAMPLES_FILE = "rl_state", "rl_metrics.jsonl", "rl_samples.jsonl"
@@ -277,44 +276,6 @@ def _resume(trainer: Trainer, settings: dict) -> int:
         return load_parts_state(found, trainer.parts())["step"]
 
 
-def _export(trainer: Trainer, steps: int, write: bool) -> None:
-    """On the main process, write OUT/av_adapter and OUT/ar_adapter: each RL LoRA stacked with the SFT adapter
-    it was trained on top of (megabytes; `nla export OUT` merges them). Then merge both adapters on every
-    process, so all hold the final weights, and write a role that does not stack (an SFT NLA given as
-    merged folders, or full fine-tuning) as a merged released folder, OUT/av or OUT/ar (stage rl)."""
-    cfg, nla = trainer.cfg, trainer.nla
-    verbalizer, ar = trainer.policy.verbalizer, nla.reconstructor
-    training = {"loss_type": "grpo", "steps": steps, "group_size": cfg.group_size,
-                "global_batch_size": cfg.batch_size * cfg.group_size, "kl_coef": cfg.kl_coef, "reward": cfg.reward}
-    av_meta = replace(nla.av_meta, stage="rl", trained_on=[str(cfg.data)], created_at="",
-                      parent_checkpoints=[str(nla.source.av)], training={**training, "lr": cfg.av_lr})
-    ar_meta = replace(nla.ar_meta, stage="rl", trained_on=[str(cfg.data)], created_at="",
-                      parent_checkpoints=[str(nla.source.ar)], training={**training, "lr": cfg.ar_lr})
-    stacked = {"av": None, "ar": None}
-    if write and cfg.lora_rank and is_adapter(nla.source.av):
-        stacked["av"] = write_stacked(cfg.out, "av", verbalizer.model, "default", nla.source.av, av_meta)
-    if write and cfg.ar_lora_rank and is_adapter(nla.source.ar):
-        stacked["ar"] = write_stacked(cfg.out, "ar", ar.backbone, "default", nla.source.ar, ar_meta, ar.head)
-    if cfg.lora_rank:
-        verbalizer.model = merge_lora(verbalizer.model)
-    if cfg.ar_lora_rank:
-        ar.backbone = merge_lora(ar.backbone)
-    verbalizer.model.eval()
-    ar.eval()
-    if not write:
-        return
-    if stacked["av"] is None:
-        shutil.rmtree(cfg.out / ADAPTER_DIRS["av"], ignore_errors=True)  # a stale adapter would be read instead
-        with atomic_path(cfg.out / "av") as tmp:
-            save_verbalizer(tmp, verbalizer, av_meta)
-            shutil.rmtree(cfg.out / "av", ignore_errors=True)  # a kill's leftover: the new folder replaces it
-    if stacked["ar"] is None:  # the AR last: its folder marks the stage finished
-        shutil.rmtree(cfg.out / ADAPTER_DIRS["ar"], ignore_errors=True)
-        with atomic_path(cfg.out / "ar") as tmp:
-            ar.save_released(tmp, nla.ar_tokenizer, ar_meta)
-            shutil.rmtree(cfg.out / "ar", ignore_errors=True)
-
-
 def _start(cfg: RLConfig, accelerator) -> None:
     """Refuse to replace a finished run, or a batch that cannot split over the processes."""
     resolve_nla(cfg.nla, av=cfg.nla_av, ar=cfg.nla_ar)  # a bad --nla fails before any state is touched
@@ -393,7 +354,7 @@ def rl(cfg: RLConfig, *, reward: RewardFn | None = None, backend: RolloutBackend
         bar.set_postfix(reward=f"{record['reward']:.3f}", fail=f"{record['failure_rate']:.2f}")
     bar.close()
     if step == cfg.steps:
-        _export(trainer, step, write=main)
+        export_rl(trainer, step, write=main)
         accelerator.wait_for_everyone()
     return {"steps": step, "out": str(cfg.out), "evaluations": evaluations, "trainer": trainer}
 

@@ -37,6 +37,10 @@ from nla.changes import describe_changes
 from nla.errors import NLAError
 
 CONFIG_FILE, STAGES_FILE = "train_config.yaml", "stages.json"
+# What a YAML value may be for a setting annotated with each type (a path is written as a string). Other
+# annotations (tuple[str, ...], SplitFractions) are left to the stage config's own checks.
+YAML_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "None": (type(None),),
+              "Path": (str,), "dict": (dict,)}
 SECTIONS = ("extract", "explain", "ar", "av", "refit", "rl", "eval")
 PRESETS = ("smollm2-135m", "gemma3-270m")
 
@@ -74,6 +78,7 @@ def load_config(path: Path) -> PipelineConfig:
     for section in SECTIONS:
         if not isinstance(raw.get(section) or {}, dict):
             raise NLAError(f"{path}: '{section}' must be a mapping of settings")
+    _check_types({k: v for k, v in raw.items() if k not in SECTIONS}, PipelineConfig, str(path))
     return PipelineConfig(**{k: (v or {}) if k in SECTIONS else v for k, v in raw.items()})
 
 
@@ -85,7 +90,21 @@ def _build(cls, settings: dict, section: str, **fixed):
         allowed = sorted(names - set(fixed) - {"overwrite"})
         raise NLAError(f"section '{section}': key(s) {', '.join(bad)} cannot be set there; allowed: "
                        f"{', '.join(allowed)}")
+    _check_types(settings, cls, f"section '{section}'")
     return cls(**{**settings, **fixed})
+
+
+def _check_types(settings: dict, cls, where: str) -> None:
+    """A value of the wrong kind (lr: fast, batch_size: 1.5) is one line naming it, not a TypeError in a stage."""
+    kinds = {f.name: str(f.type) for f in dataclasses.fields(cls)}
+    for key, value in settings.items():
+        parts = [part.strip() for part in kinds[key].split("|")]
+        if not all(part in YAML_TYPES for part in parts):
+            continue
+        allowed = tuple(kind for part in parts for kind in YAML_TYPES[part])
+        if (isinstance(value, bool) and bool not in allowed) or not isinstance(value, allowed):
+            raise NLAError(f"{where}: {key} is {value!r}, not of type {kinds[key]}; write a value of that type "
+                           "(see the presets)")
 
 
 def stage_configs(cfg: PipelineConfig, out: Path) -> dict:
