@@ -106,6 +106,8 @@ def test_eval_reports_figures_and_controls_and_writes_its_files(trained, tmp_pat
     for name in ("fve_by_position.png", "fve_by_norm.png"):
         assert (tmp_path / "eval" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sum(b["rows"] for b in saved["by_norm"]["buckets"]) == 24
+    [prose] = saved["by_genre"]["genres"]  # the toy split has one genre: its FVE is the whole split's
+    assert prose["genre"] == "prose" and prose["rows"] == 24 and prose["nla"] == pytest.approx(saved["fve"])
 
 
 def test_predict_the_mean_of_the_same_rows_scores_fve_near_zero(trained, tmp_path):

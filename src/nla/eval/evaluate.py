@@ -209,6 +209,20 @@ def fve_by_bucket(values: np.ndarray, errors: dict[str, np.ndarray], reference: 
     return {"buckets": rows}
 
 
+def fve_by_genre(table: pa.Table, errors: dict[str, np.ndarray], reference: Baseline) -> dict:
+    """FVE per corpus genre (chats apart from documents), against the one held-out denominator B; a split
+    without corpus labels has none."""
+    if "genre" not in table.column_names:
+        return {"skipped": "the split has no genre column"}
+    sources = table.column("source").to_pylist() if "source" in table.column_names else [""] * table.num_rows
+    labels = np.array([f"{g or 'unlabelled'}{' (chat)' if str(s).endswith('chat') else ''}"
+                       for g, s in zip(table.column("genre").to_pylist(), sources)])
+    rows = [{"genre": label, "rows": int((labels == label).sum()),
+             **{name: summary(e[labels == label], reference)["fve"] for name, e in errors.items()}}
+            for label in sorted(set(labels))]
+    return {"genres": sorted(rows, key=lambda r: -r["rows"])}
+
+
 # ---------------------------------------------------------------- outputs
 
 
@@ -305,7 +319,7 @@ def evaluate(cfg: EvalConfig, *, progress: bool = True) -> dict:
         "fve": summary(errors["nla"], reference)["fve"], "mse": float(errors["nla"].mean()),
         "cosine": summary(errors["nla"], reference)["cosine"], **explanation_stats(explained["nla"]),
         "failed_mse": FAILED_MSE, "controls": controls, "readability": readable,
-        "by_position": by["position"], "by_norm": by["norm"],
+        "by_position": by["position"], "by_norm": by["norm"], "by_genre": fve_by_genre(table, errors, reference),
         "plots": write_plots(cfg.out, by, len(golds)),
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items() if k != "overwrite"},
         "seconds": round(time.time() - started, 1),
