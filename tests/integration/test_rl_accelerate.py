@@ -50,4 +50,6 @@ def test_two_processes_end_with_identical_weights(tmp_path, tiny_llama, monkeypa
     assert any(not torch.equal(first[f"av.{k}"], sft_av[k]) for k in sft_av)  # and they did train
     lines = [json.loads(line) for line in (tmp_path / "rl" / "rl_metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in lines] == [1, 2, 3]  # one writer: each step logged once
-    assert (tmp_path / "rl" / "av" / "nla_meta.yaml").exists() and (tmp_path / "rl" / "ar" / "nla_meta.yaml").exists()
+    # One writer: the merged AV (its SFT weights were fully fine-tuned) and the AR stacked on its SFT adapter.
+    assert (tmp_path / "rl" / "av" / "nla_meta.yaml").exists() and \
+        (tmp_path / "rl" / "ar_adapter" / "nla_meta.yaml").exists()

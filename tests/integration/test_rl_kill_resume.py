@@ -42,7 +42,8 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_result(tmp_path, tiny_llama):
 
     rerun = nla_rl(nla, data, out)
     assert rerun.wait(timeout=300) == 0, rerun.stderr.read()
-    for part in ("av/model.safetensors", "ar/model.safetensors", "ar/value_head.safetensors"):
+    # The SFT AV was fully fine-tuned (merged av/); RL's AR LoRA is stacked onto the SFT AR's adapter.
+    for part in ("av/model.safetensors", "ar_adapter/adapter_model.safetensors", "ar_adapter/value_head.safetensors"):
         a, b = load_file(tmp_path / "ref" / part), load_file(out / part)
         assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a), part
     steps = [json.loads(line)["step"] for line in (out / "rl_metrics.jsonl").read_text().splitlines()]

@@ -174,7 +174,11 @@ def test_bad_trace_input_is_one_line(args, message, nla_folder, tmp_path):
     assert result.exit_code == 2 and len(errors) == 1 and message in errors[0], result.output
 
 
-def test_without_nla_the_commands_say_to_pass_one(tmp_path):
+def test_without_nla_and_without_the_shipped_one_the_commands_say_to_pass_one(tmp_path, monkeypatch):
+    """No --nla reads the shipped NLA; an install that lacks it says what to do in one line."""
+    import nla.autoencoder.default as default
+
+    monkeypatch.setattr(default, "default_dir", lambda: tmp_path / "missing")
     result = CliRunner().invoke(app, ["trace", "hi", "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "pass --nla" in result.output
 

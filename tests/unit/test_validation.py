@@ -50,7 +50,7 @@ def test_a_good_split_opens_with_its_layer_width_and_model(tmp_path):
     ("variable-length vectors", "stores activation_vector as list<"),
     ("no rows", "--data {p} has 0 row(s)"),
     ("bad sidecar", "{p}.nla_meta.yaml is not valid YAML"),
-    ("binary sidecar", "{p}.nla_meta.yaml cannot be read as a YAML sidecar"),
+    ("binary sidecar", "{p}.nla_meta.yaml is not a UTF-8 text file"),
 ])
 def test_a_bad_split_is_one_line_naming_it(tmp_path, damage, message):
     path = tmp_path / "s.parquet"

@@ -102,8 +102,8 @@ def demo(
     from nla.reading.demo import extraction_demo, run_demo
 
     if is_default(nla) and not (default_dir() / "av_adapter").exists():
-        typer.echo("no trained NLA ships with this version of nla yet (issue 8: its held-out FVE is still below "
-                   "the bar); showing the first stage instead: the default target's activations.\n")
+        typer.echo("this install of nla has no shipped NLA (nla/default_nla/ is missing; reinstall nla to get "
+                   "it); showing the first stage instead: the default target's activations.\n")
         extraction_demo(out, echo=typer.echo)
         return
     run_demo(out, nla=nla, echo=typer.echo, device=device)

@@ -123,13 +123,13 @@ def av_settings(cfg: EvalConfig, nla: NLA, data: Path) -> dict:
 
 
 def explain_all(nla: NLA, vectors: dict[str, torch.Tensor], cfg: EvalConfig, cache: Path, settings: dict,
-                progress: bool) -> dict[str, list[dict]]:
+                progress: bool, desc: str = "eval: explain") -> dict[str, list[dict]]:
     """Greedy explanations for each named set of activations, batch by batch, appended to the cache."""
     log = RecordLog(cache, settings)
     done = {(r["control"], r["row"]): r for r in log.read()}
     todo = [(name, start) for name, v in vectors.items() for start in range(0, len(v), cfg.batch_size)
             if any((name, i) not in done for i in range(start, min(start + cfg.batch_size, len(v))))]
-    for name, start in tqdm(todo, desc="eval: explain", unit="batch", disable=not progress):
+    for name, start in tqdm(todo, desc=desc, unit="batch", disable=not progress):
         batch = vectors[name][start : start + cfg.batch_size]
         explanations = nla.explain(batch, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
                                    batch_size=cfg.batch_size)

@@ -101,7 +101,7 @@ def run_demo(out: Path, *, nla="default", echo=print, device: str = "auto") -> d
 
 
 def extraction_demo(out: Path, *, echo=print, max_docs: int = 240) -> dict:
-    """While no trained NLA ships (issue 8), the demo shows the first stage instead: the default target's
+    """Where the install lacks the shipped NLA, the demo shows the first stage instead: the default target's
     layer-20 activations of the embedded corpus, with their statistics and a few held-out contexts."""
     import json
     import textwrap

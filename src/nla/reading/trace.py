@@ -100,10 +100,10 @@ class Reader:
         total = len(ids) + settings.continue_tokens
         what = f"the input ({len(ids)} tokens + {settings.continue_tokens} to continue)" if settings.continue_tokens \
             else "the input"
-        check_length(self.target, total, what=what)  # past the context the activations mean nothing
-        if settings.max_tokens is not None and total > settings.max_tokens:
+        if settings.max_tokens is not None and total > settings.max_tokens:  # the server's own, tighter limit first
             raise NLAError(f"the input has {len(ids)} tokens (+{settings.continue_tokens} to continue); at most "
                            f"{settings.max_tokens} are read per request: shorten it")
+        check_length(self.target, total, what=what)  # past the context the activations mean nothing
         if len(ids) <= settings.min_position and not settings.continue_tokens:
             raise NLAError(f"the text has {len(ids)} tokens, none at or after --min-position {settings.min_position}")
         return ids + self.continuation(ids, settings.continue_tokens), len(ids)
