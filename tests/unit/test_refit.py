@@ -51,8 +51,19 @@ def test_a_finished_refit_is_not_replaced_without_overwrite(refitted):
         refit_ar(cfg, progress=False)
 
 
+def test_a_kill_after_the_av_copy_resumes_without_retraining(refitted):
+    cfg, _ = refitted
+    (cfg.out / DONE_FILE).unlink()  # killed after the AV was copied, before the marker
+    trained_steps = (cfg.out / "ar_metrics.jsonl").read_text()
+    assert refit_ar(cfg, progress=False)["rows"] > 0 and (cfg.out / DONE_FILE).exists()
+    assert (cfg.out / "ar_metrics.jsonl").read_text() == trained_steps  # the AR was not trained again
+
+
 def test_bad_settings_are_one_line_errors(tmp_path):
     with pytest.raises(NLAError, match="max_new_tokens"):
         RefitConfig(nla=tmp_path, data=tmp_path / "x.parquet", out=tmp_path / "o", max_new_tokens=0)
     with pytest.raises(NLAError, match="not found"):
+        refit_ar(RefitConfig(nla=tmp_path, data=tmp_path / "x.parquet", out=tmp_path / "o"), progress=False)
+    (tmp_path / "x.parquet").write_text("not a parquet")
+    with pytest.raises(NLAError, match="x.parquet cannot be read as a parquet written by nla explain-data"):
         refit_ar(RefitConfig(nla=tmp_path, data=tmp_path / "x.parquet", out=tmp_path / "o"), progress=False)

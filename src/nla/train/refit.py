@@ -31,6 +31,7 @@ import torch
 from nla.atomic import atomic_path, write_json
 from nla.data.dataset import sidecar_path, vectors_of
 from nla.errors import NLAError
+from nla.inputs import EXPLANATIONS, damaged_file
 
 TEXTS_FILE, PAIRS_FILE, DONE_FILE = "av_texts.jsonl", "pairs.parquet", "refit.json"
 
@@ -109,6 +110,7 @@ def copy_av(cfg: RefitConfig) -> Path:
         if (source / "nla_meta.yaml").exists():
             with atomic_path(cfg.out / name) as tmp:
                 shutil.copytree(source, tmp)
+                shutil.rmtree(cfg.out / name, ignore_errors=True)  # a copy left by a killed run: replaced whole
             return cfg.out / name
     raise NLAError(f"{cfg.nla} holds no AV (av_adapter/ or av/); pass the folder nla train-av wrote")
 
@@ -122,7 +124,8 @@ def refit_ar(cfg: RefitConfig, *, progress: bool = True) -> dict:
         raise NLAError(f"{cfg.out} already holds a re-fitted AR; pass overwrite or another out")
     if not cfg.data.exists():
         raise NLAError(f"{cfg.data} not found; pass the ar_sft explanations the SFT AR was trained on")
-    table = pq.read_table(cfg.data)
+    with damaged_file(cfg.data, EXPLANATIONS):
+        table = pq.read_table(cfg.data)
     if "explanation" not in table.column_names:
         raise NLAError(f"{cfg.data} has no explanation column; pass the output of nla explain-data")
     texts, model, layer = av_texts(cfg, table, progress)
