@@ -22,7 +22,7 @@ import torch
 from nla.autoencoder.meta import ModelMeta
 from nla.autoencoder.nla import ar_input_ids
 from nla.autoencoder.reconstructor import Reconstructor, reconstruction_mse
-from nla.autoencoder.shared import trained, write_trained
+from nla.autoencoder.shared import write_trained
 from nla.autoencoder.templates import critic_suffix_ids
 from nla.errors import NLAError
 from nla.models import load_target
@@ -31,7 +31,7 @@ from nla.models.memory import check_batch_fits, optimizer_bytes, stored_activati
 from nla.train.config import ARTrainConfig
 from nla.train.loop import process_device, start_processes, train_loop
 from nla.train.lora import add_lora
-from nla.train.pairs import BatchOrder, check_partner, read_pairs, sft_layer
+from nla.train.pairs import BatchOrder, sft_inputs
 
 AR_TEMPLATE = "A language model's thought, described in words:\n{explanation}\nThe thought described above is"
 
@@ -51,14 +51,7 @@ def build_reconstructor(model_spec: str, layer: int | None, lora_rank: int, devi
 
 
 def train_ar(cfg: ARTrainConfig, *, progress: bool = True) -> dict:
-    texts, golds, data = read_pairs(cfg.data, cfg.text_column)
-    model_spec = cfg.model or data.model
-    if not model_spec:
-        raise NLAError(f"{cfg.data} does not name its model; pass --model")
-    layer = sft_layer(cfg.layer, cfg.model, data)
-    check_partner(cfg.out, "av", layer=layer, d_model=golds.shape[1], target=model_spec)  # before any work
-    if trained(cfg.out, "ar") and not cfg.overwrite:
-        raise NLAError(f"{cfg.out} already holds a trained AR; pass --overwrite or another --out")
+    texts, golds, model_spec, layer = sft_inputs(cfg, "ar", cfg.text_column)  # every check before any work
     accelerator = start_processes(cfg.device)
     torch.manual_seed(cfg.seed)
     ar, target = build_reconstructor(model_spec, layer, cfg.lora_rank, process_device(accelerator, cfg.device),

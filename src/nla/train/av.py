@@ -24,7 +24,7 @@ import torch
 from nla.autoencoder.checkpoint import verbalizer_tokens
 from nla.autoencoder.injection import RESIDUAL, Injection
 from nla.autoencoder.meta import ModelMeta
-from nla.autoencoder.shared import trained, write_trained
+from nla.autoencoder.shared import write_trained
 from nla.autoencoder.verbalizer import Verbalizer
 from nla.autoencoder.verbalizer_prompt import AV_TEMPLATE, choose_marker, injection_site, prompt_ids
 from nla.data.norms import suggest_injection_scale
@@ -34,7 +34,7 @@ from nla.models.memory import check_batch_fits, logit_bytes, optimizer_bytes, st
 from nla.train.config import AVTrainConfig
 from nla.train.loop import process_device, start_processes, train_loop
 from nla.train.lora import add_lora
-from nla.train.pairs import BatchOrder, check_partner, read_pairs, sft_layer
+from nla.train.pairs import BatchOrder, sft_inputs
 
 IGNORE = -100  # label value HF's loss skips
 
@@ -77,14 +77,7 @@ def build_verbalizer(model_spec: str, injection_scale: float, lora_rank: int, de
 
 
 def train_av(cfg: AVTrainConfig, *, progress: bool = True) -> dict:
-    texts, golds, data = read_pairs(cfg.data)
-    model_spec = cfg.model or data.model
-    if not model_spec:
-        raise NLAError(f"{cfg.data} does not name its model; pass --model")
-    layer = sft_layer(cfg.layer, cfg.model, data)
-    check_partner(cfg.out, "ar", layer=layer, d_model=golds.shape[1], target=model_spec)  # before any work
-    if trained(cfg.out, "av") and not cfg.overwrite:
-        raise NLAError(f"{cfg.out} already holds a trained AV; pass --overwrite or another --out")
+    texts, golds, model_spec, layer = sft_inputs(cfg, "av")  # every check before any work
     scale = cfg.injection_scale or suggest_injection_scale(float(golds.norm(dim=1).mean()))
     accelerator = start_processes(cfg.device)
     torch.manual_seed(cfg.seed)

@@ -67,3 +67,21 @@ def check_partner(out: Path, role: str, *, layer: int, d_model: int | None, targ
             check_match("layer", "this run", layer, other, meta.extraction_layer_index, fix=fix)
             check_match("d_model", "this run", d_model, other, meta.d_model, fix=fix)
             check_match("target", "this run", target, other, meta.base_checkpoint, fix=fix)
+
+
+def sft_inputs(cfg, role: str, text_column: str = "explanation") -> tuple[list[str], torch.Tensor, str, int]:
+    """What train-ar and train-av check before any work: the pairs, the target (--model, else the data's),
+    the layer (sft_layer), the other half already in --out (check_partner), and no finished `role` there
+    unless --overwrite. Returns (texts, activations, target, layer)."""
+    from nla.autoencoder.shared import trained
+
+    texts, golds, data = read_pairs(cfg.data, text_column)
+    model_spec = cfg.model or data.model
+    if not model_spec:
+        raise NLAError(f"{cfg.data} does not name its model; pass --model")
+    layer = sft_layer(cfg.layer, cfg.model, data)
+    partner = "av" if role == "ar" else "ar"
+    check_partner(cfg.out, partner, layer=layer, d_model=golds.shape[1], target=model_spec)
+    if trained(cfg.out, role) and not cfg.overwrite:
+        raise NLAError(f"{cfg.out} already holds a trained {role.upper()}; pass --overwrite or another --out")
+    return texts, golds, model_spec, layer
