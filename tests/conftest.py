@@ -146,8 +146,9 @@ def extracted_dataset(tmp_path, tiny_llama, small_corpus) -> Path:
 AR_TEMPLATE = "A language model's thought, described:\n{explanation}\nThe thought described above is"
 
 
-def build_tiny_nla(folder: Path, model_path: Path, layer: int = 1) -> Path:
-    """An untrained NLA in the released layout on a tiny model: its AV never closes its tag."""
+def build_tiny_nla(folder: Path, model_path: Path, layer: int = 1, base_checkpoint: str = "tiny") -> Path:
+    """An untrained NLA in the released layout on a tiny model: its AV never closes its tag. `base_checkpoint`:
+    what its sidecars name as the target (the model's path lets commands that load the target run on it)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from nla.autoencoder.checkpoint import save_verbalizer, verbalizer_tokens
@@ -163,11 +164,11 @@ def build_tiny_nla(folder: Path, model_path: Path, layer: int = 1) -> Path:
     templates = {"av": AV_TEMPLATE, "ar": AR_TEMPLATE}
     save_verbalizer(folder / "av", av, ModelMeta(
         role="av", d_model=32, extraction_layer_index=layer, injection_scale=20.0, mse_scale=32 ** 0.5,
-        tokens=verbalizer_tokens(av), prompt_templates=templates, base_checkpoint="tiny"))
+        tokens=verbalizer_tokens(av), prompt_templates=templates, base_checkpoint=base_checkpoint))
     ar = Reconstructor(AutoModelForCausalLM.from_pretrained(model_path), layer=layer)
     ar.save_released(folder / "ar", tokenizer, ModelMeta(
         role="ar", d_model=32, extraction_layer_index=layer, injection_scale=None, mse_scale=32 ** 0.5,
-        prompt_templates=templates, base_checkpoint="tiny"))
+        prompt_templates=templates, base_checkpoint=base_checkpoint))
     return folder
 
 

@@ -24,6 +24,7 @@ def tiny_config(tmp_path, model, corpus):
         # tests/unit/test_refit.py, and tests/unit/test_pipeline_config.py checks where it sits.
         "refit": {"epochs": 0},
         "rl": {"steps": 2, "batch_size": 2, "group_size": 2, "max_response_tokens": 8, "eval_rows": 4},
+        "oracle": {"lora_rank": 4, "batch_size": 8, "epochs": 1.0, "lr": 1e-3},
         "eval": {"max_rows": 8, "max_new_tokens": 8},
     }
     path = tmp_path / "tiny.yaml"
@@ -42,15 +43,19 @@ def test_every_stage_runs_then_a_rerun_skips_them(tmp_path, tiny_llama, small_co
     output = first.communicate(timeout=600)[0]
     assert first.returncode == 0, output
     stages = json.loads((out / "stages.json").read_text())
-    assert list(stages) == ["extract", "explain", "sft-ar", "sft-av", "rl", "eval"]
+    assert list(stages) == ["extract", "explain", "sft-ar", "sft-av", "rl", "oracle", "eval", "calibrate"]
     report = json.loads((out / "eval" / "eval.json").read_text())
     assert report["rows"] == 8 and report["nla"] == str(out / "rl") and "shuffled_av" in report["controls"]
+    assert report["controls"]["oracle_ar"]["ar"] == str(out / "oracle") and "fve" in report["controls"]["oracle_ar"]
     assert yaml.safe_load((out / "train_config.yaml").read_text())["av"]["injection"] == "residual"
     assert "site: residual" in (out / "rl" / "av_adapter" / "nla_meta.yaml").read_text()
+    # The final NLA is calibrated on eval's own rows (what trace and demo label scores with).
+    calibration = json.loads((out / "rl" / "calibration.json").read_text())
+    assert calibration["rows"] == 8 and calibration["source"] == "acts/validation.parquet"
     assert not (out / "sft" / "av").exists() and not (out / "sft" / "ar").exists()  # LoRA SFT: adapters only
     again = nla_train(config, out)
     output = again.communicate(timeout=300)[0]
-    assert again.returncode == 0 and output.count("finished earlier, skipped") == 6, output
+    assert again.returncode == 0 and output.count("finished earlier, skipped") == 8, output
     # RL writes its LoRAs stacked on the SFT adapters they trained on: no merged folders.
     assert all((out / "rl" / f"{role}_adapter" / "nla_meta.yaml").exists() and not (out / "rl" / role).exists()
                for role in ("av", "ar"))
@@ -70,5 +75,5 @@ def test_a_kill_during_training_resumes_with_the_same_command(tmp_path, tiny_lla
     rerun = nla_train(config, out)
     output = rerun.communicate(timeout=600)[0]
     assert rerun.returncode == 0, output
-    assert "[3/6] sft-ar: finished earlier, skipped" in output
+    assert "[3/8] sft-ar: finished earlier, skipped" in output
     assert (out / "eval" / "eval.json").exists()

@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import torch
 from reading_helpers import scripted_explain, script_verbalizer
@@ -83,3 +84,36 @@ def test_calibrate_command_writes_the_nla_calibration(nla_folder, extracted_data
     assert "held-out rows of acts/ar_sft.parquet" in result.output and "flagged" in result.output
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 2 and "--overwrite" in again.output
+
+
+def test_calibrate_from_eval_reuses_its_rows_and_explanations(extracted_dataset, monkeypatch, tmp_path, tiny_llama):
+    monkeypatch.setattr(NLA, "explain", scripted_explain)
+    nla_folder = build_tiny_nla(tmp_path / "nla", tiny_llama, base_checkpoint=str(tiny_llama))  # eval loads it
+    data = extracted_dataset / "ar_sft.parquet"
+    evaluated = CliRunner().invoke(app, ["eval", "--nla", str(nla_folder), "--data", str(data), "--max-rows", "10",
+                                         "--out", str(tmp_path / "eval"), "--max-new-tokens", "8"])
+    assert evaluated.exit_code == 0, evaluated.output
+    explained = []  # from here on the AV must not be asked again
+    monkeypatch.setattr(NLA, "explain", lambda self, *a, **k: explained.append(1) or scripted_explain(self, *a, **k))
+    result = CliRunner().invoke(app, ["calibrate", "--nla", str(nla_folder), "--from-eval", str(tmp_path / "eval")])
+    assert result.exit_code == 0, result.output
+    cal = read_calibration(nla_folder / CALIBRATION_FILE)
+    assert not explained and cal.rows == 10 and cal.source == "acts/ar_sft.parquet"
+    scored = pq.read_table(tmp_path / "eval" / "rows.parquet").column("explanation").drop_null()
+    assert cal.scored_rows == len(scored)
+    # Another NLA's evaluation, or --data beside --from-eval, is refused in one line.
+    other = build_tiny_nla(tmp_path / "other", tiny_llama)
+    refused = CliRunner().invoke(app, ["calibrate", "--nla", str(other), "--from-eval", str(tmp_path / "eval")])
+    assert refused.exit_code == 2 and "pass that NLA's own eval folder" in refused.output
+    both = CliRunner().invoke(app, ["calibrate", "--nla", str(nla_folder), "--from-eval", str(tmp_path / "eval"),
+                                    "--data", str(data), "--overwrite"])
+    assert both.exit_code == 2 and "drop --data" in both.output
+    # Explanations written by an earlier training of the same AV folder are refused too.
+    cache = tmp_path / "eval" / "explanations.jsonl"
+    header, *records = cache.read_text().splitlines()
+    settings = json.loads(header)
+    settings["settings"]["av_created_at"] = "an earlier training"
+    cache.write_text("\n".join([json.dumps(settings), *records]) + "\n")
+    stale = CliRunner().invoke(app, ["calibrate", "--nla", str(nla_folder), "--from-eval", str(tmp_path / "eval"),
+                                     "--overwrite"])
+    assert stale.exit_code == 2 and "earlier training of this AV" in stale.output

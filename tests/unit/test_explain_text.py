@@ -6,7 +6,8 @@ from nla.autoencoder.nla import NLA
 from nla.cli import app
 from nla.errors import NLAError
 from nla.models import load_target
-from nla.reading.transcript import explain_text
+from nla.reading.calibration import CALIBRATION_FILE, Calibration, save_calibration
+from nla.reading.transcript import TokenReading, explain_text, format_readings
 
 
 @pytest.fixture()
@@ -36,6 +37,20 @@ def test_command_prints_one_line_per_token(tiny_nla, tiny_llama):
     assert result.exit_code == 0, result.output
     lines = result.stdout.strip().splitlines()
     tokens = len(load_target(str(tiny_llama)).encode("Rivers carry water."))
-    assert lines[0].lstrip().startswith("#") and len(lines) == 2 + tokens
-    assert all("truncated" in line and "raise --max-new-tokens" in line for line in lines[1:-1])
-    assert lines[-1] == f"{tokens} of {tokens} explanations were truncated (not scored)"
+    assert lines[0].lstrip().startswith("#") and len(lines) == 3 + tokens
+    assert all("truncated" in line and "raise --max-new-tokens" in line for line in lines[1:-2])
+    assert lines[-2] == f"{tokens} of {tokens} explanations were truncated (not scored)"
+    assert lines[-1].startswith("score = 2(1 - cos)") and "nla calibrate" in lines[-1]  # no calibration.json
+
+
+def test_with_a_calibration_scores_read_as_one_minus_mse_over_b_with_labels(tiny_nla, tiny_llama):
+    calibration = Calibration(denominator=0.5, low=0.1, high=0.3, rows=9, scored_rows=9, source="x", estimated=False)
+    readings = [TokenReading(0, "A", "about rivers", 0.25), TokenReading(1, "B", "about stone", 0.4),
+                TokenReading(2, "C", None, None)]
+    lines = format_readings(readings, calibration).splitlines()
+    assert "+0.50 High" in lines[1] and "+0.20 Medium" in lines[2] and "failed" in lines[3]
+    assert lines[-1] == calibration.note
+    save_calibration(calibration, tiny_nla / CALIBRATION_FILE)  # nla explain reads the NLA's own
+    result = CliRunner().invoke(app, ["explain", "Rivers.", "--nla", str(tiny_nla), "--model", str(tiny_llama),
+                                      "--max-new-tokens", "3"])
+    assert result.exit_code == 0 and result.stdout.strip().splitlines()[-1] == calibration.note, result.output

@@ -17,9 +17,10 @@ def write(tmp_path, data) -> object:
 @pytest.mark.parametrize("name", PRESETS)
 def test_presets_build_every_stage(tmp_path, name):
     configs = stage_configs(load_config(preset_path(name)), tmp_path / "run")
-    assert list(configs) == ["extract", "explain", "sft-ar", "sft-av", "refit", "eval"]  # presets skip RL
+    # The presets skip RL and train the text-oracle AR that eval reports beside the NLA.
+    assert list(configs) == ["extract", "explain", "sft-ar", "sft-av", "refit", "oracle", "eval", "calibrate"]
     assert configs["sft-av"].injection == "residual" and configs["refit"].nla == tmp_path / "run" / "sft"
-    assert configs["eval"].nla == tmp_path / "run" / "refit"
+    assert configs["eval"].nla == tmp_path / "run" / "refit" and configs["extract"].splits.rl == 0
 
 
 def test_each_optional_stage_hands_its_nla_to_the_next(tmp_path):
@@ -27,10 +28,21 @@ def test_each_optional_stage_hands_its_nla_to_the_next(tmp_path):
         configs = stage_configs(load_config(write(tmp_path, data)), tmp_path / "run")
         return list(configs), configs["eval"].nla.name
     assert chain({"refit": {"epochs": 0}, "rl": {"steps": 0}}) == (
-        ["extract", "explain", "sft-ar", "sft-av", "eval"], "sft")
-    assert chain({"rl": {"steps": 3}}) == (["extract", "explain", "sft-ar", "sft-av", "refit", "rl", "eval"], "rl")
+        ["extract", "explain", "sft-ar", "sft-av", "eval", "calibrate"], "sft")
+    assert chain({"rl": {"steps": 3}}) == (
+        ["extract", "explain", "sft-ar", "sft-av", "refit", "rl", "eval", "calibrate"], "rl")
     assert stage_configs(load_config(write(tmp_path, {"rl": {"steps": 3}})), tmp_path / "run")["rl"].nla.name == \
         "refit"
+
+
+def test_the_text_oracle_runs_only_when_asked_and_eval_reads_it(tmp_path):
+    run = tmp_path / "run"
+    assert stage_configs(load_config(write(tmp_path, {})), run)["eval"].oracle_ar is None
+    configs = stage_configs(load_config(write(tmp_path, {"oracle": {"epochs": 0.5, "lr": 1e-3}})), run)
+    assert list(configs)[-3:] == ["oracle", "eval", "calibrate"] and configs["eval"].oracle_ar == run / "oracle"
+    # It reads the true contexts of the activations, not the warm-start explanations.
+    oracle = configs["oracle"]
+    assert oracle.text_column == "detokenized_text_truncated" and oracle.data == run / "acts" / "ar_sft.parquet"
 
 
 @pytest.mark.parametrize("data,message", [
@@ -42,6 +54,7 @@ def test_each_optional_stage_hands_its_nla_to_the_next(tmp_path):
     ({"rl": {"steps": 5, "group_size": 1}}, "group-size must be at least 2"),
     ({"refit": {"max_new_tokens": 0}}, "refit: max_new_tokens must be at least 1"),
     ({"refit": {"nla": "elsewhere"}}, "section 'refit': key\\(s\\) nla cannot be set there"),
+    ({"oracle": {"epochs": 1.0, "text_column": "x"}}, "section 'oracle': key\\(s\\) text_column cannot be set"),
     ({"ar": {"lr": "fast"}}, "section 'ar': lr is 'fast', not of type float"),
     ({"rl": {"steps": 1.5}}, "section 'rl': steps is 1.5, not of type int"),
     ({"av": {"export": 1}}, "section 'av': export is 1, not of type bool"),

@@ -1,6 +1,8 @@
 """One base model serving target, AV and AR (LoRA adapters by role), and `nla export` of merged folders."""
 
+import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -178,3 +180,22 @@ def test_full_fine_tuning_replaces_a_stale_adapter(lora_run, tmp_path, tiny_llam
 def test_shared_base_refuses_another_target(lora_run):
     with pytest.raises(NLAError, match="adapters sit on"):
         NLA.load(lora_run).target("some-other-model")
+
+
+def test_ship_copies_a_run_as_fp16_adapters_with_run_relative_paths(lora_run, tmp_path, monkeypatch):
+    from nla.autoencoder.default import ship
+
+    run = tmp_path / "run"
+    shutil.copytree(lora_run, run / "sft")
+    (run / "eval").mkdir()
+    (run / "eval" / "eval.json").write_text(json.dumps({"nla": "run/sft", "fve": 0.1, "mean_from": "/data/acts/x",
+                                                        "data": str(run / "acts" / "validation.parquet")}))
+    monkeypatch.chdir(tmp_path)
+    shipped = ship(Path("run"), tmp_path / "shipped")  # the run as a user types it, relative
+    report = json.loads((shipped / "eval" / "eval.json").read_text())
+    # The training machine's run folder means nothing where the package is installed; other paths stay.
+    assert report == {"nla": "RUN/sft", "fve": 0.1, "mean_from": "/data/acts/x", "data": "RUN/acts/validation.parquet"}
+    weights = load_file(shipped / "av_adapter" / "adapter_model.safetensors")
+    assert weights and all(w.dtype == torch.float16 for w in weights.values())
+    ours, theirs = NLA.load(shipped, device="cpu"), NLA.load(run / "sft", device="cpu")
+    assert torch.allclose(ours.reconstruct(["about river"]), theirs.reconstruct(["about river"]), atol=1e-2)

@@ -13,6 +13,7 @@ well inside fp16's range); they are cast back to the model's dtype when loaded.
 
 from __future__ import annotations
 
+import re
 import shutil
 import sys
 from importlib import resources
@@ -24,6 +25,27 @@ DEFAULT = "default"
 REPORT_FILES = ("eval/eval.json", "eval/by_genre.json", "eval/fve_by_position.png", "eval/fve_by_norm.png",
                 "train_config.yaml",
                 "stages.json")
+
+
+def run_paths(run: Path) -> re.Pattern:
+    """The run folder as the shipped files may name it (as typed, absolute, resolved), where a path ends: in
+    what ships it is written RUN (RUN/acts/...), since the training machine's folders mean nothing where the
+    package is installed."""
+    spellings = sorted({str(run), str(run.absolute()), str(run.resolve())}, key=len, reverse=True)
+    return re.compile("(" + "|".join(map(re.escape, spellings)) + r")(?=[/\s\"',\]]|$)", re.MULTILINE)
+
+
+def _copy(source: Path, dest: Path, run_path: re.Pattern) -> None:
+    """Copy one file to ship: safetensors as fp16, text with the run's paths made RUN-relative."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    if source.suffix == ".safetensors":
+        save_file({k: v.to(torch.float16).contiguous() for k, v in load_file(source).items()}, dest)
+    elif source.suffix in (".json", ".yaml", ".jsonl"):
+        dest.write_text(run_path.sub("RUN", source.read_text(encoding="utf-8")), encoding="utf-8")
+    else:
+        shutil.copy2(source, dest)
 
 
 def default_dir() -> Path:
@@ -60,28 +82,21 @@ def last_nla(run: Path) -> Path:
 
 def ship(run: Path, dest: Path | None = None) -> Path:
     """Copy a finished `nla train` run's adapters (as fp16) and its report into the package."""
-    import torch
-    from safetensors.torch import load_file, save_file
-
     run, dest = Path(run), Path(dest or default_dir())
-    nla_dir = last_nla(run)
+    nla_dir, run_path = last_nla(run), run_paths(Path(run))
     tmp = dest.with_name(dest.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     for role in ("av_adapter", "ar_adapter"):
         source = nla_dir / role
         (tmp / role).mkdir(parents=True)
         for path in source.iterdir():
-            if path.suffix == ".safetensors":
-                save_file({k: v.to(torch.float16).contiguous() for k, v in load_file(path).items()},
-                          tmp / role / path.name)
-            else:
-                shutil.copy2(path, tmp / role / path.name)
+            _copy(path, tmp / role / path.name, run_path)
     if (nla_dir / "calibration.json").exists():  # nla calibrate's output: the score thresholds readers show
-        shutil.copy2(nla_dir / "calibration.json", tmp / "calibration.json")
+        _copy(nla_dir / "calibration.json", tmp / "calibration.json", run_path)
     for name in REPORT_FILES:
         if (run / name).exists():
             (tmp / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(run / name, tmp / name)
+            _copy(run / name, tmp / name, run_path)
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)
     return dest

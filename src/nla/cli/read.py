@@ -79,14 +79,19 @@ def explain(
         raise NLAError(f"--max-new-tokens {max_new_tokens} leaves no room for an explanation; pass 1 or more")
     if max_tokens < 1:
         raise NLAError(f"--max-tokens {max_tokens} lets no token be read; pass 1 or more")
+    from nla.reading.calibration import CALIBRATION_FILE, read_calibration
+    from nla.reading.trace import resolve_nla
     from nla.reading.transcript import explain_text, format_readings
 
+    # The NLA's own calibration when it has one (the shipped NLA does; estimating one is nla trace's job),
+    # read before minutes of model loading.
+    calibration = None if nla_av or nla_ar else read_calibration(resolve_nla(nla) / CALIBRATION_FILE)
     # With LoRA adapters one base model serves target, AV and AR; a released NLA loads as AV + AR + target.
     loaded = load_nla(nla, nla_av, nla_ar, device=device, dtype=dtype)
     target = loaded.target(model)
-    typer.echo(format_readings(explain_text(loaded, text, target=target, min_position=min_position,
-                                            max_new_tokens=max_new_tokens, temperature=temperature,
-                                            max_tokens=max_tokens, progress=True)))
+    readings = explain_text(loaded, text, target=target, min_position=min_position, max_new_tokens=max_new_tokens,
+                            temperature=temperature, max_tokens=max_tokens, progress=True)
+    typer.echo(format_readings(readings, calibration))
 
 
 @app.command()

@@ -72,15 +72,20 @@ def calibrate(
     batch_size: int = typer.Option(TRACE.batch_size),
     device: str = typer.Option(EXTRACT["device"], help="auto, cpu, cuda, cuda:N."),
     overwrite: bool = typer.Option(False, help="Replace the NLA's calibration.json."),
+    from_eval: Optional[Path] = typer.Option(None, help="An nla eval folder of this NLA: calibrate on the rows it read "
+                                             "(--data and --max-rows do not apply) with its explanations, instead of "
+                                             "explaining them again."),
 ):
     """The NLA's score calibration on held-out data: B, the High/Medium/Low thresholds and the claim report."""
     if max_rows is not None and max_rows < 0:  # before minutes of model loading
         raise NLAError(f"--max-rows {max_rows} is negative; pass a row count, or 0 for all rows")
+    if from_eval is not None and data is not None:
+        raise NLAError("--from-eval calibrates on the rows that evaluation read; drop --data (or --from-eval)")
     TraceSettings(max_new_tokens=max_new_tokens, batch_size=batch_size)  # checks both, as nla trace does
     from nla.reading.calibration import calibrate as run_calibrate
 
     calibration = run_calibrate(nla, data, max_rows=max_rows or None, max_new_tokens=max_new_tokens,
-                                batch_size=batch_size, device=device, overwrite=overwrite)
+                                batch_size=batch_size, device=device, overwrite=overwrite, from_eval=from_eval)
     claims = calibration.claims
     typer.echo(calibration.note)
     typer.echo(f"claims: {claims['claims']} in {claims['explanations']} explanations, "

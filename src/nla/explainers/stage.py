@@ -23,7 +23,6 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from tqdm import tqdm
 
 from nla.atomic import atomic_path, read_yaml_mapping, write_json, write_yaml
 from nla.data.corpus import load_corpus
@@ -112,7 +111,7 @@ def quote_window(ids: list[int], quote_tokens: int, special: frozenset[int]) -> 
 
 
 def _requests(target: Target, table: pa.Table, docs: dict, max_doc_tokens: int, top_k: int,
-              batch_tokens: int, quote_tokens: int) -> list[ExplainRequest]:
+              batch_tokens: int, quote_tokens: int, progress: str | None = None) -> list[ExplainRequest]:
     rows = table.select(list(CONTEXT_COLUMNS)).to_pylist()
     by_doc: dict[str, list[int]] = {}
     for i, row in enumerate(rows):
@@ -131,7 +130,8 @@ def _requests(target: Target, table: pa.Table, docs: dict, max_doc_tokens: int, 
             raise NLAError(f"document {doc_id} no longer tokenises as it did at extraction (corpus or tokenizer "
                            "changed); re-extract, or explain with the original corpus and model")
     cut = [ids[: max(p) + 1] for ids, p in zip(sequences, positions)]
-    candidates = next_token_candidates(target, cut, positions, k=top_k, batch_tokens=batch_tokens)
+    candidates = next_token_candidates(target, cut, positions, k=top_k, batch_tokens=batch_tokens,
+                                       progress=progress)
     requests: list[ExplainRequest | None] = [None] * len(rows)
     for doc_id, ids, per_position in zip(doc_ids, sequences, candidates):
         for i, top in zip(by_doc[doc_id], per_position):
@@ -145,14 +145,14 @@ def _requests(target: Target, table: pa.Table, docs: dict, max_doc_tokens: int, 
 
 
 def _explain_split(cfg: ExplainDataConfig, split: str, target: Target, docs: dict, explainer: Explainer,
-                   extract_cfg: dict) -> dict:
+                   extract_cfg: dict, progress: bool) -> dict:
     source = cfg.dataset / f"{split}.parquet"
     data = open_dataset(source, flag="--dataset", expect=SPLIT_FILE, columns=CONTEXT_COLUMNS,
                         against=f"{cfg.dataset / CONFIG}", layer=extract_cfg.get("resolved_layer"),
                         target=extract_cfg["model"])
     table = data.table
     requests = _requests(target, table, docs, extract_cfg["max_doc_tokens"], cfg.top_k, cfg.batch_tokens,
-                         cfg.quote_tokens)
+                         cfg.quote_tokens, progress=f"{split}: the target's next tokens" if progress else None)
     explanations = explainer.explain(requests)
     usage = getattr(explainer, "usage", {})  # API backends count requests, cache hits, retries and tokens
     keep = [i for i, text in enumerate(explanations) if text]
@@ -217,12 +217,13 @@ def explain_data(cfg: ExplainDataConfig, *, progress: bool = True) -> dict:
             sidecar_path(cfg.out / f"{split}.parquet").unlink(missing_ok=True)
             (cfg.out / f"{split}.parquet").unlink(missing_ok=True)
     counts = {}
-    for split in tqdm(cfg.splits, desc=f"explaining ({cfg.explainer})", unit="split", disable=not progress):
+    for number, split in enumerate(cfg.splits, start=1):
+        log.info(f"explaining split {number}/{len(cfg.splits)}: {split} ({cfg.explainer})")
         done = cfg.out / f"{split}.parquet"
         if done.exists() and sidecar_path(done).exists() and not cfg.overwrite:
             counts[split] = {"rows": pq.read_metadata(done).num_rows, "resumed": True}
             continue  # finished before a kill
-        counts[split] = _explain_split(cfg, split, target, docs, explainer, extract_cfg)
+        counts[split] = _explain_split(cfg, split, target, docs, explainer, extract_cfg, progress)
     summary = {"dataset": str(cfg.dataset), "explainer": cfg.explainer, "splits": counts,
                "config": {**asdict(cfg), "dataset": str(cfg.dataset), "out": str(cfg.out)}}
     write_json(cfg.out / SUMMARY, json.loads(json.dumps(summary)))

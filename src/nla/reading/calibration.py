@@ -35,6 +35,7 @@ from nla.atomic import write_json
 from nla.autoencoder.nla import NLA
 from nla.errors import NLAError
 from nla.eval.metrics import baseline
+from nla.inputs import damaged_file
 from nla.models.target import Target
 from nla.reading.claims import check_claims, claims_report
 
@@ -105,17 +106,19 @@ def thresholds(scores: list[float]) -> tuple[float | None, float | None]:
 
 def compute_calibration(nla: NLA, vectors: torch.Tensor, contexts: list[str] | None = None, *, source: str,
                         estimated: bool, max_new_tokens: int = 150, batch_size: int = 16,
-                        progress: bool = False) -> Calibration:
-    """Explain held-out activations (N, d), score the round trips, and derive B, the thresholds and
-    the claim report (when the contexts, the text up to each activation's token, are given)."""
+                        progress: bool = False, texts: list[str | None] | None = None) -> Calibration:
+    """Explain held-out activations (N, d) (or take their explanations, `texts`, from an evaluation), score
+    the round trips, and derive B, the thresholds and the claim report (when the contexts, the text up to
+    each activation's token, are given)."""
     if len(vectors) < 2:
         raise NLAError(f"calibration needs at least 2 activations, got {len(vectors)}")
     denominator = baseline(vectors).denominator
-    texts = []
-    for start in tqdm(range(0, len(vectors), batch_size), desc="calibrate: explain", unit="batch",
-                      disable=not progress):
-        batch = vectors[start : start + batch_size]
-        texts += [e.text for e in nla.explain(batch, max_new_tokens=max_new_tokens, batch_size=batch_size)]
+    if texts is None:
+        texts = []
+        for start in tqdm(range(0, len(vectors), batch_size), desc="calibrate: explain", unit="batch",
+                          disable=not progress):
+            batch = vectors[start : start + batch_size]
+            texts += [e.text for e in nla.explain(batch, max_new_tokens=max_new_tokens, batch_size=batch_size)]
     mse = nla.score(vectors, texts)
     scores = [1.0 - m / denominator for m in mse if m is not None]
     low, high = thresholds(scores)
@@ -126,6 +129,57 @@ def compute_calibration(nla: NLA, vectors: torch.Tensor, contexts: list[str] | N
     return Calibration(denominator=denominator, low=low, high=high, rows=len(vectors), scored_rows=len(scores),
                        source=source, estimated=estimated, claims=claims,
                        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+
+READ_ERRORS = (KeyError, TypeError, AttributeError, IndexError)  # a JSON file of the wrong shape
+
+
+def _evaluated(folder: Path) -> dict:
+    """What a finished `nla eval` folder read: its rows (data, max_rows, seed) and the AV that explained them.
+    The explanation cache's header records the resolved AV folder and data, and the AV's training time; an
+    eval.json alone gives them as they were typed."""
+    from nla.eval.evaluate import EVAL_JSON, EXPLANATIONS_FILE
+
+    path, cache = folder / EVAL_JSON, folder / EXPLANATIONS_FILE
+    if not path.is_file():
+        raise NLAError(f"{folder} holds no finished evaluation ({EVAL_JSON}); run nla eval first, or calibrate "
+                       "without --from-eval")
+    with damaged_file(path, "an nla eval report", "rerun nla eval", also=READ_ERRORS):
+        report = json.loads(path.read_text(encoding="utf-8"))
+        evaluated = {"nla": report["nla"], "data": report["data"], "max_rows": report["settings"]["max_rows"],
+                     "seed": report["settings"]["seed"], "av": None, "av_created_at": None}
+    if cache.is_file():
+        with damaged_file(cache, "an nla eval cache", "rerun nla eval", also=READ_ERRORS):
+            settings = json.loads(cache.read_text(encoding="utf-8").splitlines()[0])["settings"]
+            evaluated.update(av=settings["nla"], data=settings["data"], av_created_at=settings["av_created_at"])
+    return evaluated
+
+
+def _check_same_nla(folder: Path, evaluated: dict, nla: NLA, nla_path: Path) -> None:
+    if evaluated["av"] is None:  # no cache: the label eval.json records
+        same = Path(evaluated["nla"]).resolve() == Path(nla_path).resolve()
+    else:
+        same = Path(evaluated["av"]) == Path(nla.source.av).resolve()
+    if not same:
+        raise NLAError(f"{folder} evaluated {evaluated['nla']}, not {nla_path}; pass that NLA's own eval folder")
+    if evaluated["av_created_at"] not in (None, nla.av_meta.created_at):
+        raise NLAError(f"{folder}'s explanations were written by an earlier training of this AV; rerun nla eval")
+
+
+def _eval_texts(folder: Path, table) -> list[str | None]:
+    """The evaluation's explanations of `table`'s rows, checked row by row against it."""
+    import pyarrow.parquet as pq
+
+    from nla.eval.evaluate import ROWS_FILE
+
+    path = folder / ROWS_FILE
+    with damaged_file(path, "a parquet file", "rerun nla eval"):
+        rows = pq.read_table(path, columns=["doc_id", "position", "explanation"])
+    same = (rows.column("doc_id").to_pylist() == table.column("doc_id").to_pylist()
+            and rows.column("position").to_pylist() == table.column("position").to_pylist())
+    if not same:
+        raise NLAError(f"{path} does not hold the rows its eval.json names (the data changed since); rerun nla eval")
+    return rows.column("explanation").to_pylist()
 
 
 def read_calibration(path: Path) -> Calibration | None:
@@ -202,20 +256,26 @@ def calibration_for(nla: NLA, folder: Path, target: Target, *, max_new_tokens: i
 
 def calibrate(nla_path: str | Path, data: str | Path | None = None, *, max_rows: int | None = 256,
               max_new_tokens: int = 150, batch_size: int = 16, seed: int = 0, device: str = "auto",
-              overwrite: bool = False, progress: bool = True) -> Calibration:
+              overwrite: bool = False, progress: bool = True, from_eval: Path | None = None) -> Calibration:
     """`nla calibrate`: calibrate an NLA on held-out activations (default: the validation split of the
-    dataset it was trained on) and write NLA/calibration.json."""
+    dataset it was trained on) and write NLA/calibration.json. `from_eval`: an `nla eval` folder of this
+    NLA, whose rows and explanations are used instead of explaining again (data and max_rows come from it)."""
     from nla.eval.evaluate import CONTEXT_COLUMN, default_heldout, read_heldout
 
     out = Path(nla_path) / CALIBRATION_FILE
     if out.exists() and not overwrite:
         raise NLAError(f"{out} exists; pass --overwrite to calibrate again")
+    evaluated = _evaluated(Path(from_eval)) if from_eval else None
     nla = NLA.load(nla_path, device=device)
+    if evaluated:
+        _check_same_nla(Path(from_eval), evaluated, nla, Path(nla_path))
+        data, max_rows, seed = Path(evaluated["data"]), evaluated["max_rows"], evaluated["seed"]
     data = Path(data) if data else default_heldout(nla)
     table, vectors = read_heldout(data, nla, max_rows, seed)
+    texts = _eval_texts(Path(from_eval), table) if from_eval else None
     contexts = table.column(CONTEXT_COLUMN).to_pylist() if CONTEXT_COLUMN in table.column_names else None
     calibration = compute_calibration(nla, vectors, contexts, source=f"{data.parent.name}/{data.name}",
                                       estimated=False, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                                      progress=progress)
+                                      progress=progress, texts=texts)
     save_calibration(calibration, out)
     return calibration

@@ -69,14 +69,26 @@ def explain_text(nla: NLA, text: str, *, target: Target | None = None, min_posit
             for p, e, s in zip(positions, explanations, scores)]
 
 
-def format_readings(readings: list[TokenReading]) -> str:
+def format_readings(readings: list[TokenReading], calibration=None) -> str:
+    """One line per token. With the NLA's calibration (nla calibrate) the score is 1 - MSE/B with its
+    High / Medium / Low label, as in nla trace; without one it is the raw 2(1 - cos)."""
     lines = []
     for r in readings:
-        score = "truncated" if r.truncated else "  failed" if r.score is None else f"{r.score:8.3f}"
+        if r.truncated or r.score is None:
+            score = "truncated" if r.truncated else "failed"
+        elif calibration is None:
+            score = f"{r.score:.3f}"
+        else:
+            value = calibration.score(r.score)
+            score = f"{value:+.2f} {calibration.label(value) or ''}".rstrip()
         missing = ("(cut off at the token cap before </explanation>; raise --max-new-tokens)" if r.truncated
                    else "(no explanation tags)")
         explanation = (r.explanation or missing).replace("\n", " ")
-        lines.append(f"{r.position:4d} {r.token!r:>14} {score:>9}  {explanation}")
+        lines.append(f"{r.position:4d} {r.token!r:>14} {score:>12}  {explanation}")
     truncated = sum(r.truncated for r in readings)
-    note = f"\n{truncated} of {len(readings)} explanations were truncated (not scored)" if truncated else ""
-    return "   # token               2(1-cos)  explanation\n" + "\n".join(lines) + note
+    notes = [f"{truncated} of {len(readings)} explanations were truncated (not scored)"] if truncated else []
+    notes.append(calibration.note if calibration is not None else
+                 "score = 2(1 - cos) of the AR's reconstruction: 0 is perfect, 2 unrelated; nla calibrate --nla "
+                 "FOLDER gives a 1 - MSE/B score with labels")
+    header = "   # token                   " + ("score" if calibration is not None else "2(1-cos)")
+    return "\n".join([header, *lines, *notes])

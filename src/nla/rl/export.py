@@ -28,9 +28,10 @@ def export_rl(trainer, steps: int, write: bool) -> None:
     verbalizer, ar = trainer.policy.verbalizer, nla.reconstructor
     training = {"loss_type": "grpo", "steps": steps, "group_size": cfg.group_size,
                 "global_batch_size": cfg.batch_size * cfg.group_size, "kl_coef": cfg.kl_coef, "reward": cfg.reward}
-    av_meta = replace(nla.av_meta, stage="rl", trained_on=[str(cfg.data)], created_at="",
+    # trained_on lists every stage's data, SFT's first: eval reads the warm-start texts from it
+    av_meta = replace(nla.av_meta, stage="rl", trained_on=[*nla.av_meta.trained_on, str(cfg.data)], created_at="",
                       parent_checkpoints=[str(nla.source.av)], training={**training, "lr": cfg.av_lr})
-    ar_meta = replace(nla.ar_meta, stage="rl", trained_on=[str(cfg.data)], created_at="",
+    ar_meta = replace(nla.ar_meta, stage="rl", trained_on=[*nla.ar_meta.trained_on, str(cfg.data)], created_at="",
                       parent_checkpoints=[str(nla.source.ar)], training={**training, "lr": cfg.ar_lr})
     stacked = {"av": None, "ar": None}
     parents = {role: _sft_adapter(nla, role) for role in ("av", "ar")}

@@ -12,7 +12,13 @@ Stages, in order (OUT/<folder>):
     refit     refit/                   a fresh AR on the SFT AV's own texts of ar_sft, beside that AV
                                        (train/refit.py); skipped when refit.epochs is 0
     rl        rl/av_adapter/, ar_adapter/ GRPO on the AV with a live AR (nla rl); skipped when rl.steps is 0
+    oracle    oracle/ar_adapter/       the text-oracle AR: an AR reading the true contexts of ar_sft, the
+                                       ceiling eval reports beside the NLA (a measurement, not part of the
+                                       NLA); run only when the config's oracle section sets something, e.g.
+                                       oracle: {epochs: 1.0} (epochs 0 skips it)
     eval      eval/                    held-out FVE next to its controls (nla eval)
+    calibrate <last NLA>/calibration.json  its score thresholds and claim report from eval's rows and
+                                       explanations (nla calibrate --from-eval): trace and demo labels
 
 A stage whose output marks it finished is skipped; an unfinished one resumes (every stage
 function resumes on its own after a kill). OUT/train_config.yaml holds the config the run
@@ -41,7 +47,8 @@ CONFIG_FILE, STAGES_FILE = "train_config.yaml", "stages.json"
 # annotations (tuple[str, ...], SplitFractions) are left to the stage config's own checks.
 YAML_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "None": (type(None),),
               "Path": (str,), "dict": (dict,)}
-SECTIONS = ("extract", "explain", "ar", "av", "refit", "rl", "eval")
+SECTIONS = ("extract", "explain", "ar", "av", "refit", "rl", "oracle", "eval")
+ORACLE_TEXT = "detokenized_text_truncated"  # the column of each row's true context
 PRESETS = ("smollm2-135m", "gemma3-270m")
 
 
@@ -58,6 +65,7 @@ class PipelineConfig:
     av: dict = field(default_factory=dict)  # AVTrainConfig fields (injection, lr, epochs, ...)
     refit: dict = field(default_factory=dict)  # RefitConfig fields (lr, epochs, ...); epochs 0 skips it
     rl: dict = field(default_factory=dict)  # RLConfig fields; steps 0 skips RL
+    oracle: dict = field(default_factory=dict)  # ARTrainConfig fields of the text-oracle AR; absent: not trained
     eval: dict = field(default_factory=dict)  # EvalConfig fields (max_rows, ...)
 
 
@@ -134,22 +142,47 @@ def stage_configs(cfg: PipelineConfig, out: Path) -> dict:
         configs["rl"] = _build(RLConfig, cfg.rl, "rl", nla=nla, data=acts / "rl.parquet", out=rl,
                                eval_data=acts / "validation.parquet")
         nla = rl
+    oracle = {}
+    if cfg.oracle and cfg.oracle.get("epochs", 1):
+        oracle = {"oracle_ar": out / "oracle"}
+        configs["oracle"] = _build(ARTrainConfig, cfg.oracle, "oracle", data=acts / "ar_sft.parquet",
+                                   out=oracle["oracle_ar"], text_column=ORACLE_TEXT)
     configs["eval"] = _build(EvalConfig, cfg.eval, "eval", nla=nla, out=out / "eval",
-                             data=acts / "validation.parquet")
+                             data=acts / "validation.parquet", **oracle)
+    configs["calibrate"] = CalibrateStage(nla=nla, eval=configs["eval"])
     return configs
+
+
+@dataclass
+class CalibrateStage:
+    """The last stage: the final NLA's calibration.json, from the evaluation's rows and explanations."""
+
+    nla: Path
+    eval: object  # the eval stage's EvalConfig
+
+    @property
+    def out(self) -> Path:
+        return self.nla
+
+
+def calibrate_stage(config: CalibrateStage) -> None:
+    from nla.reading.calibration import calibrate
+
+    calibrate(config.nla, from_eval=config.eval.out, device=config.eval.device,
+              batch_size=config.eval.batch_size)
 
 
 def finished(stage: str, config) -> bool:
     """What each stage writes last, so its presence means the stage completed."""
     out = Path(config.out)
-    if stage in ("sft-ar", "sft-av", "rl"):
+    if stage in ("sft-ar", "sft-av", "rl", "oracle"):
         from nla.autoencoder.shared import trained
 
         # LoRA: the adapter folder, renamed in last (after the merged folder, with export); else the released
         # one. RL writes its AR after its AV.
         return trained(out, "av" if stage == "sft-av" else "ar")
-    marker = {"extract": out / "summary.json", "explain": out / "summary.json",
-              "refit": out / "refit.json", "eval": out / "eval.json"}[stage]
+    marker = {"extract": out / "summary.json", "explain": out / "summary.json", "refit": out / "refit.json",
+              "eval": out / "eval.json", "calibrate": out / "calibration.json"}[stage]
     return marker.exists()
 
 
@@ -157,7 +190,9 @@ def finished(stage: str, config) -> bool:
 STAGE_FUNCTIONS = {"extract": ("nla.data.extract", "extract"), "explain": ("nla.explainers.stage", "explain_data"),
                    "sft-ar": ("nla.train.ar", "train_ar"), "sft-av": ("nla.train.av", "train_av"),
                    "refit": ("nla.train.refit", "refit_ar"),
-                   "rl": ("nla.rl.trainer", "rl"), "eval": ("nla.eval.evaluate", "evaluate")}
+                   "rl": ("nla.rl.trainer", "rl"), "oracle": ("nla.train.ar", "train_ar"),
+                   "eval": ("nla.eval.evaluate", "evaluate"),
+                   "calibrate": ("nla.train.pipeline", "calibrate_stage")}
 
 
 def run_stage(stage: str, config) -> None:
