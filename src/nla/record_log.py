@@ -13,6 +13,13 @@ from pathlib import Path
 from nla.atomic import atomic_path
 
 
+def saved_settings(path: Path) -> dict:
+    """The settings in a log's header line, read without the records (a KeyError or JSONDecodeError when the
+    file is not such a log)."""
+    with Path(path).open(encoding="utf-8") as f:
+        return json.loads(f.readline())["settings"]
+
+
 class RecordLog:
     def __init__(self, path: Path, settings: dict):
         self.path = Path(path)

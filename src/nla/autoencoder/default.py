@@ -22,8 +22,7 @@ from pathlib import Path
 from nla.errors import NLAError
 
 DEFAULT = "default"
-REPORT_FILES = ("eval/eval.json", "eval/by_genre.json", "eval/fve_by_position.png", "eval/fve_by_norm.png",
-                "train_config.yaml",
+REPORT_FILES = ("eval/eval.json", "eval/fve_by_position.png", "eval/fve_by_norm.png", "train_config.yaml",
                 "stages.json")
 
 

@@ -38,6 +38,7 @@ from nla.eval.metrics import baseline
 from nla.inputs import damaged_file
 from nla.models.target import Target
 from nla.reading.claims import check_claims, claims_report
+from nla.record_log import saved_settings
 
 log = logging.getLogger(__name__)
 CALIBRATION_FILE = "calibration.json"
@@ -150,7 +151,7 @@ def _evaluated(folder: Path) -> dict:
                      "seed": report["settings"]["seed"], "av": None, "av_created_at": None}
     if cache.is_file():
         with damaged_file(cache, "an nla eval cache", "rerun nla eval", also=READ_ERRORS):
-            settings = json.loads(cache.read_text(encoding="utf-8").splitlines()[0])["settings"]
+            settings = saved_settings(cache)
             evaluated.update(av=settings["nla"], data=settings["data"], av_created_at=settings["av_created_at"])
     return evaluated
 
