@@ -32,7 +32,7 @@ from nla.data.dataset import rows_to_table, vectors_of
 from nla.models import load_target
 from nla.models.activations import pad_right
 from nla.train.ar import AR_TEMPLATE, build_reconstructor, train_ar
-from nla.train.av import av_batch, build_verbalizer, response_ids, train_av
+from nla.train.av import av_batch, build_verbalizer, response_ids, response_loss, train_av
 from nla.train.config import ARTrainConfig, AVTrainConfig
 from nla.train.pairs import BatchOrder
 
@@ -99,7 +99,7 @@ def av_flops(cfg: AVTrainConfig, scale: float, texts: list[str], golds: torch.Te
     def loss(step):
         batch = batches.rows_at(step)
         embeds, mask, labels = av_batch(av, golds[batch], [responses[i] for i in batch], target.pad_id)
-        return av.model(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
+        return response_loss(av.model, embeds, mask, labels, len(av.prompt))
 
     return count_flops(loss, steps)
 

@@ -117,3 +117,14 @@ def test_calibrate_from_eval_reuses_its_rows_and_explanations(extracted_dataset,
     stale = CliRunner().invoke(app, ["calibrate", "--nla", str(nla_folder), "--from-eval", str(tmp_path / "eval"),
                                      "--overwrite"])
     assert stale.exit_code == 2 and "earlier training of this AV" in stale.output
+
+
+def test_calibrate_writes_into_the_nla_folder_itself_never_a_path_named_after_a_hub_id(tmp_path, monkeypatch):
+    from nla.autoencoder.default import default_dir
+    from nla.reading.calibration import calibration_path
+
+    monkeypatch.chdir(tmp_path)
+    assert calibration_path("default") == default_dir() / CALIBRATION_FILE  # the shipped folder, not ./default
+    result = CliRunner().invoke(app, ["calibrate", "--nla", "org/name"])
+    assert result.exit_code == 2 and "not an NLA folder" in result.output
+    assert not (tmp_path / "org").exists()

@@ -9,7 +9,8 @@ from nla.autoencoder.checkpoint import load_verbalizer
 from nla.autoencoder.nla import NLA
 from nla.errors import NLAError
 from nla.train.ar import train_ar
-from nla.train.av import train_av
+from nla.autoencoder.injection import RESIDUAL, Injection
+from nla.train.av import av_batch, build_verbalizer, response_ids, response_loss, train_av
 from nla.train.config import ARTrainConfig, AVTrainConfig
 
 WORDS = ["river", "python", "music", "bread"]
@@ -78,3 +79,16 @@ def test_shuffled_control_sees_the_same_batches_with_other_vectors(tmp_path, toy
         train_av(config(tmp_path, run, toy_pairs, tiny_llama, epochs=0.5, shuffle_activations=shuffle), progress=False)
     assert [r for r, _ in seen["real"]] == [r for r, _ in seen["control"]]  # paired: same texts, same order
     assert not torch.equal(seen["real"][0][1], seen["control"][0][1])
+
+
+@pytest.mark.parametrize("injection", [Injection(), Injection(RESIDUAL, 1)])
+def test_response_loss_equals_the_models_own_loss_over_the_response(tiny_llama, injection):
+    # The training loss keeps only the logits that predict response tokens; HF's `labels=` loss over the
+    # whole sequence (prompt labels ignored) is the independent reading it must equal.
+    av, target = build_verbalizer(str(tiny_llama), 1.0, 0, "cpu", injection)
+    responses = [response_ids(target.tokenizer, text, 40) for text in ("about river", "about a long loaf of bread")]
+    embeds, mask, labels = av_batch(av, torch.randn(2, av.d_model), responses, target.pad_id)
+    with av.reading():
+        ours = response_loss(av.model, embeds, mask, labels, len(av.prompt))
+        theirs = av.model(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
+    assert ours.item() == pytest.approx(theirs.item(), rel=1e-5)

@@ -83,6 +83,7 @@ def calibrate(
         raise NLAError("--from-eval calibrates on the rows that evaluation read; drop --data (or --from-eval)")
     TraceSettings(max_new_tokens=max_new_tokens, batch_size=batch_size)  # checks both, as nla trace does
     from nla.reading.calibration import calibrate as run_calibrate
+    from nla.reading.calibration import calibration_path
 
     calibration = run_calibrate(nla, data, max_rows=max_rows or None, max_new_tokens=max_new_tokens,
                                 batch_size=batch_size, device=device, overwrite=overwrite, from_eval=from_eval)
@@ -91,7 +92,7 @@ def calibrate(
     typer.echo(f"claims: {claims['claims']} in {claims['explanations']} explanations, "
                f"{_share(claims['negligible_share'])} with negligible weight (< {claims['negligible_weight']}); "
                f"quotes: {claims['quotes']}, {_share(claims['flagged_share'])} flagged (not found before the token)")
-    typer.echo(f"wrote {nla}/calibration.json")
+    typer.echo(f"wrote {calibration_path(nla)}")
 
 
 def _loopback(host: str) -> bool:

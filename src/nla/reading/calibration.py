@@ -255,6 +255,17 @@ def calibration_for(nla: NLA, folder: Path, target: Target, *, max_new_tokens: i
     return estimate
 
 
+def calibration_path(nla_path: str | Path) -> Path:
+    """Where `nla calibrate` writes: inside the NLA's own folder (`default`: the shipped one)."""
+    from nla.autoencoder.default import resolve
+
+    folder = resolve(nla_path).expanduser()
+    if not folder.is_dir():  # a hub prefix: there is no folder of its own to write into
+        raise NLAError(f"{nla_path} is not an NLA folder, and calibration.json is written into one; download the "
+                       "NLA's two halves into a folder (as av/ and ar/) and pass that folder with --nla")
+    return folder / CALIBRATION_FILE
+
+
 def calibrate(nla_path: str | Path, data: str | Path | None = None, *, max_rows: int | None = 256,
               max_new_tokens: int = 150, batch_size: int = 16, seed: int = 0, device: str = "auto",
               overwrite: bool = False, progress: bool = True, from_eval: Path | None = None) -> Calibration:
@@ -263,7 +274,7 @@ def calibrate(nla_path: str | Path, data: str | Path | None = None, *, max_rows:
     NLA, whose rows and explanations are used instead of explaining again (data and max_rows come from it)."""
     from nla.eval.evaluate import CONTEXT_COLUMN, default_heldout, read_heldout
 
-    out = Path(nla_path) / CALIBRATION_FILE
+    out = calibration_path(nla_path)
     if out.exists() and not overwrite:
         raise NLAError(f"{out} exists; pass --overwrite to calibrate again")
     evaluated = _evaluated(Path(from_eval)) if from_eval else None

@@ -63,6 +63,19 @@ def av_batch(verbalizer: Verbalizer, vectors: torch.Tensor, responses: list[list
     return embeds, full_mask, full_labels
 
 
+def response_loss(model, embeds: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor,
+                  prompt_length: int) -> torch.Tensor:
+    """Mean cross-entropy over the response tokens of an `av_batch` (what `labels=` would give).
+
+    Only the logits that predict a response token are computed (positions P-1 .. P+R-2): the
+    prompt's logits over the whole vocabulary are a tenth of the step's work and memory, and
+    nothing reads them."""
+    width = labels.shape[1] - prompt_length
+    logits = model(inputs_embeds=embeds, attention_mask=mask, logits_to_keep=width + 1).logits[:, :-1]
+    return torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), labels[:, prompt_length:].flatten(),
+                                             ignore_index=IGNORE)
+
+
 def build_verbalizer(model_spec: str, injection_scale: float, lora_rank: int, device: str | torch.device,
                      injection: Injection = Injection(), dtype: str = "auto"):
     target = load_target(model_spec, device=str(device), dtype=dtype)
@@ -102,7 +115,7 @@ def train_av(cfg: AVTrainConfig, *, progress: bool = True) -> dict:
         batch = share(batches.rows_at(step))
         embeds, mask, labels = av_batch(av, golds[batch], [responses[i] for i in batch], target.pad_id)
         with av.reading():
-            return model(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
+            return response_loss(model, embeds, mask, labels, len(av.prompt))
 
     settings = {**asdict(cfg), "model": model_spec, "rows": len(texts), "injection_scale": scale}
     settings.pop("overwrite")
