@@ -261,8 +261,8 @@ def calibration_path(nla_path: str | Path) -> Path:
 
     folder = resolve(nla_path).expanduser()
     if not folder.is_dir():  # a hub prefix: there is no folder of its own to write into
-        raise NLAError(f"{nla_path} is not an NLA folder, and calibration.json is written into one; download the "
-                       "NLA's two halves into a folder (as av/ and ar/) and pass that folder with --nla")
+        raise NLAError(f"{nla_path} is not an NLA folder on this machine, and calibration.json is written into one: "
+                       "check the path, or download a hub NLA's two halves into a folder (as av/ and ar/) and pass it")
     return folder / CALIBRATION_FILE
 
 
