@@ -16,6 +16,7 @@ from nla.errors import NLAError
 from nla.models.activations import pad_right
 from nla.rl.config import RLConfig
 from nla.rl.rollout import Rollout
+from nla.train.av import response_logits
 from nla.train.lora import add_lora
 
 
@@ -72,9 +73,7 @@ def warmup_schedule(optimizer, warmup_steps: int):
 def response_logprobs(model, embeds: torch.Tensor, mask: torch.Tensor, ids: torch.Tensor,
                       temperature: float) -> torch.Tensor:
     """(N, R) log-probs of the response tokens `ids` after the prompt, at the sampling temperature."""
-    width = ids.shape[1]
-    # Only the logits that predict response tokens: position P-1 .. P+R-2 (the last one predicts nothing).
-    logits = model(inputs_embeds=embeds, attention_mask=mask, logits_to_keep=width + 1).logits[:, :-1]
+    logits = response_logits(model, embeds, mask, ids.shape[1])
     return torch.log_softmax(logits.float() / temperature, dim=-1).gather(-1, ids[..., None]).squeeze(-1)
 
 

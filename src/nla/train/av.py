@@ -63,15 +63,19 @@ def av_batch(verbalizer: Verbalizer, vectors: torch.Tensor, responses: list[list
     return embeds, full_mask, full_labels
 
 
+def response_logits(model, embeds: torch.Tensor, mask: torch.Tensor, width: int) -> torch.Tensor:
+    """(B, R, V) logits that predict the R response tokens after the prompt: positions P-1 .. P+R-2.
+
+    Only these are computed: the prompt's logits over the whole vocabulary are a tenth of a
+    training step's work and memory, and nothing reads them (SFT's loss, RL's log-probs)."""
+    return model(inputs_embeds=embeds, attention_mask=mask, logits_to_keep=width + 1).logits[:, :-1]
+
+
 def response_loss(model, embeds: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor,
                   prompt_length: int) -> torch.Tensor:
-    """Mean cross-entropy over the response tokens of an `av_batch` (what `labels=` would give).
-
-    Only the logits that predict a response token are computed (positions P-1 .. P+R-2): the
-    prompt's logits over the whole vocabulary are a tenth of the step's work and memory, and
-    nothing reads them."""
+    """Mean cross-entropy over the response tokens of an `av_batch` (what `labels=` would give)."""
     width = labels.shape[1] - prompt_length
-    logits = model(inputs_embeds=embeds, attention_mask=mask, logits_to_keep=width + 1).logits[:, :-1]
+    logits = response_logits(model, embeds, mask, width)
     return torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), labels[:, prompt_length:].flatten(),
                                              ignore_index=IGNORE)
 
