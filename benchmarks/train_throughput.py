@@ -99,7 +99,7 @@ def av_flops(cfg: AVTrainConfig, scale: float, texts: list[str], golds: torch.Te
     def loss(step):
         batch = batches.rows_at(step)
         embeds, mask, labels = av_batch(av, golds[batch], [responses[i] for i in batch], target.pad_id)
-        return response_loss(av.model, embeds, mask, labels, len(av.prompt))
+        return response_loss(av.model, embeds, mask, labels, len(av.prompt), av.shared_prefix)
 
     return count_flops(loss, steps)
 

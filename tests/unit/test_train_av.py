@@ -82,13 +82,30 @@ def test_shuffled_control_sees_the_same_batches_with_other_vectors(tmp_path, toy
 
 
 @pytest.mark.parametrize("injection", [Injection(), Injection(RESIDUAL, 1)])
-def test_response_loss_equals_the_models_own_loss_over_the_response(tiny_llama, injection):
-    # The training loss keeps only the logits that predict response tokens; HF's `labels=` loss over the
-    # whole sequence (prompt labels ignored) is the independent reading it must equal.
+@pytest.mark.parametrize("shared", [False, True])
+def test_response_loss_equals_the_models_own_loss_over_the_response(tiny_llama, injection, shared):
+    # The training loss keeps only the logits that predict response tokens, and may run the prompt's
+    # common prefix once for the batch; HF's `labels=` loss over the whole sequence of every row (prompt
+    # labels ignored) is the independent reading it must equal, in value and in gradient.
     av, target = build_verbalizer(str(tiny_llama), 1.0, 0, "cpu", injection)
-    responses = [response_ids(target.tokenizer, text, 40) for text in ("about river", "about a long loaf of bread")]
-    embeds, mask, labels = av_batch(av, torch.randn(2, av.d_model), responses, target.pad_id)
-    with av.reading():
-        ours = response_loss(av.model, embeds, mask, labels, len(av.prompt))
-        theirs = av.model(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
-    assert ours.item() == pytest.approx(theirs.item(), rel=1e-5)
+    assert 0 < av.shared_prefix < len(av.prompt)
+    responses = [response_ids(target.tokenizer, text, 40) for text in ("about river", "about a long loaf of bread",
+                                                                        "bread")]
+    vectors = torch.randn(3, av.d_model)
+
+    def loss_and_grads(compute):
+        av.model.zero_grad()
+        embeds, mask, labels = av_batch(av, vectors, responses, target.pad_id)
+        with av.reading():
+            loss = compute(embeds, mask, labels)
+        loss.backward()
+        return loss.item(), [p.grad.clone() for p in av.model.parameters() if p.grad is not None]
+
+    prefix = av.shared_prefix if shared else 0
+    ours, our_grads = loss_and_grads(lambda e, m, labels: response_loss(av.model, e, m, labels, len(av.prompt), prefix))
+    theirs, their_grads = loss_and_grads(lambda e, m, labels: av.model(inputs_embeds=e, attention_mask=m,
+                                                                       labels=labels).loss)
+    assert ours == pytest.approx(theirs, rel=1e-5)
+    assert len(our_grads) == len(their_grads) > 0
+    for mine, reference in zip(our_grads, their_grads):
+        torch.testing.assert_close(mine, reference, rtol=1e-4, atol=1e-6)

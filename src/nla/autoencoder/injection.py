@@ -11,8 +11,10 @@ The vector still travels in the marker's slot of `inputs_embeds` (so batching,
 `generate` and the RL loop work unchanged); two hooks, armed only inside
 `ResidualInjection.active()`, move it: a pre-hook on block 0 takes it out and puts the
 marker's own embedding back, and a hook on block K writes it into block K's output.
-The hooks act on the prompt pass only (a forward at least as long as the prompt); the
-decoding steps of `generate` reuse the cached keys and values.
+The hooks act only on a forward that holds the marker's position: not on the decoding steps
+of `generate`, nor on a batch's shared prompt prefix computed once into a KV cache
+(`train/av.py: response_logits`); a forward continuing such a cache finds the marker by its
+position id.
 
     sidecar: injection: {site: residual, layer: K}      (absent: the released embedding site)
 """
@@ -68,7 +70,7 @@ class ResidualInjection:
         self.armed = False
         self.pending: torch.Tensor | None = None  # (B, d): the vectors taken out at block 0, put in at block K
         layers[0].register_forward_pre_hook(self._take, with_kwargs=True)
-        layers[layer].register_forward_hook(self._put)
+        layers[layer].register_forward_hook(self._put, with_kwargs=True)
 
     @contextlib.contextmanager
     def active(self):
@@ -79,26 +81,37 @@ class ResidualInjection:
         finally:
             self.armed, self.pending = previous, None
 
-    def _is_prompt_pass(self, hidden: torch.Tensor) -> bool:
-        return self.armed and hidden.shape[1] >= self.prompt_length
+    def _marker_column(self, hidden: torch.Tensor, kwargs: dict) -> int | None:
+        """The marker's column in this forward, or None when the forward does not hold it (a decoding step,
+        or the prompt's shared prefix run alone). A forward that continues a cached prefix starts past
+        position 0, so the column is found from the position ids that every block receives."""
+        if not self.armed:
+            return None
+        positions = kwargs.get("position_ids")
+        if positions is None:  # a family that does not pass them: only a whole-prompt forward holds the marker
+            return self.position if hidden.shape[1] >= self.prompt_length else None
+        column = self.position - int(positions.reshape(-1)[0])
+        return column if 0 <= column < hidden.shape[1] else None
 
     def _take(self, module, args, kwargs):
         hidden = _hidden_arg(args, kwargs)  # (B, T, d)
-        if not self._is_prompt_pass(hidden):
+        column = self._marker_column(hidden, kwargs)
+        if column is None:
             return None
-        self.pending = hidden[:, self.position].clone()
+        self.pending = hidden[:, column].clone()
         embedding = self.model.get_input_embeddings()(torch.tensor([self.marker_id], device=hidden.device))
         hidden = hidden.clone()
-        hidden[:, self.position] = embedding.to(hidden.dtype)
+        hidden[:, column] = embedding.to(hidden.dtype)
         if args:
             return (hidden, *args[1:]), kwargs
         return args, {**kwargs, "hidden_states": hidden}
 
-    def _put(self, module, args, output):
+    def _put(self, module, args, kwargs, output):
         hidden = output[0] if isinstance(output, tuple) else output
-        if self.pending is None or not self._is_prompt_pass(hidden):
+        column = self._marker_column(hidden, kwargs)
+        if self.pending is None or column is None:
             return None
         hidden = hidden.clone()
-        hidden[:, self.position] = self.pending.to(hidden.dtype)
+        hidden[:, column] = self.pending.to(hidden.dtype)
         self.pending = None
         return (hidden, *output[1:]) if isinstance(output, tuple) else hidden

@@ -84,6 +84,11 @@ class Verbalizer:
         return self._residual.active() if self._residual else contextlib.nullcontext()
 
     @property
+    def shared_prefix(self) -> int:
+        """How many leading prompt tokens every row has in common: those before the marker."""
+        return self.prompt.index(self.site.marker.token_id)
+
+    @property
     def d_model(self) -> int:
         return self.model.get_input_embeddings().weight.shape[1]
 

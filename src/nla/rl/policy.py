@@ -59,10 +59,11 @@ class Policy:
 
     @torch.no_grad()
     def reference_logprobs(self, embeds, mask, ids) -> torch.Tensor:
+        shared = self.verbalizer.shared_prefix
         if self.reference is not None:
-            return response_logprobs(self.reference, embeds, mask, ids, self.cfg.temperature)
+            return response_logprobs(self.reference, embeds, mask, ids, self.cfg.temperature, shared)
         with adapters_disabled(self.verbalizer.model) as model:
-            return response_logprobs(model, embeds, mask, ids, self.cfg.temperature)
+            return response_logprobs(model, embeds, mask, ids, self.cfg.temperature, shared)
 
 
 def warmup_schedule(optimizer, warmup_steps: int):
@@ -71,9 +72,10 @@ def warmup_schedule(optimizer, warmup_steps: int):
 
 
 def response_logprobs(model, embeds: torch.Tensor, mask: torch.Tensor, ids: torch.Tensor,
-                      temperature: float) -> torch.Tensor:
-    """(N, R) log-probs of the response tokens `ids` after the prompt, at the sampling temperature."""
-    logits = response_logits(model, embeds, mask, ids.shape[1])
+                      temperature: float, shared: int = 0) -> torch.Tensor:
+    """(N, R) log-probs of the response tokens `ids` after the prompt, at the sampling temperature
+    (`shared`: the leading prompt tokens every row has in common, run once; see `response_logits`)."""
+    logits = response_logits(model, embeds, mask, ids.shape[1], shared)
     return torch.log_softmax(logits.float() / temperature, dim=-1).gather(-1, ids[..., None]).squeeze(-1)
 
 

@@ -175,7 +175,8 @@ class Trainer:
         embeds, full_mask, _ = av_batch(verbalizer, vectors, rollout.token_ids, self.pad_id)
         verbalizer.model.train()
         with verbalizer.reading():
-            logprobs = response_logprobs(policy.wrapped, embeds, full_mask, ids, cfg.temperature)  # (N, R)
+            logprobs = response_logprobs(policy.wrapped, embeds, full_mask, ids, cfg.temperature,
+                                         verbalizer.shared_prefix)  # (N, R)
         rollout_logprobs = rollout.logprobs[:, : ids.shape[1]].to(acc.device)
         old, agreed = grpo.old_logprobs_from_rollout(rollout_logprobs, logprobs)
         per_token, clipped = grpo.clipped_policy_loss(logprobs, old, advantages.to(acc.device), cfg.clip)

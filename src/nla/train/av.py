@@ -63,21 +63,34 @@ def av_batch(verbalizer: Verbalizer, vectors: torch.Tensor, responses: list[list
     return embeds, full_mask, full_labels
 
 
-def response_logits(model, embeds: torch.Tensor, mask: torch.Tensor, width: int) -> torch.Tensor:
+def response_logits(model, embeds: torch.Tensor, mask: torch.Tensor, width: int, shared: int = 0) -> torch.Tensor:
     """(B, R, V) logits that predict the R response tokens after the prompt: positions P-1 .. P+R-2.
 
     Only these are computed: the prompt's logits over the whole vocabulary are a tenth of a
-    training step's work and memory, and nothing reads them (SFT's loss, RL's log-probs)."""
+    training step's work and memory, and nothing reads them (SFT's loss, RL's log-probs).
+    `shared`: how many leading tokens are the same in every row (`Verbalizer.shared_prefix`, the
+    prompt before the marker, about two thirds of it). They are run once for the whole batch, with
+    gradients, and every row continues from their keys and values: the same logits for less work."""
+    if shared and len(embeds) > 1:
+        prefix = model(inputs_embeds=embeds[:1, :shared], use_cache=True).past_key_values
+        prefix.batch_repeat_interleave(len(embeds))  # a differentiable copy per row
+        return model(inputs_embeds=embeds[:, shared:], attention_mask=mask, past_key_values=prefix,
+                     use_cache=True, logits_to_keep=width + 1).logits[:, :-1]
     return model(inputs_embeds=embeds, attention_mask=mask, logits_to_keep=width + 1).logits[:, :-1]
 
 
 def response_loss(model, embeds: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor,
-                  prompt_length: int) -> torch.Tensor:
-    """Mean cross-entropy over the response tokens of an `av_batch` (what `labels=` would give)."""
+                  prompt_length: int, shared: int = 0, tokens: float | None = None) -> torch.Tensor:
+    """Mean cross-entropy over the response tokens of an `av_batch` (what `labels=` would give);
+    with `tokens`, the summed cross-entropy divided by that count instead."""
     width = labels.shape[1] - prompt_length
-    logits = response_logits(model, embeds, mask, width)
-    return torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), labels[:, prompt_length:].flatten(),
-                                             ignore_index=IGNORE)
+    logits = response_logits(model, embeds, mask, width, shared)
+    targets = labels[:, prompt_length:].flatten()
+    if tokens is None:
+        return torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), targets, ignore_index=IGNORE)
+    summed = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), targets, ignore_index=IGNORE,
+                                               reduction="sum")
+    return summed / tokens
 
 
 def build_verbalizer(model_spec: str, injection_scale: float, lora_rank: int, device: str | torch.device,
@@ -116,10 +129,14 @@ def train_av(cfg: AVTrainConfig, *, progress: bool = True) -> dict:
     batches = BatchOrder(len(texts), cfg.batch_size, cfg.epochs, np.random.default_rng(cfg.seed))
 
     def loss_at(step: int, model, share) -> torch.Tensor:
-        batch = share(batches.rows_at(step))
+        rows = batches.rows_at(step)
+        batch = share(rows)  # this process's part of the batch
         embeds, mask, labels = av_batch(av, golds[batch], [responses[i] for i in batch], target.pad_id)
+        # DDP averages the processes' gradients, so each divides its token sum by the whole batch's token
+        # count over the process count: the average is then the token mean one process would take.
+        tokens = sum(len(responses[i]) for i in rows) / accelerator.num_processes
         with av.reading():
-            return response_loss(model, embeds, mask, labels, len(av.prompt))
+            return response_loss(model, embeds, mask, labels, len(av.prompt), av.shared_prefix, tokens)
 
     settings = {**asdict(cfg), "model": model_spec, "rows": len(texts), "injection_scale": scale}
     settings.pop("overwrite")
