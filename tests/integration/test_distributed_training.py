@@ -41,12 +41,13 @@ def test_two_gloo_processes_match_one(tmp_path, tiny_llama, stage):
     two = train(stage, tmp_path / "two", data, tiny_llama, 2)
     assert two.returncode == 0, two.stderr[:6000]
 
-    losses = [[json.loads(line)["loss"] for line in (tmp_path / run / f"{stage}_metrics.jsonl").read_text().splitlines()]
-              for run in ("one", "two")]
+    metrics = [(tmp_path / run / f"{stage}_metrics.jsonl").read_text().splitlines() for run in ("one", "two")]
+    losses = [[json.loads(line)["loss"] for line in lines] for lines in metrics]
     assert len(losses[0]) == len(losses[1]) == 4  # one metrics file, from the main process only
     assert losses[0] == pytest.approx(losses[1], abs=1e-4)
     assert losses[0][-1] < losses[0][0]  # it trained
-    ours, theirs = (load_file(tmp_path / run / f"{stage}_adapter" / "adapter_model.safetensors") for run in ("one", "two"))
+    ours, theirs = (load_file(tmp_path / run / f"{stage}_adapter" / "adapter_model.safetensors")
+                    for run in ("one", "two"))
     assert ours.keys() == theirs.keys()
     for name in ours:
         assert torch.allclose(ours[name], theirs[name], atol=1e-4), name

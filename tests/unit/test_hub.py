@@ -70,7 +70,7 @@ def test_a_cached_copy_loads_offline(pair, offline_cache):
     fill_cache(offline_cache, f"{PREFIX}-av", pair[0])
     fill_cache(offline_cache, f"{PREFIX}-ar", pair[1])
     nla = NLA.load(PREFIX, device="cpu")
-    assert nla.source.av == offline_cache / f"models--kitft--nla-tiny-L1-av" / "snapshots" / COMMIT
+    assert nla.source.av == offline_cache / "models--kitft--nla-tiny-L1-av" / "snapshots" / COMMIT
     result = CliRunner().invoke(app, ["explain", "Rivers.", "--nla", PREFIX, "--max-new-tokens", "2"])
     assert result.exit_code == 0, result.output
 

@@ -100,7 +100,8 @@ def load_shared(run: Path, *, device: str = "cpu", dtype: str = "auto", spread: 
     ids, site = check_site(target.tokenizer, av_meta, av_dir)
     verbalizer = Verbalizer(model, target.tokenizer, ids, site, float(av_meta.injection_scale),
                             Injection.from_dict(av_meta.injection))
-    reconstructor = Reconstructor(model, ar_meta.extraction_layer_index, read_value_head(ar_dir, ar_meta.d_model)).eval()
+    value_head = read_value_head(ar_dir, ar_meta.d_model)
+    reconstructor = Reconstructor(model, ar_meta.extraction_layer_index, value_head).eval()
     use_role(model, "target")
     return target, verbalizer, reconstructor, av_meta, ar_meta
 

@@ -85,7 +85,8 @@ def inject(embeddings: torch.Tensor, input_ids: torch.Tensor, vectors: torch.Ten
     left[:, 1:] = ids[:, :-1] == site.left_neighbor_id
     right[:, :-1] = ids[:, 1:] == site.right_neighbor_id
     sites = (is_marker & left & right).nonzero()  # (n, 2): row, position
-    if sites.shape[0] != vectors.shape[0] or not torch.equal(sites[:, 0], torch.arange(len(vectors), device=ids.device)):
+    rows = torch.arange(len(vectors), device=ids.device)
+    if sites.shape[0] != vectors.shape[0] or not torch.equal(sites[:, 0], rows):
         raise NLAError(f"found {sites.shape[0]} injection sites for {vectors.shape[0]} vectors (one per row "
                        "expected); the prompt ids do not match the AV's recorded marker and neighbours")
     out = embeddings.clone()

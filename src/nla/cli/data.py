@@ -112,7 +112,8 @@ def explain_data(
     from nla.explainers.stage import explain_data as run_explain_data
 
     cfg = ExplainDataConfig(dataset=dataset, out=out, explainer=explainer,
-                            splits=tuple(s.strip() for s in splits.split(",") if s.strip()), top_k=top_k, quote_tokens=quote_tokens,
+                            splits=tuple(s.strip() for s in splits.split(",") if s.strip()), top_k=top_k,
+                            quote_tokens=quote_tokens,
                             device=device, overwrite=overwrite, api_model=api_model, base_url=base_url,
                             api_key_env=api_key_env, concurrency=concurrency, max_retries=max_retries)
     summary = run_explain_data(cfg)

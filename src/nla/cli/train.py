@@ -146,7 +146,8 @@ def rl(
     check_out_folder(out)
     from nla.rl.trainer import rl as run_rl
 
-    result = run_rl(RLConfig(nla=nla, nla_av=nla_av, nla_ar=nla_ar, dtype=checked_dtype(dtype), data=data, out=out, eval_data=eval_data, eval_rows=eval_rows, steps=steps,
+    result = run_rl(RLConfig(nla=nla, nla_av=nla_av, nla_ar=nla_ar, dtype=checked_dtype(dtype), data=data, out=out,
+                             eval_data=eval_data, eval_rows=eval_rows, steps=steps,
                              batch_size=batch_size, group_size=group_size, av_lr=av_lr, ar_lr=ar_lr,
                              lora_rank=lora_rank, ar_lora_rank=ar_lora_rank, kl_coef=kl_coef,
                              kl_estimator=kl_estimator, clip=clip, temperature=temperature,

@@ -84,7 +84,8 @@ def _load_jsonl(path: Path, text_field: str, opener=open) -> list[Document]:
         if not isinstance(record, dict):
             raise NLAError(f"line {lineno} of {path} is a JSON {type(record).__name__}, not an object; "
                            "write one {\"text\": ...} object per line")
-        docs.append(_record_to_document(record, text_field, f"{path.stem}:{lineno}", path.stem, f"line {lineno} of {path}"))
+        docs.append(_record_to_document(record, text_field, f"{path.stem}:{lineno}", path.stem,
+                                        f"line {lineno} of {path}"))
     return docs
 
 
@@ -124,7 +125,8 @@ def _load_hf(spec: str, text_field: str, limit: int | None) -> list[Document]:
     try:
         data = datasets.load_dataset(name, config or None, split=split)
     except Exception as err:  # the hub raises many types; the message is what matters
-        raise NLAError(f"could not load dataset '{name}' ({str(err).splitlines()[0]}); check the name and network") from err
+        raise NLAError(f"could not load dataset '{name}' ({str(err).splitlines()[0]}); "
+                       "check the name and network") from err
     return [_record_to_document(r, text_field, f"{name}:{i}", name, f"row {i} of {name}") for i, r in enumerate(data)]
 
 

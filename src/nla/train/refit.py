@@ -131,7 +131,8 @@ def refit_ar(cfg: RefitConfig, *, progress: bool = True) -> dict:
     texts, model, layer = av_texts(cfg, table, progress)
     pairs, dropped = write_pairs(cfg, table, texts)
     if cfg.overwrite or not trained(cfg.out, "ar"):  # a kill after training but before the AV copy resumes here
-        train_ar(ARTrainConfig(data=pairs, out=cfg.out, model=model, layer=layer, lr=cfg.lr, batch_size=cfg.batch_size, epochs=cfg.epochs,
+        train_ar(ARTrainConfig(data=pairs, out=cfg.out, model=model, layer=layer, lr=cfg.lr,
+                               batch_size=cfg.batch_size, epochs=cfg.epochs,
                                lora_rank=cfg.lora_rank, device=cfg.device, dtype=cfg.dtype,
                                overwrite=cfg.overwrite), progress=progress)
     av = copy_av(cfg)
