@@ -47,17 +47,22 @@ def good_answer(prompt: str) -> str:
             f"3. The final token closes on \"{last}\" and the next words must follow it.")
 
 
+GATHER_TIMEOUT = 10.0  # seconds
+
+
 class FakeAPI:
-    def __init__(self, answer=good_answer, delay: float = 0.0):
+    def __init__(self, answer=good_answer, gather: int = 1):
         self.answer = answer  # prompt -> answer text
-        self.delay = delay  # seconds each answer takes, to see requests overlap
+        # Answer nothing until this many requests have been in flight at once (or GATHER_TIMEOUT passed): a
+        # client that overlaps its requests gets there however slow the machine is; a serial one never does.
+        self.gather = gather
         self.requests: list[Recorded] = []
         self.planned: list[tuple[int, dict]] = []  # failures for the next requests, in order
         self.fail_after: int | None = None  # answer this many requests, then fail every one with 500
         self.short_answer_for: str | None = None  # contexts containing this get a one-feature answer
         self.input_tokens = self.output_tokens = 0  # totals of the usage the server reported
         self.in_flight = self.max_in_flight = 0
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
 
@@ -90,8 +95,10 @@ class FakeAPI:
             record.status = status
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            self._lock.notify_all()
         try:
-            time.sleep(self.delay)
+            with self._lock:
+                self._lock.wait_for(lambda: self.max_in_flight >= self.gather, timeout=GATHER_TIMEOUT)
             if status != 200:
                 return status, extra, _error_body(path, status)
             prompt = record.prompt

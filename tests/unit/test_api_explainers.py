@@ -81,9 +81,9 @@ def test_the_prompt_is_the_same_for_both_backends(tmp_path, monkeypatch):
 
 def test_requests_run_concurrently(tmp_path, monkeypatch):
     for concurrency in (1, 4):
-        with FakeAPI(delay=0.15) as api:
+        with FakeAPI(gather=concurrency) as api:  # waits for `concurrency` requests at once, not for time
             explainer_for(api, "openai", tmp_path / str(concurrency), monkeypatch,
-                          concurrency=concurrency).explain(requests_for(6))
+                          concurrency=concurrency).explain(requests_for(8))
         assert api.max_in_flight == concurrency  # 1 is the serial control
 
 
