@@ -72,7 +72,7 @@ def response_logits(model, embeds: torch.Tensor, mask: torch.Tensor, width: int,
     prompt before the marker, about two thirds of it). They are run once for the whole batch, with
     gradients, and every row continues from their keys and values: the same logits for less work."""
     if shared and len(embeds) > 1:
-        prefix = model(inputs_embeds=embeds[:1, :shared], use_cache=True).past_key_values
+        prefix = model(inputs_embeds=embeds[:1, :shared], use_cache=True, logits_to_keep=1).past_key_values
         prefix.batch_repeat_interleave(len(embeds))  # a differentiable copy per row
         return model(inputs_embeds=embeds[:, shared:], attention_mask=mask, past_key_values=prefix,
                      use_cache=True, logits_to_keep=width + 1).logits[:, :-1]
