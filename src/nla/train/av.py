@@ -86,11 +86,9 @@ def response_loss(model, embeds: torch.Tensor, mask: torch.Tensor, labels: torch
     width = labels.shape[1] - prompt_length
     logits = response_logits(model, embeds, mask, width, shared)
     targets = labels[:, prompt_length:].flatten()
-    if tokens is None:
-        return torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), targets, ignore_index=IGNORE)
     summed = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), targets, ignore_index=IGNORE,
                                                reduction="sum")
-    return summed / tokens
+    return summed / (tokens if tokens is not None else (targets != IGNORE).sum())
 
 
 def build_verbalizer(model_spec: str, injection_scale: float, lora_rank: int, device: str | torch.device,
