@@ -24,7 +24,8 @@ A stage whose output marks it finished is skipped; an unfinished one resumes (ev
 function resumes on its own after a kill). OUT/train_config.yaml holds the config the run
 was started with: rerunning with another config is refused and names the settings that differ,
 with their old and new values.
-OUT/stages.json records each stage's wall and CPU seconds.
+OUT/stages.json records each stage's wall and CPU seconds. A stage killed mid-way adds the time
+from its start to the last file it wrote (its CPU seconds are lost) and counts in killed_attempts.
 """
 
 from __future__ import annotations
@@ -215,6 +216,20 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def count_killed_attempt(record: dict, stage: str, folder: Path) -> bool:
+    """A stage killed mid-way never wrote its time. Count the span from its start to the last file it wrote
+    (a lower bound of the wall time it spent; its CPU time is lost), so that the budget stays honest."""
+    since = record.get(stage, {}).pop("running_since", None)
+    if since is None:
+        return False
+    files = [folder] if folder.is_file() else [p for p in folder.rglob("*") if p.is_file()]
+    last = max((p.stat().st_mtime for p in files), default=since)
+    entry = record[stage]
+    entry["wall_seconds"] = round(entry["wall_seconds"] + max(0.0, last - since), 1)
+    entry["killed_attempts"] = entry.get("killed_attempts", 0) + 1
+    return True
+
+
 def run_pipeline(cfg: PipelineConfig, out: Path, *, echo=print) -> dict:
     """Run (or resume) every stage; returns OUT/stages.json's content, the evaluation at its end."""
     out = Path(out)
@@ -226,15 +241,20 @@ def run_pipeline(cfg: PipelineConfig, out: Path, *, echo=print) -> dict:
     started = time.perf_counter()
     for number, (stage, config) in enumerate(configs.items(), start=1):
         where = f"[{number}/{len(configs)}] {stage}"
+        if count_killed_attempt(record, stage, Path(config.out)):
+            write_json(out / STAGES_FILE, record)
         if finished(stage, config):
             echo(f"{where}: finished earlier, skipped ({config.out})")
             continue
         echo(f"{where}: running -> {config.out}")
+        spent = record.setdefault(stage, {"wall_seconds": 0.0, "cpu_seconds": 0.0})  # resumed stages add up
+        spent["running_since"] = time.time()  # cleared below; left behind by a kill
+        write_json(out / STAGES_FILE, record)
         clock, cpu = time.perf_counter(), _cpu_seconds()
         run_stage(stage, config)
-        spent = record.get(stage, {"wall_seconds": 0.0, "cpu_seconds": 0.0})  # resumed stages add up
-        record[stage] = {"wall_seconds": round(spent["wall_seconds"] + time.perf_counter() - clock, 1),
-                         "cpu_seconds": round(spent["cpu_seconds"] + _cpu_seconds() - cpu, 1)}
+        del spent["running_since"]
+        spent["wall_seconds"] = round(spent["wall_seconds"] + time.perf_counter() - clock, 1)
+        spent["cpu_seconds"] = round(spent["cpu_seconds"] + _cpu_seconds() - cpu, 1)
         write_json(out / STAGES_FILE, record)
         echo(f"{where}: done in {record[stage]['wall_seconds'] / 60:.1f} min "
              f"(total this call {(time.perf_counter() - started) / 60:.1f} min)")
