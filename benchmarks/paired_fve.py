@@ -21,11 +21,11 @@ import numpy as np
 import pyarrow.parquet as pq
 
 
-def read_eval(folder: Path) -> tuple[dict, dict[tuple[int, int], float]]:
+def read_eval(folder: Path) -> tuple[dict, dict[tuple[str, int], float]]:
     """eval.json and the NLA's per-row MSE keyed by (doc_id, position)."""
     report = json.loads((folder / "eval.json").read_text())
     rows = pq.read_table(folder / "rows.parquet", columns=["doc_id", "position", "mse_nla"]).to_pydict()
-    mse = {(int(d), int(p)): float(m) for d, p, m in zip(rows["doc_id"], rows["position"], rows["mse_nla"])}
+    mse = {(str(d), int(p)): float(m) for d, p, m in zip(rows["doc_id"], rows["position"], rows["mse_nla"])}
     return report, mse
 
 

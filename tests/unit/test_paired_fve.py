@@ -25,7 +25,7 @@ def write_eval(folder: Path, docs, mse, denominator=0.5) -> Path:
     mse = np.asarray(mse, dtype=np.float32)
     (folder / "eval.json").write_text(json.dumps(
         {"baseline_denominator": denominator, "fve": float(1 - mse.mean() / denominator)}))
-    pq.write_table(pa.table({"doc_id": pa.array(docs, pa.int64()), "position": pa.array([3] * len(docs), pa.int64()),
+    pq.write_table(pa.table({"doc_id": pa.array([f"reference/doc/{d}" for d in docs]), "position": pa.array([3] * len(docs), pa.int64()),
                              "mse_nla": pa.array(mse)}), folder / "rows.parquet")
     return folder
 
