@@ -25,7 +25,8 @@ def write_eval(folder: Path, docs, mse, denominator=0.5) -> Path:
     mse = np.asarray(mse, dtype=np.float32)
     (folder / "eval.json").write_text(json.dumps(
         {"baseline_denominator": denominator, "fve": float(1 - mse.mean() / denominator)}))
-    pq.write_table(pa.table({"doc_id": pa.array([f"reference/doc/{d}" for d in docs]), "position": pa.array([3] * len(docs), pa.int64()),
+    doc_ids = [f"reference/doc/{d}" for d in docs]  # eval writes the corpus's string ids
+    pq.write_table(pa.table({"doc_id": doc_ids, "position": pa.array([3] * len(docs), pa.int64()),
                              "mse_nla": pa.array(mse)}), folder / "rows.parquet")
     return folder
 
