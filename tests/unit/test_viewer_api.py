@@ -62,8 +62,12 @@ def test_trace_and_explain_give_the_same_figures(client):
     assert [t["position"] for t in explained["tokens"]] == [3, last]
     for token in explained["tokens"]:
         same = trace["tokens"][token["position"]]
-        assert {k: token[k] for k in ("score", "label", "mse", "explanation", "claims")} == \
-               {k: same[k] for k in ("score", "label", "mse", "explanation", "claims")}
+        # The two routes batch their reconstructions differently: figures equal up to fp32 reduction order
+        # (they differed in the 7th digit on one CPU), the texts and labels exactly.
+        assert (token["label"], token["explanation"]) == (same["label"], same["explanation"])
+        assert [token["score"], token["mse"]] == pytest.approx([same["score"], same["mse"]], rel=1e-4)
+        assert [{**c, "weight": None} for c in token["claims"]] == [{**c, "weight": None} for c in same["claims"]]
+        assert [c["weight"] for c in token["claims"]] == pytest.approx([c["weight"] for c in same["claims"]], rel=1e-4)
     chat = client.post("/api/explain", json={"messages": [{"role": "user", "content": "Hi there"}]}).json()
     assert chat["tokens"][0]["position"] == chat["tokens_in_text"] - 1
 
