@@ -1,6 +1,5 @@
 """benchmarks/paired_fve.py: the paired FVE gain of one NLA over another on the same eval rows."""
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -9,14 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
-
-def load_benchmark():
-    path = Path(__file__).parents[2] / "benchmarks" / "paired_fve.py"
-    spec = importlib.util.spec_from_file_location("paired_fve", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_benchmark
 
 
 def write_eval(folder: Path, docs, mse, denominator=0.5) -> Path:
@@ -32,7 +24,7 @@ def write_eval(folder: Path, docs, mse, denominator=0.5) -> Path:
 
 
 def test_gain_is_the_fve_difference_and_its_interval_excludes_zero_when_every_row_improves():
-    paired = load_benchmark()
+    paired = load_benchmark("paired_fve")
     rng = np.random.default_rng(1)
     mse_a = rng.uniform(0.2, 0.8, size=200)
     mse_b = mse_a - rng.uniform(0.01, 0.05, size=200)  # B better on every row
@@ -43,7 +35,7 @@ def test_gain_is_the_fve_difference_and_its_interval_excludes_zero_when_every_ro
 
 
 def test_noise_alone_gives_an_interval_around_zero():
-    paired = load_benchmark()
+    paired = load_benchmark("paired_fve")
     rng = np.random.default_rng(2)
     mse_a = rng.uniform(0.2, 0.8, size=300)
     result = paired.paired_gain(mse_a, rng.permutation(mse_a), 0.5)
@@ -51,7 +43,7 @@ def test_noise_alone_gives_an_interval_around_zero():
 
 
 def test_command_joins_rows_and_refuses_evaluations_of_other_rows(tmp_path, monkeypatch, capsys):
-    paired = load_benchmark()
+    paired = load_benchmark("paired_fve")
     a = write_eval(tmp_path / "a", [5, 1, 9], [0.6, 0.4, 0.5])
     b = write_eval(tmp_path / "b", [9, 5, 1], [0.4, 0.5, 0.3])  # another row order: joined by key
     monkeypatch.setattr(sys, "argv", ["paired_fve.py", str(a), str(b), "--resamples", "200"])

@@ -5,31 +5,21 @@ latency percentiles and the server's peak memory.
 """
 
 import asyncio
-import importlib.util
 import time
-from pathlib import Path
 
 import pytest
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 from reading_helpers import scripted_reader, serving  # noqa: E402
-from conftest import build_tiny_nla  # noqa: E402
+from conftest import build_tiny_nla, load_benchmark  # noqa: E402
 
 from nla.viewer.app import create_app  # noqa: E402
 
 
-def load_benchmark():
-    path = Path(__file__).parents[2] / "benchmarks" / "serve_load.py"
-    spec = importlib.util.spec_from_file_location("serve_load", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_fifty_concurrent_requests_all_succeed(tmp_path, tiny_llama, monkeypatch):
     monkeypatch.setenv("NLA_CACHE_DIR", str(tmp_path / "cache"))
-    bench = load_benchmark()
+    bench = load_benchmark("serve_load")
     reader = scripted_reader(build_tiny_nla(tmp_path / "nla", tiny_llama), tiny_llama)
     with serving(create_app(reader, tmp_path)) as url:
         started = time.perf_counter()
