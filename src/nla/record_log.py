@@ -20,6 +20,44 @@ def saved_settings(path: Path) -> dict:
         return json.loads(f.readline())["settings"]
 
 
+def complete_records(path: Path) -> list[dict]:
+    """The whole records of an append-only JSONL file, [] when it does not exist.
+
+    A kill in the middle of an append leaves a last line cut short: it and anything after it are
+    dropped, and the file is rewritten atomically without them, so the next append starts on a
+    line of its own."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    text = path.read_text(encoding="utf-8", errors="replace")  # a kill can cut a character too
+    records, cut = [], False
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:  # cut short by a kill
+            cut = True
+            break
+    if cut or (text and not text.endswith("\n")):
+        write_records(path, records)
+    return records
+
+
+def write_records(path: Path, records: list[dict]) -> None:
+    """Replace a JSONL file by these records, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+
+
+def append_records(path: Path, records: list[dict]) -> None:
+    """Append records to a JSONL file, flushed before returning."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as f:
+        f.write("".join(json.dumps(r) + "\n" for r in records))
+
+
 class RecordLog:
     def __init__(self, path: Path, settings: dict):
         self.path = Path(path)

@@ -2,6 +2,9 @@
 the limit, long readings show progress, and a training batch that clearly does not fit in memory is refused
 before anything is written."""
 
+import re
+from pathlib import Path
+
 import pytest
 import torch
 from conftest import build_tiny_nla, write_toy_pairs
@@ -99,3 +102,25 @@ def test_sft_estimate_grows_with_the_batch(tmp_path, tiny_llama, monkeypatch):
         train_av(AVTrainConfig(data=data, out=tmp_path / f"run{batch_size}", model=str(tiny_llama), layer=1,
                                lora_rank=4, batch_size=batch_size, epochs=0.2), progress=False)
     assert needs[1] > 2 * needs[0] > 0
+
+
+def test_the_av_guard_counts_logits_only_where_the_loss_computes_them(tmp_path, tiny_llama, monkeypatch):
+    """response_logits computes the vocabulary logits at the answer's positions only: memory that holds those
+    but not the prompt's as well trains (the guard once counted every position, and refused this batch)."""
+    data, _, _ = write_toy_pairs(tmp_path / "pairs.parquet", WORDS, 16, 0.3, "about {word}")
+    seen = {}
+    real = memory.check_batch_fits
+    monkeypatch.setattr("nla.train.av.check_batch_fits", lambda per_row, rows, fixed, device, **kw: seen.update(
+        per_row=per_row, rows=rows, fixed=fixed, what=kw["what"]))
+    cfg = dict(data=data, model=str(tiny_llama), layer=1, lora_rank=4, batch_size=8, epochs=0.2)
+    train_av(AVTrainConfig(out=tmp_path / "probe", **cfg), progress=False)
+    longest, answer = (int(n) for n in re.findall(r"\d+", seen["what"])[:2])
+    config = load_target(str(tiny_llama)).config
+    prompt_logits = memory.logit_bytes(config, longest, backward=True) - memory.logit_bytes(config, answer + 1,
+                                                                                            backward=True)
+    need = seen["fixed"] + seen["per_row"] * seen["rows"]
+    free = need + prompt_logits * seen["rows"] / 2  # room for the answer's logits, not for the prompt's too
+    monkeypatch.setattr("nla.train.av.check_batch_fits", real)
+    monkeypatch.setattr(memory, "available_memory", lambda device: free)
+    result = train_av(AVTrainConfig(out=tmp_path / "run", **cfg), progress=False)
+    assert result["steps"] > 0 and Path(result["out"]).exists()

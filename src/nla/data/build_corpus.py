@@ -36,6 +36,7 @@ import torch
 from tqdm import tqdm
 
 from nla.atomic import atomic_path
+from nla.record_log import append_records, complete_records
 from nla.errors import NLAError
 
 # (topic, domain). Topic names are written to read naturally inside an instruction.
@@ -174,10 +175,7 @@ def generate_documents(cfg: BuildConfig, partial: Path) -> None:
     """Append generated documents to `partial` (JSON lines), skipping those already there."""
     from nla.models import load_target
 
-    done = set()
-    if partial.exists():
-        with partial.open(encoding="utf-8") as f:
-            done = {json.loads(line)["id"] for line in f if line.strip()}
+    done = {row["id"] for row in complete_records(partial)}  # a kill mid-append leaves a line cut short
     jobs = [j for j in generation_jobs()[: cfg.limit] if j["id"] not in done]
     if not jobs:
         return
@@ -185,15 +183,12 @@ def generate_documents(cfg: BuildConfig, partial: Path) -> None:
     if not target.has_chat_template:
         raise NLAError(f"{cfg.model} has no chat template; build the corpus with an instruction-tuned model")
     bar = tqdm(total=len(jobs), desc="generating documents", unit="doc")
-    with partial.open("a", encoding="utf-8") as f:
-        for start in range(0, len(jobs), cfg.batch_size):
-            batch = jobs[start : start + cfg.batch_size]
-            answers = _generate_batch(target, [j["prompt"] for j in batch], cfg, seed=cfg.seed + start)
-            for job, answer in zip(batch, answers):
-                # Rejected samples are recorded too (answer None) so a resume does not redo them.
-                f.write(json.dumps({**job, "answer": clean_generation(answer)}) + "\n")
-            f.flush()
-            bar.update(len(batch))
+    for start in range(0, len(jobs), cfg.batch_size):
+        batch = jobs[start : start + cfg.batch_size]
+        answers = _generate_batch(target, [j["prompt"] for j in batch], cfg, seed=cfg.seed + start)
+        # Rejected samples are recorded too (answer None) so a resume does not redo them.
+        append_records(partial, [{**job, "answer": clean_generation(answer)} for job, answer in zip(batch, answers)])
+        bar.update(len(batch))
     bar.close()
 
 
@@ -275,8 +270,7 @@ def build_corpus(cfg: BuildConfig) -> dict:
     start = time.time()
     partial = cfg.out.with_name(cfg.out.name + ".partial.jsonl")
     generate_documents(cfg, partial)
-    with partial.open(encoding="utf-8") as f:
-        rows = [json.loads(line) for line in f if line.strip()]
+    rows = complete_records(partial)
     generated = [d for d in map(to_document, rows) if d is not None]
     docs = generated + python_documents(cfg.docs_chunk_chars)
     # Shuffled once, so that any prefix of the corpus (what --max-docs takes) mixes every source.

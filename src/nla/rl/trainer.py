@@ -47,6 +47,7 @@ from nla.eval.metrics import baseline
 from nla.models.activations import pad_right
 from nla.models.adapters import adapter_for, text_config
 from nla.models.memory import check_batch_fits, optimizer_bytes, rl_sample_bytes
+from nla.record_log import append_records, complete_records, write_records
 from nla.rl import grpo
 from nla.rl.config import RLConfig
 from nla.rl.export import export_rl
@@ -259,8 +260,7 @@ def _settings(cfg: RLConfig, processes: int) -> dict:
 def _truncate_log(path: Path, step: int) -> None:
     """Drop lines logged after the resumed state: those steps run again."""
     if path.exists():
-        lines = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
-        path.write_text("".join(f"{line}\n" for line in lines))
+        write_records(path, [r for r in complete_records(path) if r["step"] <= step])
 
 
 def _resume(trainer: Trainer, settings: dict) -> int:
@@ -361,5 +361,4 @@ def rl(cfg: RLConfig, *, reward: RewardFn | None = None, backend: RolloutBackend
 
 
 def _append(path: Path, record: dict) -> None:
-    with path.open("a") as f:
-        f.write(json.dumps(record) + "\n")
+    append_records(path, [record])

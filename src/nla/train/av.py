@@ -161,10 +161,13 @@ def train_av(cfg: AVTrainConfig, *, progress: bool = True) -> dict:
 
 def _check_memory(cfg: AVTrainConfig, av: Verbalizer, target, responses: list[list[int]], processes: int) -> None:
     """Refuse a batch that clearly does not fit in memory (see models/memory.py): every block keeps its
-    activations for the backward pass, and the loss holds fp32 logits over the vocabulary at every position."""
-    longest = len(av.prompt) + max(len(r) for r in responses)
+    activations for the backward pass, and the loss holds fp32 logits over the vocabulary at the positions
+    that predict a response token (response_logits computes no others)."""
+    answer = max(len(r) for r in responses)
+    longest = len(av.prompt) + answer
     per_row = (stored_activation_bytes(target.config, longest, target.num_layers, target.model.dtype.itemsize)
-               + logit_bytes(target.config, longest, backward=True))
+               + logit_bytes(target.config, answer + 1, backward=True))
     check_batch_fits(per_row, cfg.batch_size, optimizer_bytes(av.model.parameters()), target.device,
                      processes=processes, flag="--batch-size",
-                     what=f"sequences of up to {longest} tokens with logits over {target.config.vocab_size} tokens")
+                     what=f"sequences of up to {longest} tokens, {answer} of them answer tokens with logits over "
+                          f"{target.config.vocab_size}")
