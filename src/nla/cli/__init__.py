@@ -10,14 +10,16 @@
     nla trace "some text" --nla runs/nla --out runs/trace  # per-token scores and claim checks, JSON + HTML
     nla serve --nla runs/nla       # the local web viewer and JSON API (the `serve` extra)
     nla build-corpus --out FILE   # regenerate the embedded default corpus
+    nla index --corpus F --out runs/audit   # store many transcripts' activations (and readings)
+    nla search runs/audit "the ocean" --docs  # rank positions or documents by a query
 
 Groups: cli/data.py (info, extract, explain-data, build-corpus), cli/train.py (train-ar,
 train-av, rl, export, plot), cli/read.py (explain, eval, demo), cli/reading.py (trace,
-calibrate, serve). Each registers its commands on the one `app` defined in cli/common.py.
+calibrate, serve), cli/audit.py (index, search). Each registers its commands on the one `app` defined in cli/common.py.
 """
 
 from nla.cli.common import app
-from nla.cli import data, read, reading, train  # noqa: F401  (registers the commands)
+from nla.cli import audit, data, read, reading, train  # noqa: F401  (registers the commands)
 
 
 def main() -> None:

@@ -27,3 +27,39 @@ class TraceSettings:
             raise NLAError("max-new-tokens and batch-size must be at least 1")
         if self.min_position < 0 or self.continue_tokens < 0:
             raise NLAError("min-position and continue must be >= 0")
+
+
+ROLE_CHOICES = ("assistant", "user", "system", "text")  # "text": the tokens of a plain-text document
+
+
+@dataclass
+class IndexSettings:
+    """What an audit index holds (`nla index`); a rerun with other values is refused, naming them."""
+
+    corpus: str = "default"
+    text_field: str = "text"
+    max_docs: int | None = None
+    positions: str = "all"  # "all", or N: N positions sampled per document (seeded, as extraction samples)
+    roles: tuple[str, ...] = ROLE_CHOICES  # which tokens are indexed (chat roles; "text" for plain documents)
+    explain: str = "none"  # "none" (activations only), "all", or N explained positions per document
+    min_position: int = 1  # position 0 is an attention sink: its activation says nothing about the text
+    max_doc_tokens: int = 512
+    seed: int = 42
+    max_new_tokens: int = 150
+
+    def __post_init__(self):
+        self.positions, self.explain = str(self.positions), str(self.explain)
+        self.roles = tuple(self.roles)
+        for name, value, words in (("--positions", self.positions, ("all",)),
+                                   ("--explain", self.explain, ("all", "none"))):
+            if value not in words and not (value.isdigit() and int(value) >= 1):
+                raise NLAError(f"{name} {value} is not {' or '.join(words)} or a whole number of at least 1")
+        unknown = sorted(set(self.roles) - set(ROLE_CHOICES))
+        if not self.roles or unknown:
+            raise NLAError(f"--roles {','.join(self.roles)}: choose among {', '.join(ROLE_CHOICES)}")
+        if self.min_position < 0 or self.max_doc_tokens <= self.min_position:
+            raise NLAError("--min-position must be >= 0 and below --max-doc-tokens")
+        if self.max_docs is not None and self.max_docs < 1:
+            raise NLAError("--max-docs must be at least 1")
+        if self.max_new_tokens < 1:
+            raise NLAError("--max-new-tokens must be at least 1")
