@@ -166,7 +166,25 @@ def world(tmp_path_factory, tiny_models, tiny_llama) -> dict[str, Path]:
                          (w["rl_empty"], ""), (w["rl_foreign"], '{"name": "not a step"}\n')):
         folder.mkdir()
         (folder / "rl_metrics.jsonl").write_text(text)
+    _index_world(w, corpus, bad)
     return w
+
+
+def _index_world(w: dict, corpus: Path, bad: Path) -> None:
+    """An activations-only audit index of the corpus, and damaged copies: cut, unfinished, of another NLA."""
+    from nla.reading.config import IndexSettings
+    from nla.reading.index import build_index, load_index_reader
+
+    w["corpus"], w["index"] = corpus, w["root"] / "index"
+    reader = load_index_reader(w["nla"], IndexSettings(), model=str(w["model"]))
+    build_index(reader, IndexSettings(corpus=str(corpus), positions="2"), w["index"], progress=False)
+    shard = "shard-00000-of-00001"
+    for name in ("index_cut", "index_unfinished", "index_other_nla"):
+        w[name] = shutil.copytree(w["index"], bad / name.replace("_", "-"))
+    truncate(w["index_cut"] / shard / "activations.f16")
+    (w["index_unfinished"] / shard / "done.json").unlink()
+    record = json.loads((w["index_other_nla"] / "index.json").read_text())
+    (w["index_other_nla"] / "index.json").write_text(json.dumps({**record, "av_created_at": "2020-01-01T00:00:00"}))
 
 
 # ---------------------------------------------------------------- the cases: (command, bad input) -> args
@@ -271,6 +289,31 @@ CASES["trace/--nla nla_av_cut"] = lambda w: ["trace", "Rivers.", "--nla", str(w[
                                              str(w["root"] / "new-trace"), "--device", "cpu"]
 
 
+
+def index_args(*extra: str, out: str = ""):
+    return lambda w: ["index", "--corpus", str(w["corpus"]), "--out", str(w[out] if out else w["root"] / "new-index"),
+                      "--nla", str(w["nla"]), "--model", str(w["model"]), "--device", "cpu", *extra]
+
+
+CASES["index/--positions 0"] = index_args("--positions", "0")
+CASES["index/--roles wizard"] = index_args("--roles", "wizard")
+CASES["index/--roles assistant on a corpus with no chats"] = index_args("--roles", "assistant")
+CASES["index/--explain some"] = index_args("--explain", "some")
+CASES["index/--out is a file"] = index_args(out="file")
+CASES["index/finished index, same settings"] = index_args("--positions", "2", out="index")
+CASES["index/unfinished index, other settings"] = index_args("--positions", "3", out="index_unfinished")
+CASES["search/not an index"] = lambda w: ["search", str(w["acts"]), "rivers", "--device", "cpu"]
+CASES["search/damaged store"] = lambda w: ["search", str(w["index_cut"]), "rivers", "--device", "cpu"]
+CASES["search/half-written index"] = lambda w: ["search", str(w["index_unfinished"]), "rivers", "--device", "cpu"]
+CASES["search/index of another NLA"] = lambda w: ["search", str(w["index_other_nla"]), "rivers", "--device", "cpu"]
+CASES["search/empty query"] = lambda w: ["search", str(w["index"]), " ", "--device", "cpu"]
+CASES["search/query past the AR's context"] = lambda w: ["search", str(w["index"]), "river " * 1500, "--device",
+                                                         "cpu"]
+CASES["search/--by text on an activations-only index"] = lambda w: ["search", str(w["index"]), "rivers", "--by",
+                                                                    "text"]
+CASES["search/--by words"] = lambda w: ["search", str(w["index"]), "rivers", "--by", "words"]
+
+
 def snapshot(*roots: Path) -> dict[str, str]:
     """Every file's sha256 and every folder, by path: any file written, changed or removed shows."""
     state = {}
@@ -304,7 +347,7 @@ def test_a_bad_input_is_one_line_exit_2_and_changes_nothing(case, world, offline
 def test_the_sweep_covers_every_command_that_reads_user_files():
     commands = {case.split("/")[0] for case in CASES}
     assert commands == {"train-ar", "train-av", "eval", "rl", "calibrate", "explain-data", "explain", "plot",
-                        "export", "info", "extract", "trace", "train", "demo", "serve"}
+                        "export", "info", "extract", "trace", "train", "demo", "serve", "index", "search"}
     assert len(CASES) >= 70
 
 
