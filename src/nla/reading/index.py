@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from nla.atomic import write_json
@@ -109,20 +110,34 @@ def index_rows(reader: Reader, plan: PlannedDoc, readings: dict[int, dict]) -> l
 def index_chunk(reader: Reader, chunk: list[PlannedDoc], layer: int, trace: TraceSettings,
                 batch_tokens: int) -> tuple[list[dict], np.ndarray]:
     """The rows and fp16 vectors of a chunk's documents: one batched forward through block K, then the AV's
-    readings of the explained positions."""
+    readings of the explained positions, batched across the chunk's documents."""
     wanted = [p for p in chunk if p.positions]
-    vectors: dict[int, np.ndarray] = {}
+    vectors: dict[int, torch.Tensor] = {}
     reader.nla.target()  # on a shared base: the adapters off, so the forward is the plain target's
     sequences = [p.ids[: p.positions[-1] + 1] for p in wanted]
     for indices, hidden in batched_residual_stream(reader.target, sequences, layer, batch_tokens):
         for row, i in enumerate(indices):
-            vectors[i] = hidden[row, wanted[i].positions].numpy().astype(np.float16)
-    rows = []
-    for i, plan in enumerate(wanted):
-        readings = reader.read(plan.ids, plan.explained, trace) if plan.explained else {}
-        rows += index_rows(reader, plan, readings)
-    stacked = np.concatenate([vectors[i] for i in range(len(wanted))]) if wanted else np.zeros((0, reader.nla.d_model))
-    return rows, stacked
+            vectors[i] = hidden[row, wanted[i].positions]
+    readings = read_explained(reader, wanted, vectors, trace)
+    rows = [row for i, plan in enumerate(wanted) for row in index_rows(reader, plan, readings[i])]
+    stacked = torch.cat([vectors[i] for i in range(len(wanted))]) if wanted else torch.zeros(0, reader.nla.d_model)
+    return rows, stacked.numpy().astype(np.float16)
+
+
+def read_explained(reader: Reader, wanted: list[PlannedDoc], vectors: dict[int, torch.Tensor],
+                   trace: TraceSettings) -> list[dict[int, dict]]:
+    """Per document, position -> reading of its explained positions, in batches that span documents."""
+    tokenizer = reader.target.tokenizer
+    todo = [(i, p, vectors[i][plan.positions.index(p)]) for i, plan in enumerate(wanted) for p in plan.explained]
+    readings: list[dict[int, dict]] = [{} for _ in wanted]
+    for start in range(0, len(todo), trace.batch_size):
+        batch = todo[start : start + trace.batch_size]
+        records = reader.read_vectors(torch.stack([v for _, _, v in batch]),
+                                      [tokenizer.decode(wanted[i].ids[: p + 1]) for i, p, _ in batch],
+                                      [tokenizer.decode(wanted[i].ids[p + 1 :]) for i, p, _ in batch], trace)
+        for (i, p, _), record in zip(batch, records):
+            readings[i][p] = {**record, "position": p}
+    return readings
 
 
 def load_index_reader(nla: str | Path, settings: IndexSettings, *, model: str | None = None,

@@ -140,29 +140,37 @@ class Reader:
                    disable=not progress)
         for start in range(0, len(todo), settings.batch_size):
             batch = todo[start : start + settings.batch_size]
-            vectors = acts[batch]  # (B, d)
-            explanations = self.nla.explain(vectors, max_new_tokens=settings.max_new_tokens,
-                                            batch_size=settings.batch_size)
-            texts = [e.text for e in explanations]
-            mse = self.nla.score(vectors, texts)
-            claims = check_claims(self.nla, texts, vectors, mse, [tokenizer.decode(ids[: p + 1]) for p in batch],
-                                  [tokenizer.decode(ids[p + 1 :]) for p in batch],
-                                  denominator=self.calibration.denominator, batch_size=settings.batch_size)
-            records = []
-            for p, e, m, c, v in zip(batch, explanations, mse, claims, vectors):
-                score = self.calibration.score(m)
-                records.append({
-                    "position": p, "status": "ok" if e.text is not None else "failed",
-                    "failure": failure(e, settings.max_new_tokens), "explanation": e.text, "answer": e.answer,
-                    "explanation_tokens": e.num_tokens, "norm": float(v.norm()), "mse": m,
-                    "cosine": None if m is None else 1.0 - m / 2, "score": score,
-                    "label": self.calibration.label(score), "claims": [x.to_dict() for x in c]})
+            records = self.read_vectors(acts[batch], [tokenizer.decode(ids[: p + 1]) for p in batch],
+                                        [tokenizer.decode(ids[p + 1 :]) for p in batch], settings)
+            for p, record in zip(batch, records):
+                record["position"] = p
             done.update((r["position"], r) for r in records)
             if on_batch:
                 on_batch(records)
             bar.update(len(batch))
         bar.close()
         return done
+
+    def read_vectors(self, vectors: torch.Tensor, before: list[str], after: list[str],
+                     settings: TraceSettings) -> list[dict]:
+        """One batch of readings of activations (B, d), whatever documents they come from: `before` is each
+        one's text through its token, `after` the text after it (where a quote may be found later)."""
+        explanations = self.nla.explain(vectors, max_new_tokens=settings.max_new_tokens,
+                                        batch_size=settings.batch_size)
+        texts = [e.text for e in explanations]
+        mse = self.nla.score(vectors, texts)
+        claims = check_claims(self.nla, texts, vectors, mse, before, after,
+                              denominator=self.calibration.denominator, batch_size=settings.batch_size)
+        records = []
+        for e, m, c, v in zip(explanations, mse, claims, vectors):
+            score = self.calibration.score(m)
+            records.append({
+                "position": None, "status": "ok" if e.text is not None else "failed",
+                "failure": failure(e, settings.max_new_tokens), "explanation": e.text, "answer": e.answer,
+                "explanation_tokens": e.num_tokens, "norm": float(v.norm()), "mse": m,
+                "cosine": None if m is None else 1.0 - m / 2, "score": score,
+                "label": self.calibration.label(score), "claims": [x.to_dict() for x in c]})
+        return records
 
     def token_rows(self, ids: list[int], prompt_tokens: int, readings: dict[int, dict]) -> list[dict]:
         special = self.target.special_ids
