@@ -54,6 +54,11 @@ def write_text(path: str | Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
 def write_yaml(path: str | Path, data: dict) -> None:
     write_text(path, yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
 

@@ -191,3 +191,32 @@ def test_the_command_line_indexes_and_searches(tiny_nla, tiny_llama, small_corpu
     assert again.exit_code == 2 and again.output.strip().splitlines()[-1].startswith("error: ")
     bad = runner.invoke(app, ["search", str(out), "", "--by", "activation"])
     assert bad.exit_code == 2 and "the query is empty" in bad.output
+
+
+@pytest.mark.parametrize("exact_rows", [262_144, 0])  # the fp32 scan, and the fp16 one of large shards
+def test_centred_and_contrast_directions_match_a_direct_computation(reader, small_corpus, tmp_path, monkeypatch,
+                                                                    exact_rows):
+    monkeypatch.setattr("nla.reading.search.EXACT_ROWS", exact_rows)
+    build_index(reader, IndexSettings(corpus=str(small_corpus), positions="3"), tmp_path / "idx", progress=False)
+    index = open_index(tmp_path / "idx")
+    vectors = torch.from_numpy(np.asarray(index.shards[0].vectors, dtype=np.float32))
+    mean = vectors.double().mean(0).float()
+    predicted = reader.nla.reconstruct(["rivers", "bread"])
+    cases = [(SearchQuery(query="rivers", by="activation", centre=True, k=500), vectors - mean, predicted[0] - mean),
+             (SearchQuery(query="rivers", by="activation", against="bread", k=500), vectors,
+              predicted[0] - predicted[1])]
+    tolerance = 1e-5 if exact_rows else 2e-3  # fp16 products
+    for q, rows, direction in cases:
+        hits = search(index, reader.nla, q)["hits"]
+        cos = torch.nn.functional.cosine_similarity(rows, direction[None], dim=1)
+        assert len(hits) == len(rows)
+        assert [h["activation_score"] for h in hits] == pytest.approx(
+            [float(cos[i]) for i in _ids_of(index, hits)], abs=tolerance)
+    index.close()
+
+
+def _ids_of(index, hits):
+    """Row numbers of position hits (doc_id and position are unique)."""
+    rows = index.shards[0].db.execute("SELECT doc_id, position FROM positions ORDER BY id").fetchall()
+    where = {key: i for i, key in enumerate(rows)}
+    return [where[(h["doc_id"], h["position"])] for h in hits]

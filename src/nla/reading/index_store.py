@@ -3,6 +3,7 @@
     INDEX/index.json                        what the index was made with (NLA, target, layer, settings)
     INDEX/shard-00000-of-00002/rows.sqlite  one row per indexed position, an FTS5 table over explanations
     INDEX/shard-00000-of-00002/activations.f16   row i of `positions` (id i + 1) is row i of this matrix
+    INDEX/shard-00000-of-00002/norms.f32    each row's squared norm (fp32), for cosines without a pass in fp32
     INDEX/shard-00000-of-00002/done.json    written last: the shard is complete
 
 Each process of `nla index` writes its own shard; `open_index` reads them all as one table. Why this
@@ -23,10 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-from nla.atomic import write_json
+from nla.atomic import write_bytes, write_json
 from nla.errors import NLAError
 
-INDEX_JSON, ROWS_DB, ACTIVATIONS, DONE_JSON = "index.json", "rows.sqlite", "activations.f16", "done.json"
+INDEX_JSON, ROWS_DB, ACTIVATIONS, NORMS, DONE_JSON = ("index.json", "rows.sqlite", "activations.f16", "norms.f32",
+                                                     "done.json")
 # The columns of one indexed position, in the order they are stored (the activation lives in the matrix).
 COLUMNS = ("doc_id", "source", "genre", "topic", "position", "role", "token", "context", "explanation",
            "score", "label", "flagged", "claims")
@@ -81,10 +83,15 @@ class ShardWriter:
         self.done.update(doc_ids)
 
     def finish(self) -> None:
-        """done.json: the shard's row count and activation sum (the index's mean is their ratio)."""
+        """norms.f32 (squared row norms), then done.json: the shard's row count and activation sum (the index's
+        mean is their ratio)."""
         total = np.zeros(self.d_model, dtype=np.float64)
+        squared = np.zeros(self.rows, dtype=np.float32)
         for start, chunk in _chunks(self.matrix()):
-            total += chunk.astype(np.float64).sum(axis=0)
+            wide = chunk.astype(np.float64)
+            total += wide.sum(axis=0)
+            squared[start : start + len(chunk)] = (wide**2).sum(axis=1)
+        write_bytes(self.folder / NORMS, squared.tobytes())
         write_json(self.folder / DONE_JSON, {"rows": self.rows, "documents": len(self.done),
                                              "activation_sum": total.tolist()})
         self.db.close()
@@ -100,7 +107,8 @@ def _cell(value):
 def _matrix(folder: Path, rows: int, d_model: int) -> np.ndarray:
     if rows == 0:
         return np.zeros((0, d_model), dtype=np.float16)
-    return np.memmap(folder / ACTIVATIONS, dtype=np.float16, mode="r", shape=(rows, d_model))
+    # copy-on-write: torch can wrap it without a copy (nothing is ever written back)
+    return np.memmap(folder / ACTIVATIONS, dtype=np.float16, mode="c", shape=(rows, d_model))
 
 
 def _chunks(matrix: np.ndarray, size: int = 65536):
@@ -113,6 +121,7 @@ class Shard:
     folder: Path
     db: sqlite3.Connection
     vectors: np.ndarray  # (rows, d) fp16, memory-mapped
+    squared_norms: np.ndarray  # (rows,) fp32
     activation_sum: np.ndarray
 
 
@@ -161,10 +170,11 @@ def open_index(folder: str | Path) -> Index:
             db = sqlite3.connect(f"file:{shard / ROWS_DB}?mode=ro", uri=True, check_same_thread=False)
             stored = db.execute("SELECT count(*) FROM positions").fetchone()[0]
             size = (shard / ACTIVATIONS).stat().st_size
+            squared = np.fromfile(shard / NORMS, dtype=np.float32)
         except (OSError, ValueError, KeyError, sqlite3.Error) as err:
             raise NLAError(f"{shard} is damaged ({str(err).splitlines()[0]}); {INDEX_FIX}") from err
-        if stored != done["rows"] or size != stored * d_model * 2:
+        if stored != done["rows"] or size != stored * d_model * 2 or len(squared) != stored:
             raise NLAError(f"{shard} is damaged ({stored} rows, {size} bytes of activations, {done['rows']} "
                            f"expected); {INDEX_FIX}")
-        shards.append(Shard(shard, db, _matrix(shard, stored, d_model), np.asarray(done["activation_sum"])))
+        shards.append(Shard(shard, db, _matrix(shard, stored, d_model), squared, np.asarray(done["activation_sum"])))
     return Index(folder, settings, shards)

@@ -33,7 +33,7 @@ from nla.reading.trace import resolve_nla
 
 BY = ("text", "activation", "both")
 FUSION_K = 60  # the usual constant of reciprocal-rank fusion
-SCAN_ROWS = 65536  # activation rows converted to fp32 at a time
+EXACT_ROWS = 262_144  # shards up to this many rows are scanned in fp32 (under a second on 2 cores)
 
 
 @dataclass
@@ -118,17 +118,31 @@ def query_direction(nla: NLA, q: SearchQuery, mean: np.ndarray | None) -> torch.
 
 
 def activation_scores(shard: Shard, direction: torch.Tensor, mean: np.ndarray | None, mask: np.ndarray) -> np.ndarray:
-    """Cosine of each row's activation (less the index mean with --centre) with the direction; NaN if filtered."""
-    out = np.full(len(shard.vectors), np.nan, dtype=np.float32)
+    """Cosine of each row's activation (less the index mean with --centre) with the direction; NaN if filtered.
+
+    One pass over the stored matrix gives a . u and a . m for the unit direction u and the unit mean m; with the
+    stored squared norms, |a - mean|^2 = |a|^2 - 2 a . mean + |mean|^2. Up to EXACT_ROWS rows the pass runs in
+    fp32 (exact); a larger shard is read through torch's fp16 matmul, ~30x faster on a CPU than a cast to fp32
+    (1M rows: 0.09 s against 3 s), with cosines good to about 1e-3 (its products are rounded to fp16)."""
     unit = direction.float() / direction.float().norm().clamp_min(1e-12)
-    centre = None if mean is None else torch.as_tensor(mean, dtype=torch.float32)
-    for start in range(0, len(shard.vectors), SCAN_ROWS):
-        chunk = torch.from_numpy(shard.vectors[start : start + SCAN_ROWS].astype(np.float32))
-        if centre is not None:
-            chunk -= centre
-        cos = (chunk @ unit) / chunk.norm(dim=1).clamp_min(1e-12)
-        out[start : start + len(chunk)] = cos.numpy()
+    centre = torch.zeros_like(unit) if mean is None else torch.as_tensor(mean, dtype=torch.float32)
+    scale = centre.norm()
+    basis = torch.stack([unit, centre / scale.clamp_min(1e-12)], dim=1)  # (d, 2), both of norm 1
+    dots = _products(shard.vectors, basis)
+    along, with_mean = dots[:, 0] - float(centre @ unit), dots[:, 1] * scale
+    squared = torch.from_numpy(shard.squared_norms) - 2 * with_mean + scale**2
+    out = (along / squared.clamp_min(1e-12).sqrt()).numpy()
     out[~mask] = np.nan
+    return out
+
+
+def _products(vectors: np.ndarray, basis: torch.Tensor) -> torch.Tensor:
+    """(rows, 2) fp32: the stored fp16 rows times the basis."""
+    if len(vectors) > EXACT_ROWS:
+        return (torch.from_numpy(vectors) @ basis.half()).float()
+    out = torch.empty(len(vectors), basis.shape[1])
+    for start in range(0, len(vectors), 65536):
+        out[start : start + 65536] = torch.from_numpy(vectors[start : start + 65536].astype(np.float32)) @ basis
     return out
 
 
