@@ -13,6 +13,9 @@ import pytest
 from conftest import build_tiny_nla
 from reading_helpers import FAILED_ANSWER, SCRIPT, TEXT, scripted_reader, serving
 
+from nla.reading.config import IndexSettings
+from nla.reading.index import build_index
+from nla.reading.index_store import open_index
 from nla.reading.prompt import Prompt
 from nla.reading.trace import TRACE_HTML, trace_to_folder
 
@@ -60,7 +63,9 @@ def site(tmp_path_factory, tiny_llama):
     reader = scripted_reader(build_tiny_nla(root / "nla", tiny_llama), tiny_llama)
     (root / "rivers.txt").write_text("Rivers carry water to the sea.")
     saved = trace_to_folder(reader, Prompt.from_file(root / "rivers.txt"), root / "traces" / "rivers", progress=False)
-    with serving(create_app(reader, root / "traces")) as url:
+    (root / "corpus.txt").write_text("Rivers carry water to the sea.\n\nBread rises in a warm oven overnight.")
+    build_index(reader, IndexSettings(corpus=str(root / "corpus.txt"), explain="2"), root / "index", progress=False)
+    with serving(create_app(reader, root / "traces", index=open_index(root / "index"))) as url:
         yield {"url": url, "reader": reader, "saved": saved, "html": root / "traces" / "rivers" / TRACE_HTML}
     patch.undo()
 
@@ -173,9 +178,35 @@ def test_the_api_page_lists_every_endpoint_without_a_cdn(site, browser, shots):
     from playwright.sync_api import expect
 
     page = open_page(browser, site["url"] + "/api/docs")
-    expect(page.locator("section h2")).to_have_count(6)  # five endpoints and the Message schema
+    expect(page.locator("section h2")).to_have_count(8)  # seven endpoints (two of them search) and the Message schema
     expect(page.locator("#endpoints")).to_contain_text("/api/trace")
     expect(page.locator("#endpoints")).to_contain_text("continue_tokens")
     page.screenshot(path=str(shots / "api-docs.png"), full_page=True)
+    assert page.errors == [] and all(u.startswith(site["url"]) for u in page.requests), page.requests
+    page.close()
+
+
+def test_search_an_index_and_open_a_hits_reading(site, browser, shots):
+    from playwright.sync_api import expect
+
+    page = open_page(browser, site["url"] + "/search")
+    page.fill("#query", "geography")
+    page.click("#search-button")
+    expect(page.locator("#status")).to_contain_text("hits", timeout=TIMEOUT_MS)
+    rows = page.locator("#hits tr.hit")
+    expect(rows.first).to_be_visible()
+    expect(rows.first.locator("td.context mark")).to_have_count(1)  # the token, marked in its context
+    rows.first.click()
+    expect(page.locator("#reading h2")).to_contain_text("position", timeout=TIMEOUT_MS)
+    expect(page.locator("#reading .meta")).to_contain_text("score")
+    page.screenshot(path=str(shots / "search.png"), full_page=True)
+    page.check("#docs")
+    page.select_option("#by", "activation")
+    page.click("#search-button")
+    expect(page.locator("#hits tr.hit")).to_have_count(2, timeout=TIMEOUT_MS)  # the corpus's two documents
+    expect(page.locator("#hits tr.hit").first).to_contain_text("pos.")
+    page.fill("#query", "")
+    page.click("#search-button")
+    expect(page.locator("#status")).to_contain_text("Type what to search for")
     assert page.errors == [] and all(u.startswith(site["url"]) for u in page.requests), page.requests
     page.close()

@@ -127,8 +127,11 @@ def serve(
     max_tokens: int = typer.Option(512, help="Most tokens one request may read (input plus continuation)."),
     max_queue: int = typer.Option(64, help="Requests that may wait for the model; later ones get 503."),
     device: str = typer.Option(EXTRACT["device"], help="auto, cpu, cuda, cuda:N."),
+    index: Optional[Path] = typer.Option(None, "--index", help="An audit index (nla index, made with the same "
+                                         "--nla) to search at /search."),
 ):
-    """A local web viewer and JSON API: trace prompts and chats, read tokens coloured by fidelity."""
+    """A local web viewer and JSON API: trace prompts and chats, read tokens coloured by fidelity; with --index,
+    search many transcripts."""
     try:
         import fastapi  # noqa: F401
         import uvicorn
@@ -147,10 +150,13 @@ def serve(
         typer.echo(f"warning: binding {host}: anyone who can reach this machine can run the model and read "
                    f"saved traces under {traces}; there is no authentication", err=True)
     _check_port(host, port)
+    from nla.reading.index_store import open_index
+
+    opened = open_index(index) if index is not None else None  # a bad index fails before the models load
     reader = Reader.load(nla, model=model, device=device, max_new_tokens=max_new_tokens, progress=True)
     limits = ServeLimits(max_tokens=max_tokens, max_queue=max_queue)
     served = create_app(reader, traces, limits=limits, settings=TraceSettings(max_new_tokens=max_new_tokens),
-                        allowed_hosts=LOOPBACK_HOSTS if loopback else None)
+                        allowed_hosts=LOOPBACK_HOSTS if loopback else None, index=opened)
     typer.echo(f"serving {reader.name} (layer {reader.nla.layer}) on http://{host}:{port}/  "
-               f"(API: /api/docs; Ctrl-C stops)")
+               f"(API: /api/docs{'; search: /search' if opened else ''}; Ctrl-C stops)")
     uvicorn.run(served, host=host, port=port, log_level="warning")

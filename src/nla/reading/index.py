@@ -63,12 +63,13 @@ def plan_document(reader: Reader, doc: Document, settings: IndexSettings) -> Pla
     ids = encode_document(target, doc, settings.max_doc_tokens)
     if doc.is_chat:
         rendered = target.render_chat(list(doc.messages))
-        roles = token_roles(target.tokenizer, rendered, list(doc.messages), len(target.encode(rendered, rendered_chat=True)))
-        roles = roles[: len(ids)]
+        full = len(target.encode(rendered, rendered_chat=True))
+        roles = token_roles(target.tokenizer, rendered, list(doc.messages), full)[: len(ids)]
     else:
         roles = [TEXT] * len(ids)
     special = target.special_ids
-    allowed = [i for i in range(settings.min_position, len(ids)) if roles[i] in settings.roles and ids[i] not in special]
+    allowed = [i for i in range(settings.min_position, len(ids))
+               if roles[i] in settings.roles and ids[i] not in special]
     positions = _sample(allowed, doc.doc_id, settings.positions, settings.seed)
     explained = [] if settings.explain == "none" else _sample(positions, doc.doc_id + "|explain", settings.explain,
                                                              settings.seed)

@@ -185,14 +185,18 @@ def search(index: Index, nla: NLA | None, q: SearchQuery) -> dict:
     if q.docs:
         return {"query": q.query, "hits": _document_hits(index, q, signals)}
     score = _final(signals)
-    best = [int(i) for i in np.argsort(-np.nan_to_num(score, nan=-np.inf), kind="stable")[: q.k] if not np.isnan(score[i])]
-    return {"query": q.query, "hits": [_position_hit(index, g, score, signals) for g in best]}
+    return {"query": q.query, "hits": [_position_hit(index, g, score, signals) for g in _best(score, q.k)]}
 
 
 def _final(signals: dict) -> np.ndarray:
     """The ranking score: the one signal asked for, or the fusion of both."""
     present = [s for s in signals.values() if s is not None]
     return present[0] if len(present) == 1 else fused(signals["text"], signals["activation"])
+
+
+def _best(score: np.ndarray, k: int) -> list[int]:
+    """The k best-scored entries, best first (NaN: filtered out)."""
+    return [int(i) for i in np.argsort(-np.nan_to_num(score, nan=-np.inf), kind="stable")[:k] if not np.isnan(score[i])]
 
 
 def _locate(index: Index, g: int) -> tuple[Shard, int]:
@@ -217,7 +221,8 @@ def _value(scores: np.ndarray | None, i: int) -> float | None:
 def _position_hit(index: Index, g: int, score: np.ndarray, signals: dict) -> dict:
     shard, local = _locate(index, g)
     row = _row(shard, local)
-    return {"doc_id": row["doc_id"], "score": float(score[g]), "text_score": _value(signals["text"], g),
+    return {"doc_id": row["doc_id"], "row": int(g), "score": float(score[g]),
+            "text_score": _value(signals["text"], g),
             "activation_score": _value(signals["activation"], g), "position": row["position"], "token": row["token"],
             "context": row["context"], "explanation": row["explanation"], "role": row["role"],
             "reading_score": row["score"], "label": row["label"], "source": row["source"], "genre": row["genre"]}
@@ -242,14 +247,14 @@ def _document_hits(index: Index, q: SearchQuery, signals: dict) -> list[dict]:
             filled = np.nan_to_num(scores, nan=0.0) if key == "text" else scores
             per_doc[key] = np.array([_top_mean(filled[where[n]], q.per_doc) for n in names])
     score = _final({k: per_doc.get(k) for k in ("text", "activation")})
-    order = [i for i in np.argsort(-np.nan_to_num(score, nan=-np.inf), kind="stable")[: q.k] if not np.isnan(score[i])]
     hits = []
-    for i in order:
+    for i in _best(score, q.k):
         rows = where[names[i]]
         lead = signals["activation"] if signals["activation"] is not None else signals["text"]
-        shard, local = _locate(index, max(rows, key=lambda g: np.nan_to_num(lead[g], nan=-np.inf)))
-        best = _row(shard, local)
-        hits.append({"doc_id": names[i], "score": float(score[i]), "text_score": _value(per_doc.get("text"), i),
+        top = max(rows, key=lambda g: np.nan_to_num(lead[g], nan=-np.inf))
+        best = _row(*_locate(index, top))
+        hits.append({"doc_id": names[i], "row": int(top), "score": float(score[i]),
+                     "text_score": _value(per_doc.get("text"), i),
                      "activation_score": _value(per_doc.get("activation"), i), "positions": len(rows),
                      "position": best["position"], "token": best["token"], "context": best["context"],
                      "explanation": best["explanation"], "source": best["source"], "genre": best["genre"]})
@@ -261,17 +266,30 @@ def _top_mean(values: np.ndarray, count: int) -> float:
     return float(np.sort(values)[-count:].mean()) if len(values) else float("nan")
 
 
+def stored_row(index: Index, row: int) -> tuple[dict, np.ndarray]:
+    """A stored position (its columns) and its activation, by its row number in the whole index (a hit's "row")."""
+    if not 0 <= row < index.rows:
+        raise NLAError(f"row {row} is outside the index's {index.rows} rows")
+    shard, local = _locate(index, row)
+    return _row(shard, local), np.asarray(shard.vectors[local], dtype=np.float32)
+
+
 def index_nla(index: Index, *, device: str = "auto") -> NLA:
-    """The NLA the index was made with (its AR reads the query); refused if its weights changed since."""
+    """The NLA the index was made with (its AR reads the query)."""
     nla = NLA.load(resolve_nla(index.settings["nla"]), device=device)
+    check_same_nla(index, nla)
+    return nla
+
+
+def check_same_nla(index: Index, nla: NLA) -> None:
+    """Refuse an NLA other than the index's (other weights, layer or width): its AR's queries would mean nothing."""
     stamps = (nla.av_meta.created_at, nla.ar_meta.created_at)
     if stamps != (index.settings.get("av_created_at"), index.settings.get("ar_created_at")):
-        raise NLAError(f"{index.settings['nla']} is not the NLA {index.folder} was made with (its weights were "
-                       "trained at another time); rebuild the index with nla index --overwrite")
+        raise NLAError(f"{index.folder} was made with another NLA ({index.settings['nla']}, trained at another time); "
+                       "search it with that NLA, or rebuild the index with nla index --overwrite")
     if nla.layer != index.settings["layer"] or nla.d_model != index.settings["d_model"]:
-        raise NLAError(f"{index.settings['nla']} reads layer {nla.layer} (d_model {nla.d_model}), but the index "
-                       f"holds layer {index.settings['layer']}; rebuild the index with this NLA")
-    return nla
+        raise NLAError(f"the NLA reads layer {nla.layer} (d_model {nla.d_model}), but {index.folder} holds layer "
+                       f"{index.settings['layer']}; rebuild the index with this NLA")
 
 
 def _short(value: float | None) -> str:

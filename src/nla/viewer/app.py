@@ -7,6 +7,7 @@
     GET  /api/traces        saved trace.json files under the folder the server was started with
     GET  /api/traces/{path} one of them
     GET  /api/docs          the API described from /api/openapi.json (served here: no CDN)
+    GET  /search, POST /api/search, POST /api/search/reading   an audit index (nla serve --index; viewer/search.py)
 
 Every request passes the same checks, cheapest first and all before any model work: the body
 size (BodyLimit, before the body is parsed), the shape of the fields (pydantic), the text length
@@ -36,7 +37,9 @@ import nla
 from nla.errors import NLAError
 from nla.reading.prompt import Prompt
 from nla.reading.render import page_asset
+from nla.reading.index_store import Index
 from nla.reading.trace import TRACE_JSON, Reader, TraceSettings, display_name, read_trace
+from nla.viewer.search import add_search_routes
 
 log = logging.getLogger("nla.serve")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
@@ -208,14 +211,16 @@ def static_asset(name: str) -> str:
 
 
 STATIC = {"viewer.js": (page_asset, "text/javascript"), "viewer.css": (page_asset, "text/css"),
-          "app.js": (static_asset, "text/javascript"), "api.js": (static_asset, "text/javascript")}
+          "app.js": (static_asset, "text/javascript"), "api.js": (static_asset, "text/javascript"),
+          "search.js": (static_asset, "text/javascript")}
 
 
 def create_app(reader: Reader, traces: Path, *, limits: ServeLimits = ServeLimits(),
-               settings: TraceSettings = TraceSettings(), allowed_hosts: tuple[str, ...] | None = LOOPBACK_HOSTS
-               ) -> FastAPI:
+               settings: TraceSettings = TraceSettings(), allowed_hosts: tuple[str, ...] | None = LOOPBACK_HOSTS,
+               index: Index | None = None) -> FastAPI:
     """The app for one loaded Reader. `traces`: the only folder saved traces are opened from.
-    `allowed_hosts` refuses requests for other Host names (DNS rebinding); None allows any."""
+    `allowed_hosts` refuses requests for other Host names (DNS rebinding); None allows any. `index`: an audit
+    index (nla index) the search page and /api/search rank, made with the same NLA."""
     app = FastAPI(title="nla", version=nla.__version__, docs_url=None, redoc_url=None,
                   openapi_url="/api/openapi.json",
                   description="Read a model's activations as text, with per-token fidelity and per-claim checks.")
@@ -287,6 +292,7 @@ def create_app(reader: Reader, traces: Path, *, limits: ServeLimits = ServeLimit
     async def open_trace(name: str):
         return read_trace(saved_trace_path(root, name), max_bytes=limits.max_trace_file_bytes)
 
+    add_search_routes(app, reader, index, worker, settings, static_asset)
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
     if allowed_hosts is not None:
         app.add_middleware(HostCheck, allowed=tuple(allowed_hosts))
