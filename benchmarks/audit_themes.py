@@ -134,7 +134,9 @@ def doc_scores(index, nla, query: str, by: str, against: str | None = None) -> d
 
 
 def arm_scores(scores: dict[str, float], arm: str) -> np.ndarray:
-    return np.array([scores.get(f"{arm}-{i:02d}", np.nan) for i in range(len(USER_TURNS))])
+    """An arm's transcripts' scores; one that search did not return (no explanation matched) ranks below all."""
+    floor = min(scores.values(), default=0.0) - 1.0
+    return np.array([scores.get(f"{arm}-{i:02d}", floor) for i in range(len(USER_TURNS))])
 
 
 def compare(scores: dict[str, float], planted: str, control: str = "control") -> dict:
@@ -218,11 +220,9 @@ def index_for(nla_spec: str, corpus_path: Path, out: Path, explain: str):
     """Build (or reuse, or resume) the index of the organisms' assistant tokens with one NLA."""
     settings = IndexSettings(corpus=str(corpus_path), roles=("assistant",), explain=explain, min_position=1)
     reader = load_index_reader(nla_spec, settings)
-    try:
-        return reader, open_index(out)
-    except Exception:  # not built yet, or unfinished: build (it resumes)
-        build_index(reader, settings, out)
-        return reader, open_index(out)
+    if not (out / "index.json").exists() or not all((s / "done.json").exists() for s in out.glob("shard-*")):
+        build_index(reader, settings, out)  # not built yet, or unfinished: it resumes
+    return reader, open_index(out)
 
 
 def main() -> None:
