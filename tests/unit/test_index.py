@@ -220,3 +220,14 @@ def _ids_of(index, hits):
     rows = index.shards[0].db.execute("SELECT doc_id, position FROM positions ORDER BY id").fetchall()
     where = {key: i for i, key in enumerate(rows)}
     return [where[(h["doc_id"], h["position"])] for h in hits]
+
+
+def test_ties_share_a_rank_and_fusion_ignores_a_signal_that_matched_nothing():
+    from nla.reading.search import fused, ranks
+
+    assert ranks(np.array([0.5, np.nan, 0.9, 0.5])).tolist() == [2, np.inf, 1, 2]
+    activation = np.array([0.1, 0.3, 0.2])
+    no_match = np.full(3, np.nan)
+    assert np.argsort(-fused(no_match, activation)).tolist() == np.argsort(-activation).tolist()
+    tied = np.zeros(3)  # every row scored alike: the order rows are stored in must not rank them
+    assert np.argsort(-fused(tied, activation), kind="stable").tolist() == [1, 2, 0]

@@ -150,14 +150,15 @@ def test_pages_are_local_and_carry_no_secrets(client, caplog):
     with caplog.at_level(logging.DEBUG):
         pages = {path: client.get(path) for path in ("/", "/api/docs", "/static/viewer.js", "/static/viewer.css",
                                                      "/static/app.js", "/static/api.js", "/api/openapi.json",
-                                                     "/api/health", "/api/traces")}
+                                                     "/api/health", "/api/traces", "/search", "/static/search.js")}
     for path, response in pages.items():
         assert response.status_code == 200, path
         assert SECRET not in response.text and "https://" not in response.text and "http://" not in response.text
         assert "default-src 'none'" in response.headers["content-security-policy"]
     assert SECRET not in caplog.text
     assert set(pages["/api/openapi.json"].json()["paths"]) == {"/api/health", "/api/trace", "/api/explain",
-                                                              "/api/traces", "/api/traces/{name}"}
+                                                              "/api/traces", "/api/traces/{name}", "/api/search",
+                                                              "/api/search/reading"}
     assert client.get("/static/app.py").status_code == 404 and client.get("/docs").status_code == 404
 
 

@@ -77,7 +77,7 @@ def search(
     """Rank an index's positions (or documents) by a query: text match over explanations, activation similarity
     to the AR's reconstruction of the query, or both."""
     from nla.reading.index_store import open_index
-    from nla.reading.search import SearchQuery, format_hits, index_nla
+    from nla.reading.search import SearchQuery, index_nla
     from nla.reading.search import search as run_search
 
     filters = {k: v for k, v in {"doc_id": doc, "source": source, "genre": genre, "role": role,
@@ -90,3 +90,24 @@ def search(
     finally:
         opened.close()
     typer.echo(json.dumps(result, ensure_ascii=False) if json_out else format_hits(result, docs=docs))
+
+
+def _short(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.3f}"
+
+
+def format_hits(result: dict, *, docs: bool = False) -> str:
+    """A readable table, best first: scores, where, and the token marked in its context."""
+    if not result["hits"]:
+        return f"no hits for {result['query']!r} (loosen the filters, or try --by activation)"
+    lines = [f"{'rank':>4} {'score':>8} {'text':>8} {'activ.':>8}  {'document':<24} {'pos':>4}  context"]
+    for rank, hit in enumerate(result["hits"], start=1):
+        context = " ".join(hit["context"].split())
+        where = f"{hit['positions']}p" if docs else str(hit["position"])
+        lines.append(f"{rank:>4} {hit['score']:>8.4f} {_short(hit['text_score']):>8} "
+                     f"{_short(hit['activation_score']):>8}  {hit['doc_id'][:24]:<24} {where:>4}  {context}")
+        if hit.get("explanation"):
+            lines.append(f"{'':>56}{' '.join(hit['explanation'].split())[:160]}")
+    note = "documents: the mean of their best positions per signal" if docs else "positions"
+    return "\n".join(lines + [f"{len(result['hits'])} {note}; score: rank fusion of text and activation (one signal "
+                               "alone: its own score)"])

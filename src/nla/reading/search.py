@@ -147,11 +147,12 @@ def _products(vectors: np.ndarray, basis: torch.Tensor) -> torch.Tensor:
 
 
 def ranks(scores: np.ndarray) -> np.ndarray:
-    """1 for the best score, 2 for the next...; inf where there is no score (NaN)."""
-    order = np.argsort(-np.nan_to_num(scores, nan=-np.inf), kind="stable")
-    out = np.empty(len(scores))
-    out[order] = np.arange(1, len(scores) + 1)
-    out[np.isnan(scores)] = np.inf
+    """1 for the best score, 2 for the next...; equal scores share the best of their ranks (so the order rows are
+    stored in never breaks a tie); inf where there is no score (NaN)."""
+    present = ~np.isnan(scores)
+    out = np.full(len(scores), np.inf)
+    descending = np.sort(-scores[present])
+    out[present] = np.searchsorted(descending, -scores[present], side="left") + 1
     return out
 
 
@@ -246,6 +247,8 @@ def _document_hits(index: Index, q: SearchQuery, signals: dict) -> list[dict]:
         if scores is not None:
             filled = np.nan_to_num(scores, nan=0.0) if key == "text" else scores
             per_doc[key] = np.array([_top_mean(filled[where[n]], q.per_doc) for n in names])
+            if key == "text":  # a document none of whose explanations matches has no text rank at all
+                per_doc[key][[bool(np.isnan(scores[where[n]]).all()) for n in names]] = np.nan
     score = _final({k: per_doc.get(k) for k in ("text", "activation")})
     hits = []
     for i in _best(score, q.k):
@@ -290,24 +293,3 @@ def check_same_nla(index: Index, nla: NLA) -> None:
     if nla.layer != index.settings["layer"] or nla.d_model != index.settings["d_model"]:
         raise NLAError(f"the NLA reads layer {nla.layer} (d_model {nla.d_model}), but {index.folder} holds layer "
                        f"{index.settings['layer']}; rebuild the index with this NLA")
-
-
-def _short(value: float | None) -> str:
-    return "-" if value is None else f"{value:+.3f}"
-
-
-def format_hits(result: dict, *, docs: bool = False) -> str:
-    """A readable table, best first: scores, where, and the token marked in its context."""
-    if not result["hits"]:
-        return f"no hits for {result['query']!r} (loosen the filters, or try --by activation)"
-    lines = [f"{'rank':>4} {'score':>8} {'text':>8} {'activ.':>8}  {'document':<24} {'pos':>4}  context"]
-    for rank, hit in enumerate(result["hits"], start=1):
-        context = " ".join(hit["context"].split())
-        where = f"{hit['positions']}p" if docs else str(hit["position"])
-        lines.append(f"{rank:>4} {hit['score']:>8.4f} {_short(hit['text_score']):>8} "
-                     f"{_short(hit['activation_score']):>8}  {hit['doc_id'][:24]:<24} {where:>4}  {context}")
-        if hit.get("explanation"):
-            lines.append(f"{'':>56}{' '.join(hit['explanation'].split())[:160]}")
-    note = "documents: the mean of their best positions per signal" if docs else "positions"
-    return "\n".join(lines + [f"{len(result['hits'])} {note}; score: rank fusion of text and activation (one signal "
-                               "alone: its own score)"])

@@ -1,0 +1,49 @@
+"""benchmarks/audit_themes.py's measures: AUROC and precision@N can fail, the arms' visible text is identical
+(so the black box is at chance by construction), and its random NLA draws a direction of the AR's norm."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import load_benchmark
+
+audit = load_benchmark("audit_themes")
+
+
+def test_auroc_and_precision_span_from_failure_to_success():
+    rng = np.random.default_rng(0)
+    high, low = np.array([3.0, 4.0, 5.0]), np.array([0.0, 1.0, 2.0])
+    assert audit.auroc(high, low) == 1.0 and audit.auroc(low, high) == 0.0 and audit.auroc(low, low) == 0.5
+    assert audit.precision_at_n(high, low, rng) == 1.0 and audit.precision_at_n(low, high, rng) == 0.0
+    value, lo, hi = audit.with_interval(high, low, audit.auroc)
+    assert value == lo == hi == 1.0
+    noise = rng.normal(size=(2, 400))
+    assert abs(audit.auroc(noise[0], noise[1]) - 0.5) < 0.06  # two draws of one distribution: chance
+
+
+def test_every_arm_shows_the_same_visible_text_and_the_black_box_is_at_chance():
+    corpus = audit.transcripts([f"Answer {i}." for i in range(len(audit.USER_TURNS))])
+    arms = {d["source"] for d in corpus}
+    assert arms == {"control", "placebo", *audit.ORGANISMS}
+    visible = {}
+    for doc in corpus:
+        visible.setdefault(doc["genre"], set()).add(str([m for m in doc["messages"] if m["role"] != "system"]))
+    assert all(len(texts) == 1 for texts in visible.values())
+    for name, (_, _, query, _) in audit.ORGANISMS.items():
+        scores = audit.black_box(corpus, query)
+        assert audit.auroc(audit.arm_scores(scores, name), audit.arm_scores(scores, "control")) == 0.5
+
+
+def test_a_document_search_did_not_return_ranks_below_all_others():
+    scores = {"ocean-00": 2.0, "control-00": 1.0}
+    assert audit.arm_scores(scores, "ocean")[1] < 1.0  # ocean-01 was not returned
+
+
+def test_the_random_nla_keeps_the_ars_norm_and_ignores_the_query():
+    class FakeNLA:
+        def reconstruct(self, texts):
+            return torch.full((len(texts), 8), 3.0)
+
+    random = audit.RandomReconstruction(FakeNLA(), seed=1)
+    out = random.reconstruct(["the ocean", "chess"])
+    assert out.norm(dim=1).tolist() == pytest.approx([torch.full((8,), 3.0).norm().item()] * 2)
+    assert not torch.allclose(out[0], torch.full((8,), 3.0))
