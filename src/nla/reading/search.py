@@ -104,6 +104,8 @@ def text_scores(shard: Shard, q: SearchQuery, mask: np.ndarray) -> np.ndarray:
 
 def query_direction(nla: NLA, q: SearchQuery, mean: np.ndarray | None) -> torch.Tensor:
     """AR(query), minus AR(against) or the index mean when asked: the direction activations are compared to."""
+    if nla is None:
+        raise NLAError("activation search needs the index's NLA (its AR reads the query)")
     texts = [q.query] + ([q.against] if q.against else [])
     limit = getattr(nla.reconstructor.backbone.config, "max_position_embeddings", None)
     requires_bos = adapter_for(nla.reconstructor.backbone.config).requires_bos
@@ -176,8 +178,6 @@ def search(index: Index, nla: NLA | None, q: SearchQuery) -> dict:
         if q.by != "activation" and explained else None
     activation = None
     if q.by != "text":
-        if nla is None:
-            raise NLAError("activation search needs the index's NLA (its AR reads the query)")
         mean = index.mean_activation() if q.centre else None
         direction = query_direction(nla, q, mean)
         activation = np.concatenate([activation_scores(s, direction, mean, m)
