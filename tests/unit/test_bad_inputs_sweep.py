@@ -259,6 +259,11 @@ CASES["explain-data/--out is a file"] = lambda w: ["explain-data", "--dataset", 
                                                    str(w["file"])]
 for bad in ("nla_av_cut", "nla_head_cut"):
     CASES[f"explain/--nla {bad}"] = lambda w, b=bad: ["explain", "Rivers.", "--nla", str(w[b]), "--device", "cpu"]
+CASES["explain/text that is not valid Unicode"] = lambda w: ["explain", "\udcff\udcfe", "--nla", str(w["nla"]),
+                                                            "--model", str(w["model"]), "--device", "cpu"]
+CASES["trace/text that is not valid Unicode"] = lambda w: ["trace", "Rivers \ud800.", "--nla", str(w["nla"]), "--model",
+                                                          str(w["model"]), "--out", str(w["root"] / "new-trace"),
+                                                          "--device", "cpu"]
 CASES["explain/--min-position -1"] = lambda w: ["explain", "Rivers.", "--nla", str(w["nla"]), "--min-position", "-1"]
 CASES["explain/--max-new-tokens 0"] = lambda w: ["explain", "Rivers.", "--nla", str(w["nla"]),
                                                  "--max-new-tokens", "0"]

@@ -72,3 +72,12 @@ def test_report_counts_negligible_claims_and_flagged_quotes():
     assert report["negligible_share"] == pytest.approx(2 / 3)
     assert report["quotes"] == 2 and report["flagged_share"] == 0.5 and report["quoted_predictions"] == 1
     assert claims_report([])["negligible_share"] is None
+
+
+def test_a_quote_holding_a_line_break_stays_inside_its_claim():
+    """A predicted newline is written as a real line break between quote marks; the claim must not split there
+    (it once came out as the fragments 'Next it expects "' and '" or "the".')."""
+    text = 'A numbered list. Next it expects "\n" or "the". It quotes "one\ntwo".'
+    claims = [c.text for c in split_claims(text)]
+    assert claims == ['A numbered list.', 'Next it expects "\n" or "the".', 'It quotes "one\ntwo".']
+    assert [text[s:e] for s, e in quote_spans(text)] == ["the", "one\ntwo"]  # a blank quote is not checked

@@ -210,3 +210,14 @@ def test_serve_warns_off_loopback_and_refuses_a_taken_port(served, tmp_path, mon
     assert busy.exit_code == 2 and f"cannot listen on 127.0.0.1:{port}" in busy.output
     missing = CliRunner().invoke(cli, ["serve", "--nla", "x", "--traces", str(tmp_path / "nope")])
     assert missing.exit_code == 2 and "is not a folder" in missing.output
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/api/explain", {"text": "Rivers \ud800 carry"}),
+    ("/api/trace", {"text": "\udcff\udcfe"}),
+    ("/api/trace", {"messages": [{"role": "user", "content": "Hi \ud800"}]}),
+])
+def test_text_that_is_not_valid_unicode_is_a_400_not_a_500(client, path, body):
+    raw = json.dumps(body)  # escapes the surrogate as \\ud800, as a client's JSON would
+    response = client.post(path, content=raw, headers={"content-type": "application/json"})
+    assert response.status_code == 400 and "not valid Unicode" in response.json()["error"]

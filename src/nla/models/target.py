@@ -94,6 +94,7 @@ class Target:
 
     def encode(self, text: str, *, rendered_chat: bool = False) -> list[int]:
         """Token ids of a document. A rendered chat template already holds its special tokens."""
+        check_unicode(text)
         ids = self.tokenizer(text, add_special_tokens=not rendered_chat)["input_ids"]
         if self.adapter.requires_bos and (not ids or ids[0] != self.tokenizer.bos_token_id):
             if self.tokenizer.bos_token_id is None:
@@ -107,6 +108,16 @@ class Target:
         """Named special tokens plus every added token marked special (chat and tool markers, <unusedN>)."""
         added = getattr(self.tokenizer, "added_tokens_decoder", {}) or {}
         return frozenset(self.tokenizer.all_special_ids) | {i for i, t in added.items() if t.special}
+
+
+def check_unicode(text: str) -> None:
+    """Refuse text that is not valid Unicode (a lone surrogate: undecodable bytes from a terminal, or "\\ud800" in
+    JSON), which the tokenizer would fail on with a TypeError."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise NLAError(f"the text is not valid Unicode (character {err.start} is the lone surrogate "
+                       f"{text[err.start]!r}, e.g. bytes that are not UTF-8); pass UTF-8 text") from None
 
 
 def pick_device(device: str = "auto") -> torch.device:

@@ -76,15 +76,17 @@ class Claim:
         return data
 
 
-def quote_spans(text: str) -> list[tuple[int, int]]:
+def quote_spans(text: str, *, blank: bool = False) -> list[tuple[int, int]]:
     """(start, end) of each quoted span's content. A single quoted character ('"', 'a') is masked first,
-    so a quoted quote mark does not pair with the next quote mark of the explanation."""
+    so a quoted quote mark does not pair with the next quote mark of the explanation. `blank` keeps quotes of
+    whitespace only (a predicted newline written as a real line break between quote marks): no quote to check,
+    but not a place to split a claim either."""
     masked = _ONE_CHARACTER.sub(lambda m: "'x'", text)
     spans = []
     for match in _QUOTE.finditer(masked):
         group = next(g for g in range(1, 6) if match.group(g) is not None)
         start, end = match.span(group)
-        if text[start:end].strip():
+        if blank or text[start:end].strip():
             spans.append((start, end))
     return spans
 
@@ -92,7 +94,7 @@ def quote_spans(text: str) -> list[tuple[int, int]]:
 def split_claims(text: str) -> list[Claim]:
     """The explanation's claims with their offsets; quoted spans are masked so their punctuation never splits."""
     masked = list(text)
-    for start, end in quote_spans(text):
+    for start, end in quote_spans(text, blank=True):
         masked[start:end] = "x" * (end - start)
     cuts = [0] + [m.end() for m in _BOUNDARY.finditer("".join(masked))] + [len(text)]
     claims = []

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from nla.data.corpus import read_utf8
 from nla.errors import NLAError
+from nla.models.target import check_unicode
 
 
 def check_messages(messages, where: str = "the chat") -> list[dict]:
@@ -39,6 +40,8 @@ class Prompt:
             self.messages = check_messages(self.messages)
         elif not self.text.strip():
             raise NLAError("the text is empty; pass some text to trace")
+        for text in [self.text] if self.messages is None else [m["content"] for m in self.messages]:
+            check_unicode(text)  # before any model loads
 
     @property
     def kind(self) -> str:

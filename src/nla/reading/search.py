@@ -95,10 +95,11 @@ def text_scores(shard: Shard, q: SearchQuery, mask: np.ndarray) -> np.ndarray:
     match = fts_query(q.query)
     if match is None:
         return scores
-    for rowid, rank in shard.db.execute("SELECT rowid, bm25(explanations) FROM explanations WHERE explanations "
-                                        "MATCH ?", (match,)):
-        if mask[rowid - 1]:
-            scores[rowid - 1] = -rank
+    found = np.array(shard.db.execute("SELECT rowid, bm25(explanations) FROM explanations WHERE explanations "
+                                      "MATCH ?", (match,)).fetchall(), dtype=np.float64).reshape(-1, 2)
+    rows = found[:, 0].astype(np.int64) - 1
+    keep = mask[rows]
+    scores[rows[keep]] = -found[keep, 1]
     return scores
 
 
