@@ -6,7 +6,9 @@ Both run the shipped NLA's target through block K over the same documents of the
 length batching: extract keeps 8 sampled positions a document (its default), index keeps every position and
 also stores each one's token, role and context in SQLite. The ratio of documents per second is the figure
 (issue goal: index >= 0.8x extract). With --explain-docs N, the explained tier is timed too: positions read per
-second with 3 explanations a document, batched across documents.
+second with 3 explanations a document, batched across documents, and the AV's generation FLOP/s (counted with
+torch's FlopCounterMode on one batch, timed on another) as a share of this machine's fp32 matmul peak (measured in
+this process by benchmarks/train_throughput.py's matmul_peak; issue goal >= 50%).
 """
 
 from __future__ import annotations
@@ -15,6 +17,10 @@ import argparse
 import tempfile
 import time
 from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+from train_throughput import matmul_peak  # benchmarks/ is on the path when this script runs
 
 from nla.data.corpus import load_corpus
 from nla.data.extract import ExtractConfig, extract_chunk, plan_documents
@@ -34,6 +40,21 @@ def time_index(reader, settings: IndexSettings, out: Path) -> float:
     start = time.perf_counter()
     build_index(reader, settings, out, overwrite=True, progress=False)
     return time.perf_counter() - start
+
+
+def generation_share(reader, rows: int, batch_size: int) -> tuple[float, float]:
+    """(activations explained per second, the AV's FLOP/s over the fp32 matmul peak) at one batch size."""
+    index = IndexSettings(corpus="default", max_docs=8)
+    vectors = torch.cat([reader.nla.activations(reader.target.encode(d.text or d.messages[0]["content"]),
+                                                reader.target)[1:] for d in load_corpus("default", limit=8)])
+    vectors = vectors[:rows]
+    with FlopCounterMode(display=False) as counter:
+        reader.nla.explain(vectors[:batch_size], max_new_tokens=index.max_new_tokens, batch_size=batch_size)
+    flops = counter.get_total_flops() * (len(vectors) / batch_size)
+    start = time.perf_counter()
+    reader.nla.explain(vectors, max_new_tokens=index.max_new_tokens, batch_size=batch_size)
+    seconds = time.perf_counter() - start
+    return len(vectors) / seconds, flops / seconds / matmul_peak()
 
 
 def main() -> None:
@@ -61,6 +82,9 @@ def main() -> None:
             seconds = time_index(explained, tier, Path(scratch) / "explained")
             print(f"--explain 3 on {args.explain_docs} documents: {3 * args.explain_docs / seconds:.2f} "
                   f"explanations/s ({seconds:.0f} s)")
+            for batch in (16, 32):
+                rate, share = generation_share(explained, 2 * batch, batch)
+                print(f"AV generation at batch {batch}: {rate:.2f} activations/s, {share:.0%} of the fp32 matmul peak")
 
 
 if __name__ == "__main__":

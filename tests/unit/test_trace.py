@@ -184,3 +184,18 @@ def test_without_nla_and_without_the_shipped_one_the_commands_say_to_pass_one(tm
 
 
 ESTIMATED = "estimated on a built-in sample"
+
+
+def test_position_0_and_high_norm_positions_are_marked_sinks_and_left_out_of_the_mean(reader):
+    from nla.reading.trace import SINK_NORM_RATIO, attention_sinks
+
+    trace = reader.trace(Prompt(text=TEXT))
+    tokens = trace["tokens"]
+    norms = sorted(t["norm"] for t in tokens)
+    median = norms[len(norms) // 2]
+    assert tokens[0]["sink"]
+    assert all(t["sink"] == (t["norm"] > SINK_NORM_RATIO * median) for t in tokens[1:])
+    kept = [t["score"] for t in tokens if t["score"] is not None and not t["sink"]]
+    assert trace["summary"]["mean_score"] == pytest.approx(sum(kept) / len(kept))
+    readings = {p: {"norm": 10.0} for p in range(1, 9)} | {5: {"norm": 10.0 * SINK_NORM_RATIO + 1}}
+    assert attention_sinks(readings) == {0, 5}

@@ -33,7 +33,8 @@ def index(
     max_doc_tokens: int = typer.Option(INDEX.max_doc_tokens, help="Cut longer documents."),
     seed: int = typer.Option(INDEX.seed, help="Seed of the position samples."),
     max_new_tokens: int = typer.Option(INDEX.max_new_tokens, help="Longest explanation (with --explain)."),
-    batch_size: int = typer.Option(16, help="Positions explained together."),
+    batch_size: int = typer.Option(32, help="Positions explained together (on 2 cores the AV reaches 38% of the "
+                                   "fp32 matmul peak at 32, 25% at 16)."),
     device: str = opt_device(help=READ_DEVICE_HELP),
     overwrite: bool = typer.Option(False, help="Rebuild an index already in --out."),
 ):

@@ -183,7 +183,7 @@ def check_index_out(out: Path, record: dict | None, overwrite: bool) -> None:
 
 
 def build_index(reader: Reader, settings: IndexSettings, out: Path, *, overwrite: bool = False,
-                batch_tokens: int = 8192, batch_size: int = 16, progress: bool = True) -> dict:
+                batch_tokens: int = 8192, batch_size: int = 32, progress: bool = True) -> dict:
     """Index this process's share of the corpus into OUT/<its shard>; returns the shard's counts."""
     rank, world = process_share()
     record = index_settings_record(reader, settings, world)

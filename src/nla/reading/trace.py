@@ -14,12 +14,13 @@ trace.json (schema "nla.trace", version 1):
     input        {source, kind: text|chat, text (as the target saw it), messages, prompt_tokens, continued}
     settings     {max_new_tokens, batch_size, min_position, continue_tokens, max_tokens}
     calibration  {denominator (B), low, high, rows, scored_rows, source, estimated, claims, note, ...}
-    tokens[]     {position, token_id, token, special, generated, traced, and for traced tokens:
+    tokens[]     {position, token_id, token, special, generated, traced, sink (position 0 or an attention sink:
+                  left out of the mean), and for traced tokens:
                   status (ok|failed), failure (why, or null), explanation (null when failed), answer
                   (everything the AV wrote), explanation_tokens, norm, mse (2(1 - cos)), cosine,
                   score (1 - mse/B), label (High|Medium|Low|failed), claims[] {text, start, end, weight,
                   negligible, quotes[] {text, start, end, where: context|later|absent, flagged}}}
-    summary      {tokens, traced, failed, mean_score, labels {High, Medium, Low, failed}, claims report}
+    summary      {tokens, traced, failed, mean_score (sinks left out), labels {High, Medium, Low, failed}, claims}
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from nla.reading.transcript import check_length
 from nla.record_log import RecordLog
 
 SCHEMA, SCHEMA_VERSION = "nla.trace", 1
+SINK_NORM_RATIO = 8.0  # an activation this many times the text's median norm is an attention sink
 TRACE_JSON, TRACE_HTML, PARTIAL_LOG = "trace.json", "trace.html", ".partial/tokens.jsonl"
 def resolve_nla(nla: str | Path | None) -> Path:
     """The NLA folder to read with: --nla, or the NLA shipped in the package ("default")."""
@@ -173,9 +175,9 @@ class Reader:
         return records
 
     def token_rows(self, ids: list[int], prompt_tokens: int, readings: dict[int, dict]) -> list[dict]:
-        special = self.target.special_ids
+        special, sinks = self.target.special_ids, attention_sinks(readings)
         return [{"position": p, "token_id": i, "token": self.target.tokenizer.decode([i]), "special": i in special,
-                 "generated": p >= prompt_tokens, "traced": p in readings, **readings.get(p, {})}
+                 "generated": p >= prompt_tokens, "traced": p in readings, "sink": p in sinks, **readings.get(p, {})}
                 for p, i in enumerate(ids)]
 
     def trace(self, prompt: Prompt | str, settings: TraceSettings | None = None, *, resume_from: Path | None = None,
@@ -226,9 +228,19 @@ class Reader:
                 "max_new_tokens": settings.max_new_tokens, "denominator": self.calibration.denominator}
 
 
+def attention_sinks(readings: dict[int, dict]) -> set[int]:
+    """Positions whose activation says nothing about the text: position 0, where every text gets the same
+    reading, and any position whose norm is SINK_NORM_RATIO times the median (attention sinks such as BOS and
+    chat markers). They are marked in the trace and left out of its mean score."""
+    norms = sorted(r["norm"] for r in readings.values() if r.get("norm") is not None)
+    median = norms[len(norms) // 2] if norms else None
+    return {0} | {p for p, r in readings.items()
+                  if median and r.get("norm") is not None and r["norm"] > SINK_NORM_RATIO * median}
+
+
 def summarise(tokens: list[dict]) -> dict:
     traced = [t for t in tokens if t["traced"]]
-    scores = [t["score"] for t in traced if t["score"] is not None]
+    scores = [t["score"] for t in traced if t["score"] is not None and not t.get("sink")]
     labels = {name: sum(t["label"] == name for t in traced) for name in (*LABELS, FAILED)}
     return {"tokens": len(tokens), "traced": len(traced), "failed": labels[FAILED],
             "mean_score": sum(scores) / len(scores) if scores else None, "labels": labels,

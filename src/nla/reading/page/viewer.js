@@ -117,6 +117,8 @@ var NLAViewer = (function () {
       (token.special ? " · special token" : "")));
     panel.appendChild(title);
     if (!token.traced) { panel.appendChild(el("p", "hint", "Not traced (before --min-position).")); return; }
+    if (token.sink) panel.appendChild(el("p", "hint sink-note", "Attention sink (position 0, or an activation far " +
+      "above the text's median norm): its reading says little about the text and is left out of the mean."));
     var label = labelOf(token);
     var line = el("div", "score-line");
     line.appendChild(el("span", "badge label-" + label, label));
