@@ -176,6 +176,8 @@ def _index_world(w: dict, corpus: Path, bad: Path) -> None:
     from nla.reading.index import build_index, load_index_reader
 
     w["corpus"], w["index"] = corpus, w["root"] / "index"
+    w["chat_wizard"] = bad / "chat-wizard.json"
+    w["chat_wizard"].write_text(json.dumps([{"role": "user", "content": "Hi"}, {"role": "wizard", "content": "Boo"}]))
     reader = load_index_reader(w["nla"], IndexSettings(), model=str(w["model"]))
     build_index(reader, IndexSettings(corpus=str(corpus), positions="2"), w["index"], progress=False)
     shard = "shard-00000-of-00001"
@@ -264,6 +266,8 @@ CASES["explain/text that is not valid Unicode"] = lambda w: ["explain", "\udcff\
 CASES["trace/text that is not valid Unicode"] = lambda w: ["trace", "Rivers \ud800.", "--nla", str(w["nla"]), "--model",
                                                           str(w["model"]), "--out", str(w["root"] / "new-trace"),
                                                           "--device", "cpu"]
+CASES["trace/--chat with an unknown role"] = lambda w: ["trace", "--chat", str(w["chat_wizard"]), "--nla",
+                                                          str(w["nla"]), "--out", str(w["root"] / "new-trace")]
 CASES["explain/--min-position -1"] = lambda w: ["explain", "Rivers.", "--nla", str(w["nla"]), "--min-position", "-1"]
 CASES["explain/--max-new-tokens 0"] = lambda w: ["explain", "Rivers.", "--nla", str(w["nla"]),
                                                  "--max-new-tokens", "0"]

@@ -199,3 +199,8 @@ def test_position_0_and_high_norm_positions_are_marked_sinks_and_left_out_of_the
     assert trace["summary"]["mean_score"] == pytest.approx(sum(kept) / len(kept))
     readings = {p: {"norm": 10.0} for p in range(1, 9)} | {5: {"norm": 10.0 * SINK_NORM_RATIO + 1}}
     assert attention_sinks(readings) == {0, 5}
+
+
+def test_an_unknown_chat_role_is_refused_before_any_model_work():
+    with pytest.raises(NLAError, match=r"message 1 of the chat has role 'wizard'; use one of system, user"):
+        Prompt(messages=[{"role": "user", "content": "Hi"}, {"role": "wizard", "content": "Abracadabra"}])

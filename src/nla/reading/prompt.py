@@ -15,6 +15,9 @@ from nla.errors import NLAError
 from nla.models.target import check_unicode
 
 
+CHAT_ROLES = ("system", "user", "assistant", "tool", "developer")
+
+
 def check_messages(messages, where: str = "the chat") -> list[dict]:
     """A list of {role, content} string pairs (extra keys dropped), or a one-line error."""
     if isinstance(messages, dict) and "messages" in messages:
@@ -24,6 +27,8 @@ def check_messages(messages, where: str = "the chat") -> list[dict]:
     for i, m in enumerate(messages):
         if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
             raise NLAError(f"message {i} of {where} needs a string \"role\" and a string \"content\"")
+        if m["role"] not in CHAT_ROLES:  # a template renders an unknown role as it likes, or silently drops it
+            raise NLAError(f"message {i} of {where} has role {m['role']!r}; use one of {', '.join(CHAT_ROLES)}")
     return [{"role": m["role"], "content": m["content"]} for m in messages]
 
 
