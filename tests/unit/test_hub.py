@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from nla import NLA
 from nla.cli import app
+from nla.autoencoder.hub import resolve_nla
 from nla.errors import NLAError
 
 PREFIX = "kitft/nla-tiny-L1"
@@ -89,8 +90,9 @@ def test_a_missing_hub_id_offline_fails_fast_in_a_fresh_process(tmp_path):
                           capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.strip().splitlines() == [
-        "error: kitft/no-such-nla-av is not in the Hugging Face cache and HF_HUB_OFFLINE is set; download it once "
-        "online (unset HF_HUB_OFFLINE), or pass a local folder"]
+        "error: kitft/no-such-nla not found: no such folder here, and as a hub prefix: kitft/no-such-nla-av is not "
+        "in the Hugging Face cache and HF_HUB_OFFLINE is set; download it once online (unset HF_HUB_OFFLINE), or "
+        "pass a local folder"]
     assert time.monotonic() - started < 60  # the import of torch and transformers; no retries
 
 
@@ -132,3 +134,12 @@ def test_bad_nla_options_are_one_line(pair, tmp_path, monkeypatch):
         result = CliRunner().invoke(app, ["explain", "Rivers carry water.", *args])
         assert result.exit_code == 2 and len(errors_of(result)) == 1, (args, result.output)
         assert message in errors_of(result)[0], (args, result.output)
+
+
+def test_a_local_looking_path_that_does_not_exist_is_not_found_first(tmp_path, monkeypatch):
+    """`--nla runs/nla` in a fresh clone: the first words say no such folder, before any hub detail."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with pytest.raises(NLAError, match=r"^runs/nla not found: no such folder here, and as a hub prefix: "):
+        resolve_nla("runs/nla")

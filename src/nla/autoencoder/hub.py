@@ -140,4 +140,8 @@ def resolve_nla(nla: str | Path | None = None, *, av: str | Path | None = None,
         raise NLAError(f"{spec} is neither an NLA folder nor a hub prefix (org/name, expanded to org/name-av "
                        "and org/name-ar); check --nla")
     prefix = spec.removesuffix("-av").removesuffix("-ar")  # one half given: both are meant
-    return NLASource(checkpoint_folder(f"{prefix}-av", "av"), checkpoint_folder(f"{prefix}-ar", "ar"), None, prefix)
+    try:
+        return NLASource(checkpoint_folder(f"{prefix}-av", "av"), checkpoint_folder(f"{prefix}-ar", "ar"), None,
+                         prefix)
+    except NLAError as err:  # a mistyped local path reads like a hub prefix: say first that no such folder exists
+        raise NLAError(f"{spec} not found: no such folder here, and as a hub prefix: {err}") from err
