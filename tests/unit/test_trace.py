@@ -204,3 +204,22 @@ def test_position_0_and_high_norm_positions_are_marked_sinks_and_left_out_of_the
 def test_an_unknown_chat_role_is_refused_before_any_model_work():
     with pytest.raises(NLAError, match=r"message 1 of the chat has role 'wizard'; use one of system, user"):
         Prompt(messages=[{"role": "user", "content": "Hi"}, {"role": "wizard", "content": "Abracadabra"}])
+
+
+def test_trace_and_serve_take_every_reading_option(nla_folder, tiny_llama, tmp_path, monkeypatch):
+    """The same model, decoding and NLA options as nla explain: --dtype, --temperature, --nla-av / --nla-ar."""
+    monkeypatch.setenv("NLA_CACHE_DIR", str(tmp_path / "cache"))
+    runner = CliRunner()
+    out = tmp_path / "trace"
+    result = runner.invoke(app, ["trace", "Rivers carry water.", "--out", str(out), "--nla-av", str(nla_folder / "av"),
+                                 "--nla-ar", str(nla_folder / "ar"), "--model", str(tiny_llama), "--dtype", "float32",
+                                 "--temperature", "0.7", "--max-new-tokens", "3", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    trace = json.loads((out / TRACE_JSON).read_text())
+    assert trace["settings"]["temperature"] == 0.7 and trace["settings"]["max_new_tokens"] == 3
+    both = runner.invoke(app, ["trace", "Rivers.", "--out", str(tmp_path / "x"), "--nla", str(nla_folder),
+                               "--nla-av", str(nla_folder / "av"), "--nla-ar", str(nla_folder / "ar")])
+    assert both.exit_code == 2 and "either --nla or --nla-av" in both.output
+    for command in ("trace", "serve"):
+        helped = runner.invoke(app, [command, "--help"], terminal_width=200)
+        assert all(flag in helped.output for flag in ("--dtype", "--temperature", "--nla-av", "--nla-ar", "--model"))

@@ -9,12 +9,11 @@ from typing import Optional
 
 import typer
 
-from nla.cli.common import EXTRACT, MODEL_HELP, app, user_errors
+from nla.cli.common import (EXTRACT, MODEL_HELP, app, checked_dtype, opt_dtype, opt_nla, opt_nla_ar, opt_nla_av,
+                            opt_temperature, user_errors)
 from nla.errors import NLAError
-from nla.reading.config import DEFAULT_NLA, TraceSettings
+from nla.reading.config import TraceSettings
 
-NLA_HELP = "An NLA folder (av/ and ar/, or their adapters)." + \
-    (" Required until a default NLA ships." if DEFAULT_NLA is None else f" Default: the shipped NLA ({DEFAULT_NLA}).")
 TRACE = TraceSettings()
 
 
@@ -23,7 +22,9 @@ TRACE = TraceSettings()
 def trace(
     text: Optional[str] = typer.Argument(None, help="The text to trace (or use --file / --chat)."),
     out: Path = typer.Option(..., help="Output folder: trace.json and trace.html (opens in a browser, offline)."),
-    nla: Optional[Path] = typer.Option(DEFAULT_NLA, "--nla", help=NLA_HELP),
+    nla: Optional[str] = opt_nla(),
+    nla_av: Optional[str] = opt_nla_av(),
+    nla_ar: Optional[str] = opt_nla_ar(),
     file: Optional[Path] = typer.Option(None, "--file", help="Trace a UTF-8 text file."),
     chat: Optional[Path] = typer.Option(None, "--chat", help="Trace a chat: a JSON list of {role, content} "
                                         "messages, rendered with the target's chat template."),
@@ -32,7 +33,9 @@ def trace(
     min_position: int = typer.Option(TRACE.min_position, help="Show earlier tokens without tracing them."),
     max_new_tokens: int = typer.Option(TRACE.max_new_tokens, help="Longest explanation; one cut there is failed."),
     batch_size: int = typer.Option(TRACE.batch_size, help="Tokens explained together."),
+    temperature: float = opt_temperature(),
     device: str = typer.Option(EXTRACT["device"], help="auto, cpu, cuda, cuda:N."),
+    dtype: str = opt_dtype(),
     overwrite: bool = typer.Option(False, help="Replace a trace already in --out."),
 ):
     """Every token's explanation, fidelity score (High/Medium/Low) and claim checks -> OUT/trace.json + trace.html.
@@ -44,9 +47,10 @@ def trace(
         raise NLAError("give exactly one of: TEXT, --file F, --chat F.json")
     prompt = Prompt(text=text) if text is not None else Prompt.from_file(file) if file else Prompt.from_chat_file(chat)
     settings = TraceSettings(max_new_tokens=max_new_tokens, batch_size=batch_size, min_position=min_position,
-                             continue_tokens=continue_tokens)
+                             continue_tokens=continue_tokens, temperature=temperature)
     check_output(out, overwrite)  # before minutes of model loading
-    reader = Reader.load(nla, model=model, device=device, max_new_tokens=max_new_tokens, progress=True)
+    reader = Reader.load(nla, av=nla_av, ar=nla_ar, model=model, device=device, dtype=checked_dtype(dtype),
+                         max_new_tokens=max_new_tokens, progress=True)
     result = trace_to_folder(reader, prompt, out, settings, overwrite=overwrite)
     summary, claims = result["summary"], result["summary"]["claims"]
     labels = ", ".join(f"{name} {count}" for name, count in summary["labels"].items())
@@ -117,7 +121,9 @@ def _check_port(host: str, port: int) -> None:
 @app.command("serve")
 @user_errors
 def serve(
-    nla: Optional[Path] = typer.Option(DEFAULT_NLA, "--nla", help=NLA_HELP),
+    nla: Optional[str] = opt_nla(),
+    nla_av: Optional[str] = opt_nla_av(),
+    nla_ar: Optional[str] = opt_nla_ar(),
     port: int = typer.Option(8000, help="Port to listen on."),
     host: str = typer.Option("127.0.0.1", help="Address to bind; anything but loopback exposes the model to "
                              "your network."),
@@ -126,7 +132,9 @@ def serve(
     max_new_tokens: int = typer.Option(TRACE.max_new_tokens, help="Longest explanation."),
     max_tokens: int = typer.Option(512, help="Most tokens one request may read (input plus continuation)."),
     max_queue: int = typer.Option(64, help="Requests that may wait for the model; later ones get 503."),
+    temperature: float = opt_temperature(),
     device: str = typer.Option(EXTRACT["device"], help="auto, cpu, cuda, cuda:N."),
+    dtype: str = opt_dtype(),
     index: Optional[Path] = typer.Option(None, "--index", help="An audit index (nla index, made with the same "
                                          "--nla) to search at /search."),
 ):
@@ -153,9 +161,11 @@ def serve(
     from nla.reading.index_store import open_index
 
     opened = open_index(index) if index is not None else None  # a bad index fails before the models load
-    reader = Reader.load(nla, model=model, device=device, max_new_tokens=max_new_tokens, progress=True)
+    reader = Reader.load(nla, av=nla_av, ar=nla_ar, model=model, device=device, dtype=checked_dtype(dtype),
+                         max_new_tokens=max_new_tokens, progress=True)
     limits = ServeLimits(max_tokens=max_tokens, max_queue=max_queue)
-    served = create_app(reader, traces, limits=limits, settings=TraceSettings(max_new_tokens=max_new_tokens),
+    settings = TraceSettings(max_new_tokens=max_new_tokens, temperature=temperature)
+    served = create_app(reader, traces, limits=limits, settings=settings,
                         allowed_hosts=LOOPBACK_HOSTS if loopback else None, index=opened)
     typer.echo(f"serving {reader.name} (layer {reader.nla.layer}) on http://{host}:{port}/  "
                f"(API: /api/docs{'; search: /search' if opened else ''}; Ctrl-C stops)")

@@ -21,10 +21,13 @@ class TraceSettings:
     min_position: int = 0  # earlier tokens are shown but not traced
     continue_tokens: int = 0  # tokens the target writes after the input, traced too
     max_tokens: int | None = None  # longest input + continuation; refused before any model work (the server sets it)
+    temperature: float = 0.0  # the AV's sampling: 0 is greedy (the release's examples)
 
     def __post_init__(self):
         if self.max_new_tokens < 1 or self.batch_size < 1:
             raise NLAError("max-new-tokens and batch-size must be at least 1")
+        if self.temperature < 0:
+            raise NLAError("temperature must be at least 0 (0: greedy)")
         if self.min_position < 0 or self.continue_tokens < 0:
             raise NLAError("min-position and continue must be >= 0")
 

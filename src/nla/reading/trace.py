@@ -81,13 +81,21 @@ class Reader:
         self.nla, self.target, self.calibration, self.name = nla, target, calibration, name
 
     @classmethod
-    def load(cls, nla: str | Path | None = None, *, model: str | None = None, device: str = "auto",
-             max_new_tokens: int = 150, progress: bool = False) -> "Reader":
-        path = resolve_nla(nla)
-        loaded = NLA.load(path, device=device)
-        target = loaded.target(model, device=device)
-        calibration = calibration_for(loaded, path, target, max_new_tokens=max_new_tokens, progress=progress)
-        return cls(loaded, target, calibration, display_name(str(path)))
+    def load(cls, nla: str | Path | None = None, *, av: str | Path | None = None, ar: str | Path | None = None,
+             model: str | None = None, device: str = "auto", dtype: str = "auto", max_new_tokens: int = 150,
+             progress: bool = False) -> "Reader":
+        """An NLA folder, "default" or a hub prefix (`nla`), or its two halves (`av`, `ar`), with its target."""
+        if av is not None or ar is not None:
+            if nla is not None:
+                raise NLAError("pass either --nla or --nla-av with --nla-ar, not both")
+            loaded = NLA.load(None, av=av, ar=ar, device=device, dtype=dtype)
+            folder, name = loaded.source.av, loaded.source.label  # the calibration cache is keyed on the AV
+        else:
+            folder = resolve_nla(nla)
+            loaded, name = NLA.load(folder, device=device, dtype=dtype), display_name(str(folder))
+        target = loaded.target(model, device=device, dtype=dtype)
+        calibration = calibration_for(loaded, folder, target, max_new_tokens=max_new_tokens, progress=progress)
+        return cls(loaded, target, calibration, name)
 
     # ------------------------------------------------------------ input
 
@@ -158,7 +166,7 @@ class Reader:
         """One batch of readings of activations (B, d), whatever documents they come from: `before` is each
         one's text through its token, `after` the text after it (where a quote may be found later)."""
         explanations = self.nla.explain(vectors, max_new_tokens=settings.max_new_tokens,
-                                        batch_size=settings.batch_size)
+                                        temperature=settings.temperature, batch_size=settings.batch_size)
         texts = [e.text for e in explanations]
         mse = self.nla.score(vectors, texts)
         claims = check_claims(self.nla, texts, vectors, mse, before, after,
@@ -225,7 +233,8 @@ class Reader:
         """What a partial trace's readings depend on: the tokens, the NLA and the AV's cap."""
         return {"ids": hashlib.sha256(json.dumps(ids).encode()).hexdigest(), "nla": self.name,
                 "av_created_at": self.nla.av_meta.created_at, "ar_created_at": self.nla.ar_meta.created_at,
-                "max_new_tokens": settings.max_new_tokens, "denominator": self.calibration.denominator}
+                "max_new_tokens": settings.max_new_tokens, "temperature": settings.temperature,
+                "denominator": self.calibration.denominator}
 
 
 def attention_sinks(readings: dict[int, dict]) -> set[int]:
