@@ -81,3 +81,12 @@ def test_a_quote_holding_a_line_break_stays_inside_its_claim():
     claims = [c.text for c in split_claims(text)]
     assert claims == ['A numbered list.', 'Next it expects "\n" or "the".', 'It quotes "one\ntwo".']
     assert [text[s:e] for s, e in quote_spans(text)] == ["the", "one\ntwo"]  # a blank quote is not checked
+
+
+def test_a_quoted_prediction_is_checked_against_the_targets_next_tokens():
+    from nla.reading.claims import predicted_by
+
+    assert predicted_by("the", [" the", " a"]) is True
+    assert predicted_by("The river", [" the"]) is True  # its first token is the likeliest one
+    assert predicted_by("cat", [" the", " a"]) is False
+    assert predicted_by("the", None) is None  # no candidates: not checked

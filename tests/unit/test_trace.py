@@ -223,3 +223,21 @@ def test_trace_and_serve_take_every_reading_option(nla_folder, tiny_llama, tmp_p
     for command in ("trace", "serve"):
         helped = runner.invoke(app, [command, "--help"], terminal_width=200)
         assert all(flag in helped.output for flag in ("--dtype", "--temperature", "--nla-av", "--nla-ar", "--model"))
+
+
+def test_each_traced_token_stores_the_targets_next_tokens_and_predictions_are_checked(reader):
+    from nla.models.predictions import next_token_candidates
+
+    trace = reader.trace(Prompt(text=TEXT))
+    ids = [t["token_id"] for t in trace["tokens"]]
+    expected = next_token_candidates(reader.target, [ids], [[3]], k=5)[0][0]
+    assert [t["token"] for t in trace["tokens"][3]["next_tokens"]] == [t for t, _ in expected]
+    predictions = [q for t in trace["tokens"] if t["traced"] for c in t["claims"] for q in c["quotes"]
+                   if q["prediction"]]
+    assert predictions and all(isinstance(q["predicted"], bool) for q in predictions)
+    tops = {t["position"]: [n["token"].strip().lower() for n in t["next_tokens"]] for t in trace["tokens"] if t["traced"]}
+    for t in trace["tokens"]:
+        for q in (q for c in t.get("claims") or [] for q in c["quotes"] if q["prediction"]):
+            assert q["predicted"] == any(q["text"].lower().startswith(n) for n in tops[t["position"]] if n)
+    report = trace["summary"]["claims"]
+    assert report["checked_predictions"] == len(predictions)

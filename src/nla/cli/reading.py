@@ -56,7 +56,9 @@ def trace(
     labels = ", ".join(f"{name} {count}" for name, count in summary["labels"].items())
     typer.echo(f"traced {summary['traced']} tokens in {result['seconds']:.1f} s: {labels}")
     typer.echo(f"claims: {claims['claims']} ({_share(claims['negligible_share'])} negligible); quotes: "
-               f"{claims['quotes']} ({_share(claims['flagged_share'])} not found before their token)")
+               f"{claims['quotes']} ({_share(claims['flagged_share'])} not found before their token); predictions: "
+               f"{claims['checked_predictions']} ({_share(claims['supported_prediction_share'])} among the target's "
+               "5 likeliest next tokens)")
     typer.echo(f"calibration: {result['calibration']['note']}")
     typer.echo(f"wrote {out}/trace.json and {out}/{TRACE_HTML} (open it in a browser)")
 

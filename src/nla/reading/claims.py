@@ -50,6 +50,7 @@ class Quote:
     end: int
     where: str  # "context": grounded; "later": only after the token; "absent": nowhere in the text
     prediction: bool = False  # quoted in a claim about what comes next: not a quotation of the text
+    predicted: bool | None = None  # a prediction among the target's own likeliest next tokens; None: not checked
 
     @property
     def flagged(self) -> bool:
@@ -134,19 +135,31 @@ def without(text: str, claim: Claim) -> str:
     return " ".join((text[: claim.start] + " " + text[claim.end :]).split())
 
 
+def predicted_by(quote: str, candidates: list[str] | None) -> bool | None:
+    """Whether a predicted continuation starts with one of the target's likeliest next tokens (case and
+    surrounding space ignored); None without candidates."""
+    if candidates is None:
+        return None
+    said = _normalise(quote).strip()
+    return any(c and (said == c or said.startswith(c)) for c in (_normalise(t).strip() for t in candidates))
+
+
 def check_claims(nla: NLA, texts: list[str | None], vectors: torch.Tensor, mse: list[float | None],
                  contexts: list[str], laters: list[str] | None = None, *, denominator: float,
-                 batch_size: int = 32) -> list[list[Claim]]:
+                 batch_size: int = 32, next_tokens: list[list[str]] | None = None) -> list[list[Claim]]:
     """Claims of each explanation with their leave-one-out weights and quote checks ([] where it failed).
-    `mse` is each full explanation's reconstruction error; `laters` the text after each token."""
+    `mse` is each full explanation's reconstruction error; `laters` the text after each token; `next_tokens`
+    the target's likeliest next tokens at each, against which quoted predictions are checked."""
     laters = laters or [""] * len(texts)
+    candidates = next_tokens or [None] * len(texts)
     per_text: list[list[Claim]] = []
     variants, owners = [], []  # every explanation-minus-one-claim, and which row it belongs to
     for row, text in enumerate(texts):
         claims = split_claims(text) if text is not None else []
         for claim in claims:
             ahead = looks_ahead(claim.text)
-            claim.quotes = [Quote(text[s:e], s, e, locate_quote(text[s:e], contexts[row], laters[row]), ahead)
+            claim.quotes = [Quote(text[s:e], s, e, locate_quote(text[s:e], contexts[row], laters[row]), ahead,
+                                  predicted_by(text[s:e], candidates[row]) if ahead else None)
                             for s, e in quote_spans(text) if claim.start <= s < claim.end]
             variants.append(without(text, claim))
             owners.append(row)
@@ -167,7 +180,10 @@ def claims_report(claim_lists: list[list[dict]]) -> dict:
     predictions = [q for c in claims for q in c["quotes"] if q["prediction"]]
     negligible = sum(bool(c["negligible"]) for c in claims)
     flagged = sum(q["flagged"] for q in quotes)
+    checked = [q for q in predictions if q.get("predicted") is not None]
     return {"explanations": sum(bool(cs) for cs in claim_lists), "claims": len(claims), "negligible": negligible,
             "negligible_share": negligible / len(claims) if claims else None, "quotes": len(quotes),
             "flagged_quotes": flagged, "flagged_share": flagged / len(quotes) if quotes else None,
-            "quoted_predictions": len(predictions), "negligible_weight": NEGLIGIBLE_WEIGHT}
+            "quoted_predictions": len(predictions), "checked_predictions": len(checked),
+            "supported_prediction_share": sum(q["predicted"] for q in checked) / len(checked) if checked else None,
+            "negligible_weight": NEGLIGIBLE_WEIGHT}

@@ -18,8 +18,9 @@ trace.json (schema "nla.trace", version 1):
                   left out of the mean), and for traced tokens:
                   status (ok|failed), failure (why, or null), explanation (null when failed), answer
                   (everything the AV wrote), explanation_tokens, norm, mse (2(1 - cos)), cosine,
-                  score (1 - mse/B), label (High|Medium|Low|failed), claims[] {text, start, end, weight,
-                  negligible, quotes[] {text, start, end, where: context|later|absent, flagged}}}
+                  score (1 - mse/B), label (High|Medium|Low|failed), next_tokens[] {token, prob} (the target's
+                  5 likeliest), claims[] {text, start, end, weight, negligible, quotes[] {text, start, end,
+                  where: context|later|absent, flagged, prediction, predicted (a prediction among next_tokens)}}}
     summary      {tokens, traced, failed, mean_score (sinks left out), labels {High, Medium, Low, failed}, claims}
 """
 
@@ -38,8 +39,10 @@ from tqdm import tqdm
 
 from nla.atomic import write_json, write_text
 from nla.autoencoder.nla import NLA
+from nla.autoencoder.shared import use_role
 from nla.autoencoder.verbalizer import Explanation
 from nla.errors import NLAError
+from nla.models.predictions import next_token_candidates
 from nla.models.target import Target
 from nla.reading.calibration import FAILED, LABELS, Calibration, calibration_for
 from nla.reading.claims import check_claims, claims_report
@@ -49,6 +52,7 @@ from nla.reading.transcript import check_length
 from nla.record_log import RecordLog
 
 SCHEMA, SCHEMA_VERSION = "nla.trace", 1
+NEXT_TOKENS = 5  # the target's likeliest next tokens stored per traced token, against which predictions are checked
 SINK_NORM_RATIO = 8.0  # an activation this many times the text's median norm is an attention sink
 TRACE_JSON, TRACE_HTML, PARTIAL_LOG = "trace.json", "trace.html", ".partial/tokens.jsonl"
 def resolve_nla(nla: str | Path | None) -> Path:
@@ -124,8 +128,6 @@ class Reader:
         if count == 0:
             return []
         if self.nla.shared_base:  # the shared base is the target only with its adapters off
-            from nla.autoencoder.shared import use_role
-
             use_role(self.target.model, "target")
         input_ids = torch.tensor([ids], device=self.target.device)
         out = self.target.model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
@@ -145,13 +147,15 @@ class Reader:
         if not todo:
             return done
         acts = self.nla.activations(ids, self.target)  # (T, d)
+        beliefs = self.next_tokens(ids, todo)
         tokenizer = self.target.tokenizer
         bar = tqdm(total=len(positions), initial=len(positions) - len(todo), desc="trace", unit="token",
                    disable=not progress)
         for start in range(0, len(todo), settings.batch_size):
             batch = todo[start : start + settings.batch_size]
             records = self.read_vectors(acts[batch], [tokenizer.decode(ids[: p + 1]) for p in batch],
-                                        [tokenizer.decode(ids[p + 1 :]) for p in batch], settings)
+                                        [tokenizer.decode(ids[p + 1 :]) for p in batch], settings,
+                                        next_tokens=[beliefs[p] for p in batch])
             for p, record in zip(batch, records):
                 record["position"] = p
             done.update((r["position"], r) for r in records)
@@ -161,25 +165,37 @@ class Reader:
         bar.close()
         return done
 
+    @torch.no_grad()
+    def next_tokens(self, ids: list[int], positions: list[int]) -> dict[int, list[dict]]:
+        """The target's own NEXT_TOKENS likeliest next tokens at each position (one forward pass), what a reading's
+        predictions are checked against."""
+        if self.nla.shared_base:  # the shared base is the target only with its adapters off
+            use_role(self.target.model, "target")
+        found = next_token_candidates(self.target, [ids], [positions], k=NEXT_TOKENS)[0]
+        return {p: [{"token": t, "prob": round(prob, 4)} for t, prob in c] for p, c in zip(positions, found)}
+
     def read_vectors(self, vectors: torch.Tensor, before: list[str], after: list[str],
-                     settings: TraceSettings) -> list[dict]:
+                     settings: TraceSettings, next_tokens: list[list[dict]] | None = None) -> list[dict]:
         """One batch of readings of activations (B, d), whatever documents they come from: `before` is each
-        one's text through its token, `after` the text after it (where a quote may be found later)."""
+        one's text through its token, `after` the text after it (where a quote may be found later),
+        `next_tokens` the target's likeliest next tokens at each (stored, and quoted predictions checked)."""
         explanations = self.nla.explain(vectors, max_new_tokens=settings.max_new_tokens,
                                         temperature=settings.temperature, batch_size=settings.batch_size)
         texts = [e.text for e in explanations]
         mse = self.nla.score(vectors, texts)
-        claims = check_claims(self.nla, texts, vectors, mse, before, after,
+        candidates = [[t["token"] for t in tokens] for tokens in next_tokens] if next_tokens else None
+        claims = check_claims(self.nla, texts, vectors, mse, before, after, next_tokens=candidates,
                               denominator=self.calibration.denominator, batch_size=settings.batch_size)
         records = []
-        for e, m, c, v in zip(explanations, mse, claims, vectors):
+        for i, (e, m, c, v) in enumerate(zip(explanations, mse, claims, vectors)):
             score = self.calibration.score(m)
             records.append({
                 "position": None, "status": "ok" if e.text is not None else "failed",
                 "failure": failure(e, settings.max_new_tokens), "explanation": e.text, "answer": e.answer,
                 "explanation_tokens": e.num_tokens, "norm": float(v.norm()), "mse": m,
                 "cosine": None if m is None else 1.0 - m / 2, "score": score,
-                "label": self.calibration.label(score), "claims": [x.to_dict() for x in c]})
+                "label": self.calibration.label(score), "claims": [x.to_dict() for x in c],
+                "next_tokens": next_tokens[i] if next_tokens else None})
         return records
 
     def token_rows(self, ids: list[int], prompt_tokens: int, readings: dict[int, dict]) -> list[dict]:

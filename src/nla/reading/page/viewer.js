@@ -46,7 +46,7 @@ var NLAViewer = (function () {
       " · High " + sum.labels.High + " · Medium " + sum.labels.Medium + " · Low " + sum.labels.Low +
       " · failed " + sum.labels.failed + " · claims " + claims.claims + " (" + pct(claims.negligible_share) +
       " negligible) · quotes " + claims.quotes + " (" + pct(claims.flagged_share) + " flagged) · quoted predictions " +
-      claims.quoted_predictions));
+      claims.quoted_predictions + " (" + pct(claims.supported_prediction_share) + " among the target's next tokens)"));
     return head;
   }
 
@@ -77,6 +77,8 @@ var NLAViewer = (function () {
       var kind = q.prediction ? "prediction" : q.flagged ? "flagged" : "grounded";
       var mark = el("mark", "quote " + kind, explanation.slice(q.start, q.end));
       mark.title = q.prediction ? "a predicted continuation, not a quotation" +
+          (q.predicted === true ? "; among the target's likeliest next tokens" :
+           q.predicted === false ? "; not among the target's likeliest next tokens" : "") +
           (q.where === "later" ? " (it does occur after this token)" : "") :
         q.where === "context" ? "found in the text before this token" :
         q.where === "later" ? "occurs only after this token: the activation cannot have seen it" :
@@ -125,6 +127,8 @@ var NLAViewer = (function () {
     line.appendChild(el("span", "figures", token.score === null ? "  no score" : "  score " + fixed(token.score, 2) +
       " · MSE " + fixed(token.mse, 3) + " · cos " + fixed(token.cosine, 3) + " · ‖v‖ " + fixed(token.norm, 1)));
     panel.appendChild(line);
+    if (token.next_tokens) panel.appendChild(el("p", "next-tokens", "The target's likeliest next tokens: " +
+      token.next_tokens.map(function (t) { return JSON.stringify(t.token) + " " + pct(t.prob); }).join(" · ")));
     if (token.status === "failed") {
       panel.appendChild(el("p", "failed-note", "Explanation failed: " + token.failure + ". What the AV wrote:"));
       panel.appendChild(el("pre", "raw", token.answer || "(nothing)"));
