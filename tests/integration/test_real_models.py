@@ -98,3 +98,10 @@ def test_gemma3_residual_stream_equals_hf_hidden_states(gemma3, tmp_path):
             hidden = gemma3.model(torch.tensor([ids]), output_hidden_states=True).hidden_states[13][0]
         np.testing.assert_allclose(vectors[i], hidden[table.column("position")[i].as_py()].numpy(),
                                    atol=2e-3, rtol=1e-4)
+
+
+def test_smollm2_pieces_of_an_emoji_show_their_bytes_not_replacement_characters(smollm2):
+    ids = smollm2.tokenizer("I love 😀", add_special_tokens=False)["input_ids"]
+    shown = [smollm2.token_text(i) for i in ids]
+    assert "\ufffd" not in "".join(shown)
+    assert "".join(shown).endswith("\\xf0\\x9f\\x98\\x80")  # the emoji's four bytes, over its pieces

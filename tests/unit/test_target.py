@@ -83,3 +83,13 @@ def test_unknown_family_is_rejected_with_the_fix():
 
     with pytest.raises(NLAError, match="model type 'mamba' has no nla adapter.*adapters.py"):
         adapter_for(FakeConfig())
+
+
+def test_byte_pieces_show_the_bytes_they_encode():
+    """A piece of a multi-byte character decodes to U+FFFD alone; the trace shows its bytes instead."""
+    from nla.models.target import BYTE_LEVEL, token_bytes
+
+    assert len(BYTE_LEVEL) == 256 and sorted(BYTE_LEVEL.values()) == list(range(256))
+    assert token_bytes("ĠðŁĺ") == " 😀".encode()[:4]  # byte-level BPE: a space and 3 of the emoji's 4 bytes
+    assert token_bytes("<0xF0>") == b"\xf0"  # SentencePiece byte fallback
+    assert token_bytes("▁hello") is None and token_bytes("") is None

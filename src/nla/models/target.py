@@ -10,6 +10,8 @@ fp32 on CPU (bf16 matmul there is hundreds of times slower), bf16 on CUDA.
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,11 +105,49 @@ class Target:
             ids = [self.tokenizer.bos_token_id] + ids
         return ids
 
+    def token_text(self, token_id: int) -> str:
+        """A token as a reader should see it: its text, or, for a piece of a multi-byte character (which decodes
+        to U+FFFD alone), the bytes it encodes, as in ' \\xf0\\x9f'."""
+        text = self.tokenizer.decode([token_id])
+        if "\ufffd" not in text:
+            return text
+        raw = token_bytes(self.tokenizer.convert_ids_to_tokens(token_id))
+        return text if raw is None else raw.decode("utf-8", errors="backslashreplace")
+
     @property
     def special_ids(self) -> frozenset[int]:
         """Named special tokens plus every added token marked special (chat and tool markers, <unusedN>)."""
         added = getattr(self.tokenizer, "added_tokens_decoder", {}) or {}
         return frozenset(self.tokenizer.all_special_ids) | {i for i, t in added.items() if t.special}
+
+
+def _byte_level_alphabet() -> dict[str, int]:
+    """GPT-2's byte-level BPE alphabet, character -> byte: printable bytes stand for themselves, the others for
+    chr(256 + n) in order (the mapping every byte-level tokenizer, SmolLM2's and Qwen's among them, uses)."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    chars, extra = {}, 0
+    for byte in range(256):
+        if byte in printable:
+            chars[chr(byte)] = byte
+        else:
+            chars[chr(256 + extra)] = byte
+            extra += 1
+    return chars
+
+
+BYTE_LEVEL = _byte_level_alphabet()
+_BYTE_FALLBACK = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")  # SentencePiece's byte tokens (Llama, Gemma)
+
+
+def token_bytes(piece: str) -> bytes | None:
+    """The bytes a vocabulary entry stands for: a byte-fallback piece (<0xF0>) or a byte-level one; None if it
+    is neither."""
+    fallback = _BYTE_FALLBACK.match(piece)
+    if fallback:
+        return bytes([int(fallback.group(1), 16)])
+    if piece and all(c in BYTE_LEVEL for c in piece):
+        return bytes(BYTE_LEVEL[c] for c in piece)
+    return None
 
 
 def check_unicode(text: str) -> None:

@@ -100,7 +100,7 @@ def index_rows(reader: Reader, plan: PlannedDoc, readings: dict[int, dict]) -> l
         claims = [{"text": c["text"], "weight": c["weight"],
                    "flagged": [q["text"] for q in c["quotes"] if q["flagged"]]} for c in reading.get("claims", [])]
         rows.append({"doc_id": doc.doc_id, "source": doc.source, "genre": doc.genre, "topic": doc.topic,
-                     "position": p, "role": plan.roles[p], "token": tokenizer.decode([plan.ids[p]]),
+                     "position": p, "role": plan.roles[p], "token": reader.target.token_text(plan.ids[p]),
                      "context": context_window(tokenizer, plan.ids, p), "explanation": reading.get("explanation"),
                      "score": reading.get("score"), "label": reading.get("label"),
                      "flagged": sum(len(c["flagged"]) for c in claims) if reading else None,

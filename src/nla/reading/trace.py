@@ -200,7 +200,7 @@ class Reader:
 
     def token_rows(self, ids: list[int], prompt_tokens: int, readings: dict[int, dict]) -> list[dict]:
         special, sinks = self.target.special_ids, attention_sinks(readings)
-        return [{"position": p, "token_id": i, "token": self.target.tokenizer.decode([i]), "special": i in special,
+        return [{"position": p, "token_id": i, "token": self.target.token_text(i), "special": i in special,
                  "generated": p >= prompt_tokens, "traced": p in readings, "sink": p in sinks, **readings.get(p, {})}
                 for p, i in enumerate(ids)]
 
