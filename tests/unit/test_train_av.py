@@ -109,3 +109,34 @@ def test_response_loss_equals_the_models_own_loss_over_the_response(tiny_llama, 
     assert len(our_grads) == len(their_grads) > 0
     for mine, reference in zip(our_grads, their_grads):
         torch.testing.assert_close(mine, reference, rtol=1e-4, atol=1e-6)
+
+
+def test_a_warm_start_continues_from_the_given_avs_own_weights(tmp_path, toy_pairs, tiny_llama):
+    from safetensors.torch import load_file
+
+    from nla.autoencoder.meta import read_model_meta
+
+    first = config(tmp_path, "first", toy_pairs, tiny_llama, epochs=0.5, injection="residual")
+    train_av(first, progress=False)
+    # A learning rate too small to move anything: what the warm run saves is what it started from.
+    warm = config(tmp_path, "warm", toy_pairs, tiny_llama, epochs=0.25, lr=1e-12, init_from=str(first.out),
+                  injection_scale=99.0)
+    train_av(warm, progress=False)
+    before = load_file(first.out / "av_adapter" / "adapter_model.safetensors")
+    after = load_file(warm.out / "av_adapter" / "adapter_model.safetensors")
+    assert before.keys() == after.keys()
+    assert all(torch.allclose(before[k], after[k], atol=1e-6) for k in before)
+    assert any(k.endswith("lora_B.weight") and before[k].abs().sum() > 0 for k in before)  # trained, not fresh
+    meta, first_meta = read_model_meta(warm.out / "av_adapter"), read_model_meta(first.out / "av_adapter")
+    assert meta.parent_checkpoints == [str(first.out)]
+    assert meta.injection == first_meta.injection  # the site and scale it learnt to read, not this config's
+    assert meta.injection_scale == first_meta.injection_scale != 99.0
+
+
+def test_a_warm_start_of_another_layer_or_no_av_is_refused(tmp_path, toy_pairs, tiny_llama):
+    first = config(tmp_path, "first", toy_pairs, tiny_llama, epochs=0.25)
+    train_av(first, progress=False)
+    with pytest.raises(NLAError, match="at layer 1, this data is of .* at layer 0"):
+        train_av(config(tmp_path, "other", toy_pairs, tiny_llama, layer=0, init_from=str(first.out)), progress=False)
+    with pytest.raises(NLAError, match="holds no AV adapter"):
+        train_av(config(tmp_path, "none", toy_pairs, tiny_llama, init_from=str(tmp_path)), progress=False)

@@ -96,6 +96,8 @@ def explain_data(
     splits: str = typer.Option("ar_sft,av_sft", help="Comma-separated splits to explain."),
     top_k: int = typer.Option(3, help="The target's next-token candidates given to the explainer."),
     quote_tokens: int = typer.Option(12, help="The last N tokens of each context, quoted exactly."),
+    salient_words: int = typer.Option(0, help="Name each context's K most distinctive content words (and up to 3 "
+                                      "of a chat's own system prompt); 0: none."),
     api_model: Optional[str] = typer.Option(None, help="API model (default: " + ", ".join(
         f"{k} {v}" for k, v in DEFAULT_API_MODELS.items()) + ")."),
     base_url: Optional[str] = typer.Option(None, help="API base URL, e.g. http://localhost:8000/v1 for vLLM."),
@@ -113,8 +115,7 @@ def explain_data(
 
     cfg = ExplainDataConfig(dataset=dataset, out=out, explainer=explainer,
                             splits=tuple(s.strip() for s in splits.split(",") if s.strip()), top_k=top_k,
-                            quote_tokens=quote_tokens,
-                            device=device, overwrite=overwrite, api_model=api_model, base_url=base_url,
+                            quote_tokens=quote_tokens, salient_words=salient_words, device=device, overwrite=overwrite, api_model=api_model, base_url=base_url,
                             api_key_env=api_key_env, concurrency=concurrency, max_retries=max_retries)
     summary = run_explain_data(cfg)
     for split, counts in summary["splits"].items():

@@ -66,6 +66,8 @@ def train_av(
     injection_layer: Optional[int] = typer.Option(None, help="Residual only: the block whose output takes the "
                                                   "vector, 0..K (default K)."),
     lora_rank: int = typer.Option(AV["lora_rank"], help="LoRA rank; 0 trains every weight."),
+    init_from: Optional[str] = typer.Option(None, help="Warm start: an NLA folder (or default) whose AV adapter "
+                                            "this run keeps training (its rank, injection site and scale)."),
     lr: float = typer.Option(AV["lr"], help="Peak learning rate (warmup, then cosine to 10%)."),
     batch_size: int = typer.Option(AV["batch_size"]),
     epochs: float = typer.Option(AV["epochs"]),
@@ -81,7 +83,8 @@ def train_av(
 
     result = run_train_av(AVTrainConfig(data=data, out=out, model=model, layer=layer, injection_scale=injection_scale,
                                         shuffle_activations=shuffle_activations, injection=injection,
-                                        injection_layer=injection_layer, lora_rank=lora_rank, lr=lr,
+                                        injection_layer=injection_layer, lora_rank=lora_rank, init_from=init_from,
+                                        lr=lr,
                                         batch_size=batch_size, epochs=epochs, checkpoint_every=checkpoint_every,
                                         device=device, dtype=checked_dtype(dtype), overwrite=overwrite,
                                         export=export))

@@ -1,6 +1,7 @@
 """Corpora: the embedded default and user files, as a list of labelled documents.
 
     load_corpus("default")                       # shipped with nla, no network
+    load_corpus("default+personas")              # the same, half its chats under a varied system prompt
     load_corpus("notes.txt")                     # documents separated by blank lines
     load_corpus("chats.jsonl", text_field="text")   # a string, or a list of {role, content} messages
     load_corpus("web.parquet", text_field="text")
@@ -18,9 +19,11 @@ from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 
+from nla.data.personas import with_personas
 from nla.errors import NLAError
 
 DEFAULT_CORPUS = "default"
+PERSONAS_CORPUS = "default+personas"
 _LABELS = ("source", "genre", "topic")
 
 
@@ -36,6 +39,11 @@ class Document:
     @property
     def is_chat(self) -> bool:
         return self.messages is not None
+
+
+def document_text(doc: Document) -> str:
+    """A document's own words: its text, or its messages' contents one after another (no chat template)."""
+    return doc.text if doc.text is not None else "\n".join(m["content"] for m in doc.messages)
 
 
 def default_corpus_path() -> Path:
@@ -132,11 +140,12 @@ def _load_hf(spec: str, text_field: str, limit: int | None) -> list[Document]:
 
 def load_corpus(spec: str = DEFAULT_CORPUS, *, text_field: str = "text", limit: int | None = None) -> list[Document]:
     """Load documents from the default corpus, a file or a hub dataset; `limit` keeps the first N."""
-    if spec == DEFAULT_CORPUS:
+    if spec in (DEFAULT_CORPUS, PERSONAS_CORPUS):
         if not default_corpus_path().exists():
             raise NLAError(f"the embedded corpus {default_corpus_path()} is missing; reinstall nla, "
                            "or rebuild it with nla build-corpus")
         docs = _load_jsonl(default_corpus_path(), "text", opener=gzip.open)
+        docs = with_personas(docs) if spec == PERSONAS_CORPUS else docs
     elif spec.startswith("hf:"):
         docs = _load_hf(spec, text_field, limit)
     else:

@@ -16,6 +16,8 @@ class ExplainRequest:
     topic: str = ""
     next_tokens: tuple[tuple[str, float], ...] = field(default_factory=tuple)  # the target's top predictions
     quote: str | None = None  # the last few tokens of the context, decoded exactly (quote_tokens of them)
+    salient: tuple[str, ...] = ()  # the context's most distinctive content words (explainers/salient.py)
+    system_words: tuple[str, ...] = ()  # those of the chat's own system prompt, when it has one
 
 
 class Explainer(Protocol):

@@ -1,12 +1,17 @@
 """The offline explainer: a short, checkable explanation built only from facts, with no network or API key.
 
-Three sentences, in this order (see docs/quality.md for the measurements behind it):
+Three or four sentences, in this order (see docs/quality.md for the measurements behind it):
 
-    A news article about volcanoes. Next it expects " erupt", " be" or " have". The text so far ends: "…scientists say the volcano could"
+    A news article about science. It mentions "volcano", "Etna" and "lava". Next it expects " erupt", " be" or " have". The text so far ends: "…scientists say the volcano could"
 
-1. What the passage is (the document's genre and topic).
-2. What the target itself predicts next: its top next tokens at that position.
-3. An exact quote of the last few tokens of the context (`ExplainRequest.quote`), last,
+1. What the passage is (the document's genre and topic: the corpus's labels).
+2. With `--salient-words K`, what the whole context is about in its own words: its K most
+   distinctive content words (explainers/salient.py), each of which occurs in the context,
+   quoted so the claim checker grounds them, and first those of a chat's own system prompt
+   ("Its system prompt mentions "pirate" and "captain"."). The labels name 25 topics; these
+   name anything, a theme planted in a system prompt included.
+3. What the target itself predicts next: its top next tokens at that position.
+4. An exact quote of the last few tokens of the context (`ExplainRequest.quote`), last,
    so the reconstructor reads the quoted words right before its fixed suffix, as the
    target read them. A reconstructor that reads true quotes of the recent context
    recovers most of what one reading the whole context recovers (docs/quality.md),
@@ -20,8 +25,6 @@ reader (and `nla trace`'s claim checks) can verify it.
 from __future__ import annotations
 
 from nla.explainers.base import ExplainRequest
-
-FORMAT_VERSION = 2
 
 
 def _a(noun: str) -> str:
@@ -46,6 +49,19 @@ def setting(r: ExplainRequest) -> str:
     return sentence[:1].upper() + sentence[1:]
 
 
+def _listed(options: list[str]) -> str:
+    return ", ".join(options[:-1]) + f" and {options[-1]}" if len(options) > 1 else options[0]
+
+
+def _mentions(words: tuple[str, ...], subject: str) -> str | None:
+    return f"{subject} mentions " + _listed([f'"{word}"' for word in words]) + "." if words else None
+
+
+def about(r: ExplainRequest) -> str | None:
+    parts = (_mentions(r.system_words, "Its system prompt"), _mentions(r.salient, "It"))
+    return " ".join(p for p in parts if p) or None
+
+
 def expectation(r: ExplainRequest) -> str | None:
     if not r.next_tokens:
         return None
@@ -61,7 +77,7 @@ def recent(r: ExplainRequest) -> str:
 
 
 def offline_explanation(r: ExplainRequest) -> str:
-    return " ".join(part for part in (setting(r), expectation(r), recent(r)) if part)
+    return " ".join(part for part in (setting(r), about(r), expectation(r), recent(r)) if part)
 
 
 class OfflineExplainer:

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from nla.atomic import atomic_path, read_yaml_mapping, write_json, write_yaml
-from nla.data.corpus import load_corpus
+from nla.data.corpus import document_text, load_corpus
 from nla.data.dataset import sidecar_path
 from nla.data.extract import CONFIG, SUMMARY, encode_document
 from nla.errors import NLAError
@@ -39,6 +39,7 @@ from nla.explainers.api import (
 )
 from nla.explainers.base import Explainer, ExplainRequest
 from nla.explainers.offline import OfflineExplainer
+from nla.explainers.salient import SalientWords, system_words
 from nla.inputs import check_dataset_file, damaged_file, open_dataset
 from nla.models import Target, load_target
 from nla.models.predictions import next_token_candidates
@@ -70,6 +71,7 @@ class ExplainDataConfig:
     splits: tuple[str, ...] = ("ar_sft", "av_sft")
     top_k: int = 3  # next-token candidates shown to the explainer
     quote_tokens: int = 12  # the last N tokens of the context, quoted exactly (docs/quality.md)
+    salient_words: int = 0  # the context's K most distinctive content words, named (0: none; explainers/salient.py)
     batch_tokens: int = 8192
     device: str = "auto"
     overwrite: bool = False
@@ -91,6 +93,8 @@ class ExplainDataConfig:
             raise NLAError("top-k must be at least 1")
         if self.quote_tokens < 1:
             raise NLAError("quote-tokens must be at least 1")
+        if self.salient_words < 0:
+            raise NLAError("salient-words must be 0 (none) or more")
         if self.concurrency < 1:
             raise NLAError("concurrency must be at least 1")
         if self.max_retries < 0:
@@ -110,8 +114,16 @@ def quote_window(ids: list[int], quote_tokens: int, special: frozenset[int]) -> 
     return window[cut + 1 :]
 
 
-def _requests(target: Target, table: pa.Table, docs: dict, max_doc_tokens: int, top_k: int,
-              batch_tokens: int, quote_tokens: int, progress: str | None = None) -> list[ExplainRequest]:
+def _salient(words: SalientWords | None, doc, context: str, k: int) -> dict:
+    """The request's salient words: up to 3 of a chat's own system prompt, then k of the context."""
+    if words is None:
+        return {}
+    named = system_words(words, doc.messages, context, min(3, k))
+    return {"system_words": named, "salient": words.top(context, k, exclude=named)}
+
+
+def _requests(target: Target, table: pa.Table, docs: dict, cfg: ExplainDataConfig, max_doc_tokens: int,
+              salient: SalientWords | None, progress: str | None = None) -> list[ExplainRequest]:
     rows = table.select(list(CONTEXT_COLUMNS)).to_pylist()
     by_doc: dict[str, list[int]] = {}
     for i, row in enumerate(rows):
@@ -130,29 +142,32 @@ def _requests(target: Target, table: pa.Table, docs: dict, max_doc_tokens: int, 
             raise NLAError(f"document {doc_id} no longer tokenises as it did at extraction (corpus or tokenizer "
                            "changed); re-extract, or explain with the original corpus and model")
     cut = [ids[: max(p) + 1] for ids, p in zip(sequences, positions)]
-    candidates = next_token_candidates(target, cut, positions, k=top_k, batch_tokens=batch_tokens,
+    candidates = next_token_candidates(target, cut, positions, k=cfg.top_k, batch_tokens=cfg.batch_tokens,
                                        progress=progress)
     requests: list[ExplainRequest | None] = [None] * len(rows)
     for doc_id, ids, per_position in zip(doc_ids, sequences, candidates):
         for i, top in zip(by_doc[doc_id], per_position):
             row = rows[i]
             end = row["position"] + 1
-            quote = target.tokenizer.decode(quote_window(ids[:end], quote_tokens, target.special_ids))
+            quote = target.tokenizer.decode(quote_window(ids[:end], cfg.quote_tokens, target.special_ids))
+            context = row["detokenized_text_truncated"]
             requests[i] = ExplainRequest(
-                row_id=f"{doc_id}:{row['position']}", context=row["detokenized_text_truncated"], token=row["token"],
-                source=row["source"], genre=row["genre"], topic=row["topic"], next_tokens=tuple(top), quote=quote)
+                row_id=f"{doc_id}:{row['position']}", context=context, token=row["token"], source=row["source"],
+                genre=row["genre"], topic=row["topic"], next_tokens=tuple(top), quote=quote,
+                **_salient(salient, docs[doc_id], context, cfg.salient_words))
     return requests
 
 
 def _explain_split(cfg: ExplainDataConfig, split: str, target: Target, docs: dict, explainer: Explainer,
                    extract_cfg: dict, progress: bool) -> dict:
+    salient = SalientWords(document_text(d) for d in docs.values()) if cfg.salient_words else None
     source = cfg.dataset / f"{split}.parquet"
     data = open_dataset(source, flag="--dataset", expect=SPLIT_FILE, columns=CONTEXT_COLUMNS,
                         against=f"{cfg.dataset / CONFIG}", layer=extract_cfg.get("resolved_layer"),
                         target=extract_cfg["model"])
     table = data.table
-    requests = _requests(target, table, docs, extract_cfg["max_doc_tokens"], cfg.top_k, cfg.batch_tokens,
-                         cfg.quote_tokens, progress=f"{split}: the target's next tokens" if progress else None)
+    requests = _requests(target, table, docs, cfg, extract_cfg["max_doc_tokens"], salient,
+                         progress=f"{split}: the target's next tokens" if progress else None)
     explanations = explainer.explain(requests)
     usage = getattr(explainer, "usage", {})  # API backends count requests, cache hits, retries and tokens
     keep = [i for i, text in enumerate(explanations) if text]
@@ -167,7 +182,8 @@ def _explain_split(cfg: ExplainDataConfig, split: str, target: Target, docs: dic
     with atomic_path(cfg.out / f"{split}.parquet") as tmp:
         pq.write_table(explained, tmp)
     meta = dict(data.meta)
-    about = {"explainer": explainer.name, "top_k": cfg.top_k, "quote_tokens": cfg.quote_tokens}
+    about = {"explainer": explainer.name, "top_k": cfg.top_k, "quote_tokens": cfg.quote_tokens,
+             "salient_words": cfg.salient_words}
     if usage:
         about.update(model=explainer.model, instruction_version=INSTRUCTION_VERSION)
     meta.update(row_count=explained.num_rows, explanations=about)

@@ -17,14 +17,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from nla.autoencoder.checkpoint import verbalizer_tokens
 from nla.autoencoder.injection import RESIDUAL, Injection
-from nla.autoencoder.meta import ModelMeta
-from nla.autoencoder.shared import write_trained
+from nla.autoencoder.default import resolve as resolve_default
+from nla.autoencoder.meta import META_FILE, ModelMeta, read_model_meta
+from nla.autoencoder.shared import ADAPTER_DIRS, write_trained
 from nla.autoencoder.verbalizer import Verbalizer
 from nla.autoencoder.verbalizer_prompt import AV_TEMPLATE, choose_marker, injection_site, prompt_ids
 from nla.data.norms import suggest_injection_scale
@@ -33,7 +35,7 @@ from nla.models import load_target
 from nla.models.memory import check_batch_fits, logit_bytes, optimizer_bytes, stored_activation_bytes
 from nla.train.config import AVTrainConfig
 from nla.train.loop import process_device, start_processes, train_loop
-from nla.train.lora import add_lora
+from nla.train.lora import add_lora, load_adapter
 from nla.train.pairs import BatchOrder, sft_inputs
 
 IGNORE = -100  # label value HF's loss skips
@@ -92,10 +94,14 @@ def response_loss(model, embeds: torch.Tensor, mask: torch.Tensor, labels: torch
 
 
 def build_verbalizer(model_spec: str, injection_scale: float, lora_rank: int, device: str | torch.device,
-                     injection: Injection = Injection(), dtype: str = "auto"):
+                     injection: Injection = Injection(), dtype: str = "auto", init_adapter: Path | None = None):
     target = load_target(model_spec, device=str(device), dtype=dtype)
     model = target.model.requires_grad_(False)
-    if lora_rank:
+    if init_adapter is not None:  # a warm start: the adapter's own weights, trainable
+        model = load_adapter(model, init_adapter, adapter_name="av")
+        for name, weight in model.named_parameters():
+            weight.requires_grad_("lora_" in name)
+    elif lora_rank:
         model = add_lora(model, lora_rank, adapter_name="av")  # named: it can share a base with the AR's
     else:
         model.requires_grad_(True)
@@ -104,18 +110,40 @@ def build_verbalizer(model_spec: str, injection_scale: float, lora_rank: int, de
     return Verbalizer(model, target.tokenizer, ids, injection_site(ids, marker), injection_scale, injection), target
 
 
-def train_av(cfg: AVTrainConfig, *, progress: bool = True) -> dict:
-    texts, golds, model_spec, layer = sft_inputs(cfg, "av")  # every check before any work
-    scale = cfg.injection_scale or suggest_injection_scale(float(golds.norm(dim=1).mean()))
-    accelerator = start_processes(cfg.device)
-    torch.manual_seed(cfg.seed)
-    into = cfg.injection_layer if cfg.injection_layer is not None else int(layer)
-    if cfg.injection == RESIDUAL and into > int(layer):
+def _warm_start(cfg: AVTrainConfig, model_spec: str, layer: int) -> tuple[Path, ModelMeta]:
+    """The AV adapter folder of --init-from and its sidecar, checked against this run's model and layer."""
+    folder = resolve_default(cfg.init_from) / ADAPTER_DIRS["av"]
+    if not (folder / META_FILE).is_file():
+        raise NLAError(f"init-from {cfg.init_from}: {folder} holds no AV adapter (av_adapter/ with {META_FILE}); "
+                       "pass an NLA folder trained with LoRA, or default")
+    meta = read_model_meta(folder)
+    if meta.extraction_layer_index != layer or meta.base_checkpoint != model_spec:
+        raise NLAError(f"init-from {cfg.init_from} is an AV of {meta.base_checkpoint} at layer "
+                       f"{meta.extraction_layer_index}, this data is of {model_spec} at layer {layer}; "
+                       "warm-start from an AV of the same target and layer")
+    return folder, meta
+
+
+def _injection(cfg: AVTrainConfig, layer: int, warm: ModelMeta | None) -> Injection:
+    if warm is not None:  # the warm start's own site: its weights learnt to read the vector there
+        return Injection.from_dict(warm.injection)
+    into = cfg.injection_layer if cfg.injection_layer is not None else layer
+    if cfg.injection == RESIDUAL and into > layer:
         raise NLAError(f"injection-layer {into} is after the extraction layer {layer}; the AV's blocks up to it "
                        f"would not see the vector as the target computed it; pass 0..{layer}")
-    injection = Injection(cfg.injection, into if cfg.injection == RESIDUAL else None)
+    return Injection(cfg.injection, into if cfg.injection == RESIDUAL else None)
+
+
+def train_av(cfg: AVTrainConfig, *, progress: bool = True) -> dict:
+    texts, golds, model_spec, layer = sft_inputs(cfg, "av")  # every check before any work
+    init_adapter, warm = _warm_start(cfg, model_spec, int(layer)) if cfg.init_from else (None, None)
+    scale = (warm.injection_scale if warm else cfg.injection_scale) or suggest_injection_scale(
+        float(golds.norm(dim=1).mean()))
+    injection = _injection(cfg, int(layer), warm)
+    accelerator = start_processes(cfg.device)
+    torch.manual_seed(cfg.seed)
     av, target = build_verbalizer(model_spec, scale, cfg.lora_rank, process_device(accelerator, cfg.device),
-                                  injection, cfg.dtype)
+                                  injection, cfg.dtype, init_adapter)
     target.resolve_layer(layer)  # the AV runs every block, so nothing else would notice a layer it lacks
     if golds.shape[1] != av.d_model:
         raise NLAError(f"{cfg.data} holds d={golds.shape[1]} activations but {model_spec} has d_model {av.d_model}; "
@@ -147,12 +175,13 @@ def train_av(cfg: AVTrainConfig, *, progress: bool = True) -> dict:
                          mse_scale=math.sqrt(av.d_model), tokens=verbalizer_tokens(av),
                          prompt_templates={"av": AV_TEMPLATE}, base_checkpoint=model_spec, stage="sl",
                          injection=injection.to_dict(),
-                         trained_on=[str(cfg.data)],
+                         trained_on=[str(cfg.data)], parent_checkpoints=[cfg.init_from] if cfg.init_from else [],
                          training={"lr": cfg.lr, "loss_type": "ce_response", "global_batch_size": cfg.batch_size,
-                                   "lora_rank": cfg.lora_rank, "steps": steps,
+                                   "lora_rank": warm.training.get("lora_rank") if warm else cfg.lora_rank,
+                                   "steps": steps,
                                    "shuffled_activations": cfg.shuffle_activations})
     av.model.eval()
-    written = write_trained(cfg.out, "av", av.model, target.tokenizer, meta_out, lora=bool(cfg.lora_rank),
+    written = write_trained(cfg.out, "av", av.model, target.tokenizer, meta_out, lora=bool(cfg.lora_rank) or init_adapter is not None,
                             export=cfg.export) if accelerator.is_main_process else None
     accelerator.wait_for_everyone()
     return {"steps": steps, "out": str(written or cfg.out), "injection_scale": scale,

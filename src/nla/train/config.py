@@ -67,6 +67,9 @@ class AVTrainConfig(SFTConfig):
     # residual only: the block whose output takes the vector (default K, the layer it was read at); an
     # earlier block gives the AV more blocks to decode it with (patchscopes read token identity best early)
     injection_layer: int | None = None
+    # A warm start: an NLA folder (or "default", the shipped one) whose AV adapter this run starts from and
+    # keeps training (its rank, injection site and scale come with it). None: a fresh adapter.
+    init_from: str | None = None
 
     def __post_init__(self):
         super().__post_init__()
