@@ -20,8 +20,8 @@ import torch
 
 from nla.autoencoder.nla import reconstruct_texts
 from nla.autoencoder.shared import load_ar_folder
-from nla.data.dataset import vectors_of
 from nla.eval.metrics import baseline, fidelity
+from nla.inputs import vectors_of
 
 
 def main() -> None:

@@ -29,17 +29,17 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import torch
 import yaml
+from format_ceiling import last_tokens, variant_texts, write_variant  # benchmarks/ is on sys.path
 
 from nla.autoencoder.hub import role_folder
 from nla.autoencoder.nla import reconstruct_texts
 from nla.autoencoder.reconstructor import reconstruction_mse
 from nla.autoencoder.shared import load_ar_folder, load_av_folder
-from nla.data.dataset import sidecar_path, vectors_of
 from nla.eval.metrics import baseline
+from nla.inputs import vectors_of
+from nla.layout import sidecar_path
 from nla.train.av import train_av
 from nla.train.config import AVTrainConfig
-
-from format_ceiling import last_tokens, variant_texts, write_variant  # benchmarks/ is on sys.path
 
 QUOTE = re.compile(r'ends: "…?(.*)"\s*$', re.DOTALL)
 NEXT = re.compile(r'Next it expects "(.*?)"')

@@ -23,8 +23,8 @@ import pyarrow.parquet as pq
 import torch
 
 from nla.autoencoder.injection import RESIDUAL, Injection
-from nla.data.dataset import vectors_of
 from nla.data.norms import suggest_injection_scale
+from nla.inputs import vectors_of
 from nla.train.av import av_batch, build_verbalizer, response_ids, response_loss
 
 

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import torch
 
 from nla.autoencoder.nla import NLA
-from nla.data.dataset import vectors_of
+from nla.inputs import vectors_of
 
 
 def timed_explain(nla: NLA, vectors: torch.Tensor, batch_size: int, max_new_tokens: int) -> tuple[list, float]:

@@ -21,7 +21,7 @@ import torch
 
 from nla.data.corpus import load_corpus
 from nla.data.extract import ExtractConfig, encode_document, extract_chunk, plan_documents
-from nla.data.dataset import vectors_of
+from nla.inputs import vectors_of
 from nla.models import load_target
 from nla.models.activations import batched_residual_stream, length_batches, pad_right
 

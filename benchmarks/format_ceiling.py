@@ -27,13 +27,14 @@ import pyarrow.parquet as pq
 import torch
 import yaml
 
-from nla.autoencoder.nla import reconstruct_texts
 from nla.autoencoder.hub import role_folder
+from nla.autoencoder.nla import reconstruct_texts
 from nla.autoencoder.shared import load_ar_folder
-from nla.data.dataset import sidecar_path, vectors_of
 from nla.eval.metrics import baseline, fidelity
 from nla.explainers.base import ExplainRequest
 from nla.explainers.offline import expectation, setting
+from nla.inputs import vectors_of
+from nla.layout import sidecar_path
 from nla.train.ar import train_ar
 from nla.train.config import ARTrainConfig
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from nla.data.dataset import vectors_of
+from nla.inputs import vectors_of
 from nla.models.target import load_target
 
 TRAIN_SPLITS = ("ar_sft", "av_sft", "rl")

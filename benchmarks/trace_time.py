@@ -55,11 +55,11 @@ def main() -> None:
     trace = reader.trace(Prompt(messages=messages, source=f"{args.tokens}-token chat"),
                          TraceSettings(batch_size=args.batch_size, max_new_tokens=args.max_new_tokens), progress=True)
     seconds = time.perf_counter() - started
-    summary = trace["summary"]
+    summary = trace.summary
     print(json.dumps({"tokens": summary["traced"], "trace_seconds": round(seconds, 1),
                       "tokens_per_second": round(summary["traced"] / seconds, 2), "load_seconds": round(loaded, 1),
                       "failed": summary["failed"], "labels": summary["labels"], "claims": summary["claims"],
-                      "calibration": trace["calibration"]["note"], "device": str(reader.target.device),
+                      "calibration": trace.document["calibration"]["note"], "device": str(reader.target.device),
                       "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens}, indent=2))
 
 

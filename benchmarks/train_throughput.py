@@ -28,7 +28,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from nla.autoencoder.nla import ar_input_ids
 from nla.autoencoder.reconstructor import reconstruction_mse
 from nla.data.corpus import load_corpus
-from nla.data.dataset import rows_to_table, vectors_of
+from nla.data.dataset import rows_to_table
+from nla.inputs import vectors_of
 from nla.models import load_target
 from nla.models.activations import pad_right
 from nla.train.ar import AR_TEMPLATE, build_reconstructor, train_ar

@@ -1,6 +1,8 @@
 """nla: Natural Language Autoencoders — read a model's activations as text, and measure how faithful the text is.
 
-    from nla import NLA
+    from nla import NLA, Reader
+    reader = Reader.load("default")              # the shipped NLA with its target and calibration
+    trace = reader.trace("The capital of France is Paris.")   # a Trace: tokens, explanations, scores, claims
     nla = NLA.load("kitft/nla-qwen2.5-7b-L20")   # or an nla folder; see NLA.load
     explanations = nla.explain(vectors)
 
@@ -13,6 +15,8 @@ __version__ = "0.1.0"
 # Public name -> the module that defines it, imported on first use.
 _PUBLIC = {
     "NLA": "nla.autoencoder.nla",
+    "Reader": "nla.reading.trace",
+    "Trace": "nla.reading.document",
     "Explanation": "nla.autoencoder.verbalizer",
     "NLAError": "nla.errors",
     "load_target": "nla.models.target",

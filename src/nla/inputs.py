@@ -24,11 +24,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import pyarrow as pa
 import yaml
 from safetensors import SafetensorError
 
+from nla.atomic import read_yaml_mapping
 from nla.errors import NLAError
+from nla.layout import ACTIVATION_COLUMN, sidecar_path
 
 ACTIVATIONS = "an activation split written by nla extract (e.g. runs/acts/validation.parquet)"
 EXPLANATIONS = "a parquet written by nla explain-data (e.g. runs/acts/explanations-offline/ar_sft.parquet)"
@@ -131,15 +134,16 @@ class Dataset:
         """(N, d) float32 torch tensor of the activation_vector column."""
         import torch
 
-        from nla.data.dataset import vectors_of
-
         return torch.from_numpy(vectors_of(self.table).copy())
 
 
-def read_dataset_sidecar(parquet: Path) -> dict:
-    from nla.atomic import read_yaml_mapping
-    from nla.data.dataset import sidecar_path
+def vectors_of(table: pa.Table) -> np.ndarray:
+    """The activation column as an (N, d) float32 array."""
+    column = table.column(ACTIVATION_COLUMN).combine_chunks()
+    return column.flatten().to_numpy(zero_copy_only=False).reshape(-1, column.type.list_size)
 
+
+def read_dataset_sidecar(parquet: Path) -> dict:
     sidecar = sidecar_path(parquet)
     if not sidecar.exists():
         return {}

@@ -17,7 +17,8 @@ from nla.reading.config import IndexSettings
 from nla.reading.index import build_index
 from nla.reading.index_store import open_index
 from nla.reading.prompt import Prompt
-from nla.reading.trace import TRACE_HTML, trace_to_folder
+from nla.reading.document import TRACE_HTML
+from nla.reading.trace import trace_to_folder
 
 pytestmark = pytest.mark.browser
 CHROMIUM = Path("/usr/bin/chromium")
@@ -62,7 +63,8 @@ def site(tmp_path_factory, tiny_llama):
     patch.setenv("NLA_CACHE_DIR", str(root / "cache"))
     reader = scripted_reader(build_tiny_nla(root / "nla", tiny_llama), tiny_llama)
     (root / "rivers.txt").write_text("Rivers carry water to the sea.")
-    saved = trace_to_folder(reader, Prompt.from_file(root / "rivers.txt"), root / "traces" / "rivers", progress=False)
+    saved = trace_to_folder(reader, Prompt.from_file(root / "rivers.txt"), root / "traces" / "rivers",
+                            progress=False).document
     (root / "corpus.txt").write_text("Rivers carry water to the sea.\n\nBread rises in a warm oven overnight.")
     build_index(reader, IndexSettings(corpus=str(root / "corpus.txt"), explain="2"), root / "index", progress=False)
     with serving(create_app(reader, root / "traces", index=open_index(root / "index"))) as url:
@@ -94,7 +96,7 @@ def open_page(browser, url: str):
 def test_trace_a_prompt_click_a_token_and_read_its_claims(site, browser, shots):
     from playwright.sync_api import expect
 
-    expected = site["reader"].trace(Prompt(text=TEXT))["tokens"]
+    expected = site["reader"].trace(Prompt(text=TEXT)).document["tokens"]
     page = open_page(browser, site["url"])
     expect(page.locator("#server-meta")).to_contain_text("tiny-nla")
     page.fill("#prompt", TEXT)

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from nla.data.corpus import load_corpus
-from nla.data.dataset import vectors_of
 from nla.data.extract import ExtractConfig, encode_document, extract
 from nla.data.info import target_info
 from nla.data.sampling import SPLITS
+from nla.inputs import vectors_of
 from nla.models import load_target
 
 pytestmark = pytest.mark.real

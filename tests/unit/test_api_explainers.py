@@ -11,14 +11,20 @@ pytest.importorskip("anthropic")
 pytest.importorskip("openai")
 
 from fake_api_server import FakeAPI, context_of
-
 from nla.cli import app
-from nla.data.dataset import sidecar_path
 from nla.errors import NLAError
-from nla.explainers.api import (CACHE_FILE, DEFAULT_MODELS, INSTRUCTION, ApiExplainer, clean_answer,
-                                prompt_for, split_features)
+from nla.explainers.api import (
+    CACHE_FILE,
+    DEFAULT_MODELS,
+    INSTRUCTION,
+    ApiExplainer,
+    clean_answer,
+    prompt_for,
+    split_features,
+)
 from nla.explainers.base import ExplainRequest
 from nla.explainers.stage import ExplainDataConfig, explain_data
+from nla.layout import sidecar_path
 
 KEY = "sk-test-secret-0123456789"
 BACKENDS = ["anthropic", "openai"]

@@ -27,7 +27,7 @@ from typer.testing import CliRunner
 
 from conftest import TOY_WORDS, build_tiny_nla, write_toy_pairs
 from nla.cli import app
-from nla.data.dataset import sidecar_path
+from nla.layout import sidecar_path
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 CORPUS = [f"Document {i}: the quick brown fox jumps over the lazy dog near the river bank, again and again."

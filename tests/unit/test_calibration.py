@@ -36,7 +36,7 @@ def test_thresholds_are_tertiles_of_held_out_scores(nla_folder):
     nla = script_verbalizer(NLA.load(nla_folder))
     vectors = torch.randn(24, 32, generator=torch.Generator().manual_seed(0))
     cal = compute_calibration(nla, vectors, ["Rivers carry water"] * 24, source="test rows", estimated=False)
-    mse = nla.score(vectors, [e.text for e in nla.explain(vectors)])
+    mse = nla.mse(vectors, [e.text for e in nla.explain(vectors)])
     scores = [1 - m / cal.denominator for m in mse if m is not None]
     assert cal.denominator == pytest.approx(baseline(vectors).denominator)
     assert cal.scored_rows == len(scores) < cal.rows == 24  # the scripted AV fails on some rows

@@ -2,12 +2,12 @@
 
 import pytest
 import torch
-from conftest import build_tiny_nla
 
+from conftest import build_tiny_nla
 from nla.autoencoder.nla import NLA
 from nla.autoencoder.reconstructor import reconstruction_mse
-from nla.reading.claims import (NEGLIGIBLE_WEIGHT, check_claims, claims_report, locate_quote, quote_spans,
-                                split_claims, without)
+from nla.eval.claim_text import NEGLIGIBLE_WEIGHT, locate_quote, predicted_by, quote_spans, split_claims, without
+from nla.reading.claims import check_claims, claims_report
 
 
 def test_claims_are_sentences_and_clauses_and_quotes_never_split():
@@ -43,7 +43,7 @@ def test_weights_are_leave_one_out_score_drops_computed_in_one_batch(tiny_nla, m
     texts = ['It is about rivers. It quotes "carry water"; it mentions "purple elephants". Next comes "the sea".',
              None, "One claim only."]
     vectors = torch.randn(3, 32)
-    mse = tiny_nla.score(vectors, texts)
+    mse = tiny_nla.mse(vectors, texts)
     calls = []
     reconstruct = tiny_nla.reconstruct
     monkeypatch.setattr(tiny_nla, "reconstruct", lambda t, **kw: calls.append(list(t)) or reconstruct(t, **kw))
@@ -84,7 +84,6 @@ def test_a_quote_holding_a_line_break_stays_inside_its_claim():
 
 
 def test_a_quoted_prediction_is_checked_against_the_targets_next_tokens():
-    from nla.reading.claims import predicted_by
 
     assert predicted_by("the", [" the", " a"]) is True
     assert predicted_by("The river", [" the"]) is True  # its first token is the likeliest one

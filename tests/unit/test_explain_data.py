@@ -6,9 +6,9 @@ import yaml
 from typer.testing import CliRunner
 
 from nla.cli import app
-from nla.data.dataset import sidecar_path
 from nla.errors import NLAError
 from nla.explainers.stage import ExplainDataConfig, explain_data
+from nla.layout import sidecar_path
 
 
 @pytest.fixture()

@@ -8,10 +8,11 @@ import yaml
 
 from nla.data import extract as extract_module
 from nla.data.corpus import load_corpus
-from nla.data.dataset import sidecar_path, vectors_of
 from nla.data.extract import ExtractConfig, extract
 from nla.data.sampling import SPLITS
 from nla.errors import NLAError
+from nla.inputs import vectors_of
+from nla.layout import sidecar_path
 from nla.models import load_target
 
 

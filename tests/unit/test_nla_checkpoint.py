@@ -35,9 +35,9 @@ def test_load_explain_reconstruct_score(tiny_nla):
     assert len(explanations) == 3 and all(e.text is None for e in explanations)  # untrained: no tags
     predicted = nla.reconstruct(["rivers and farms", "python code", "a poem"])
     assert predicted.shape == (3, 32) and torch.isfinite(predicted).all()
-    scores = nla.score(vectors, ["rivers", None, "poems"])
+    scores = nla.mse(vectors, ["rivers", None, "poems"])
     assert scores[1] is None and all(0 <= s <= 4 for s in (scores[0], scores[2]))
-    assert nla.score(predicted, ["rivers and farms", "python code", "a poem"]) == pytest.approx([0, 0, 0], abs=1e-5)
+    assert nla.mse(predicted, ["rivers and farms", "python code", "a poem"]) == pytest.approx([0, 0, 0], abs=1e-5)
 
 
 def test_older_actor_critic_sidecars_load(tiny_nla):

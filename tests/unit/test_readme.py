@@ -32,8 +32,8 @@ def test_the_python_section_runs(tmp_path, tiny_llama, monkeypatch, capsys):
     tokens = len(namespace["ids"])
     assert namespace["vectors"].shape == (tokens, 32) and len(namespace["labels"]) == tokens
     printed = capsys.readouterr().out
-    assert len(namespace["trace"]["tokens"]) == tokens
-    assert all(f"{t['token']!r} {t['label']} " in printed for t in namespace["trace"]["tokens"])
+    assert len(namespace["trace"].tokens) == tokens
+    assert all(f"{t.token!r} {t.label} {t.score} " in printed for t in namespace["trace"].tokens)
 
 
 @pytest.mark.real
@@ -42,4 +42,4 @@ def test_the_python_section_runs_as_written_on_the_shipped_nla(tmp_path, monkeyp
     namespace = {}
     exec(compile(python_section(), str(README), "exec"), namespace)
     assert namespace["reader"].nla.layer == 20 and len(namespace["labels"]) == len(namespace["ids"])
-    assert all(t["label"] in ("High", "Medium", "Low", "failed") for t in namespace["trace"]["tokens"] if t["traced"])
+    assert all(t.label in ("High", "Medium", "Low", "failed") for t in namespace["trace"].traced)

@@ -8,8 +8,8 @@ import torch
 
 from conftest import build_sft_nla
 from nla.autoencoder.nla import NLA
-from nla.data.dataset import vectors_of
 from nla.errors import NLAError
+from nla.inputs import vectors_of
 from nla.train.refit import DONE_FILE, PAIRS_FILE, RefitConfig, refit_ar
 
 

@@ -8,11 +8,11 @@ import pyarrow.parquet as pq
 
 from nla.data.corpus import PERSONAS_CORPUS, document_text, load_corpus
 from nla.data.personas import KINDS, system_prompt
+from nla.eval.claim_text import locate_quote, quote_spans
 from nla.explainers.base import ExplainRequest
 from nla.explainers.offline import offline_explanation
 from nla.explainers.salient import SalientWords, content_words, system_words
 from nla.explainers.stage import ExplainDataConfig, explain_data
-from nla.reading.claims import locate_quote, quote_spans
 
 BACKGROUND = ["the assistant will help you bake a cake today"] * 20 + ["facts: a cake recipe with flour and sugar"] * 5
 

@@ -111,10 +111,29 @@ def _hidden_with_role(nla, ids, role):
     from nla.models.activations import pad_right, residual_stream
 
     target = nla.target()
-    nla._use(role)
     input_ids, mask = pad_right([ids], target.pad_id, target.device)
-    with torch.no_grad():
+    with torch.no_grad(), nla.role(role):
         return residual_stream(target, input_ids, mask, nla.layer)[0]
+
+
+def test_after_any_nla_call_the_shared_base_runs_as_the_plain_target(lora_run, tiny_llama):
+    from nla.models import load_target
+
+    shared, plain = NLA.load(lora_run), load_target(str(tiny_llama))
+    ids = torch.tensor([plain.encode(TEXT)])
+    target = shared.target()
+    shared.explain(torch.randn(1, 32), max_new_tokens=2)
+    shared.reconstruct(["about bread"])
+    with torch.no_grad():  # the bug: target.model silently ran as the AV after explain()
+        assert torch.allclose(target.model(ids).logits, plain.model(ids).logits, atol=1e-5)
+        with shared.role("av"):
+            assert not torch.allclose(target.model(ids).logits, plain.model(ids).logits, atol=1e-3)
+            with shared.role("ar"):  # nested: restores the AV after the block, then the target
+                pass
+            as_av = target.model(ids).logits
+        assert torch.allclose(target.model(ids).logits, plain.model(ids).logits, atol=1e-5)
+        with shared.role("av"):
+            assert torch.allclose(target.model(ids).logits, as_av)
 
 
 def test_export_round_trips(lora_run, tmp_path):

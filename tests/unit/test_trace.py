@@ -12,8 +12,8 @@ from nla.cli import app
 from nla.errors import NLAError
 from nla.reading.prompt import Prompt
 from nla.reading.render import trace_page
-from nla.reading.trace import (PARTIAL_LOG, SCHEMA, TRACE_HTML, TRACE_JSON, TraceSettings, read_trace,
-                               trace_to_folder)
+from nla.reading.document import PARTIAL_LOG, SCHEMA, TRACE_HTML, TRACE_JSON, Trace, read_trace
+from nla.reading.trace import TraceSettings, trace_to_folder
 from nla.record_log import RecordLog
 
 CHAT = [{"role": "user", "content": "Where do rivers go?"}, {"role": "assistant", "content": "To the sea."}]
@@ -31,7 +31,7 @@ def reader(nla_folder, tiny_llama, tmp_path, monkeypatch):
 
 
 def test_every_token_gets_its_score_label_and_claims(reader):
-    trace = reader.trace(Prompt(text=TEXT), TraceSettings(min_position=2))
+    trace = reader.trace(Prompt(text=TEXT), TraceSettings(min_position=2)).document
     ids = reader.target.encode(TEXT)
     tokens, cal = trace["tokens"], reader.calibration
     assert trace["schema"] == SCHEMA and [t["token_id"] for t in tokens] == ids
@@ -42,7 +42,7 @@ def test_every_token_gets_its_score_label_and_claims(reader):
             assert t["cosine"] == pytest.approx(1 - t["mse"] / 2) and t["claims"] and t["norm"] > 0
         else:  # failed: what the AV wrote is kept, with the reason
             assert (t["explanation"], t["score"], t["label"]) == (None, None, "failed")
-            assert t["answer"] == FAILED_ANSWER and t["failure"] == "cut at the 150-token cap before </explanation>"
+            assert t["answer"] == FAILED_ANSWER and t["failure"] == "cut at the 200-token cap before </explanation>"
     summary = trace["summary"]
     assert summary["traced"] == len(ids) - 2 and sum(summary["labels"].values()) == summary["traced"]
     assert 0 < summary["failed"] < summary["traced"] and summary["claims"]["claims"] > 0
@@ -50,7 +50,7 @@ def test_every_token_gets_its_score_label_and_claims(reader):
 
 
 def test_quotes_are_checked_against_the_text_before_each_token(reader):
-    trace = reader.trace(Prompt(text=TEXT))
+    trace = reader.trace(Prompt(text=TEXT)).document
     water = next(t["position"] for t in trace["tokens"] if "water" in reader.target.tokenizer.decode(
         [x["token_id"] for x in trace["tokens"][: t["position"] + 1]]))
     seen = {}
@@ -64,7 +64,7 @@ def test_quotes_are_checked_against_the_text_before_each_token(reader):
 
 
 def test_a_chat_is_rendered_with_the_template_and_the_target_can_continue(reader):
-    trace = reader.trace(Prompt(messages=CHAT), TraceSettings(continue_tokens=4))
+    trace = reader.trace(Prompt(messages=CHAT), TraceSettings(continue_tokens=4)).document
     assert trace["input"]["kind"] == "chat" and trace["input"]["text"].startswith("<|im_start|>user")
     assert trace["input"]["text"].rstrip().endswith("<|im_start|>assistant")  # the target's turn comes next
     generated = [t for t in trace["tokens"] if t["generated"]]
@@ -92,11 +92,11 @@ def test_an_input_past_the_target_context_is_refused_with_its_length(reader, mon
 
 
 def test_an_overwrite_killed_while_writing_leaves_no_finished_looking_trace(reader, tmp_path, monkeypatch):
-    import nla.reading.trace as trace_module
+    import nla.reading.document as document_module
 
     out = tmp_path / "trace"
     trace_to_folder(reader, Prompt(text=TEXT), out, progress=False)
-    monkeypatch.setattr(trace_module, "write_json", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+    monkeypatch.setattr(document_module, "write_json", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
     with pytest.raises(KeyboardInterrupt):  # killed after the new page, before the new trace.json
         trace_to_folder(reader, Prompt(text=TEXT + " More."), out, overwrite=True, progress=False)
     monkeypatch.undo()
@@ -105,7 +105,7 @@ def test_an_overwrite_killed_while_writing_leaves_no_finished_looking_trace(read
 
 def test_a_killed_trace_resumes_with_the_readings_it_had(reader, tmp_path, monkeypatch):
     out, settings = tmp_path / "trace", TraceSettings(batch_size=8)
-    full = trace_to_folder(reader, Prompt(text=TEXT), tmp_path / "reference", settings, progress=False)
+    full = trace_to_folder(reader, Prompt(text=TEXT), tmp_path / "reference", settings, progress=False).document
     append = RecordLog.append
     monkeypatch.setattr(RecordLog, "append", lambda self, r: append(self, r) or (_ for _ in ()).throw(KeyboardInterrupt))
     with pytest.raises(KeyboardInterrupt):  # killed after its first batch
@@ -115,7 +115,7 @@ def test_a_killed_trace_resumes_with_the_readings_it_had(reader, tmp_path, monke
     explained = []
     explain = reader.nla.explain
     monkeypatch.setattr(reader.nla, "explain", lambda v, **kw: explained.append(len(v)) or explain(v, **kw))
-    resumed = trace_to_folder(reader, Prompt(text=TEXT), out, settings, progress=False)
+    resumed = trace_to_folder(reader, Prompt(text=TEXT), out, settings, progress=False).document
     assert sum(explained) == len(full["tokens"]) - 8  # only what was missing
     assert resumed["tokens"] == full["tokens"] and not (out / PARTIAL_LOG).exists()
     with pytest.raises(NLAError, match="--overwrite"):
@@ -123,7 +123,7 @@ def test_a_killed_trace_resumes_with_the_readings_it_had(reader, tmp_path, monke
 
 
 def test_the_page_is_self_contained_and_escapes_what_the_av_wrote(reader, tmp_path):
-    trace = reader.trace(Prompt(text=TEXT))
+    trace = reader.trace(Prompt(text=TEXT)).document
     trace["tokens"][0]["explanation"] = "</script><script>alert(1)</script> {{js}}"
     page = trace_page(trace)
     assert "default-src 'none'" in page and "http://" not in page and "https://" not in page
@@ -189,7 +189,7 @@ ESTIMATED = "estimated on a built-in sample"
 def test_position_0_and_high_norm_positions_are_marked_sinks_and_left_out_of_the_mean(reader):
     from nla.reading.trace import SINK_NORM_RATIO, attention_sinks
 
-    trace = reader.trace(Prompt(text=TEXT))
+    trace = reader.trace(Prompt(text=TEXT)).document
     tokens = trace["tokens"]
     norms = sorted(t["norm"] for t in tokens)
     median = norms[len(norms) // 2]
@@ -228,7 +228,7 @@ def test_trace_and_serve_take_every_reading_option(nla_folder, tiny_llama, tmp_p
 def test_each_traced_token_stores_the_targets_next_tokens_and_predictions_are_checked(reader):
     from nla.models.predictions import next_token_candidates
 
-    trace = reader.trace(Prompt(text=TEXT))
+    trace = reader.trace(Prompt(text=TEXT)).document
     ids = [t["token_id"] for t in trace["tokens"]]
     expected = next_token_candidates(reader.target, [ids], [[3]], k=5)[0][0]
     assert [t["token"] for t in trace["tokens"][3]["next_tokens"]] == [t for t, _ in expected]
@@ -241,3 +241,21 @@ def test_each_traced_token_stores_the_targets_next_tokens_and_predictions_are_ch
             assert q["predicted"] == any(q["text"].lower().startswith(n) for n in tops[t["position"]] if n)
     report = trace["summary"]["claims"]
     assert report["checked_predictions"] == len(predictions)
+
+
+def test_a_trace_is_typed_and_converts_to_every_form(reader, tmp_path):
+    trace = reader.trace("The river runs to the sea")  # a plain string is a text prompt
+    assert isinstance(trace, Trace) and trace.document["schema"] == SCHEMA
+    tokens = trace.tokens
+    assert [t.position for t in tokens] == list(range(len(tokens))) and all(t.traced for t in tokens)
+    ok = [t for t in tokens if t.status == "ok"]
+    assert ok and all(isinstance(t.explanation, str) and isinstance(t.score, float) and t.label for t in ok)
+    assert all(t.claims and "quotes" in t.claims[0] for t in ok)
+    assert trace.traced == tokens and trace.summary == trace.document["summary"]
+    assert json.loads(trace.to_json()) == trace.document
+    assert trace.to_html() == trace_page(trace.document)
+    table = trace.to_arrow()
+    assert table.num_rows == len(tokens) and table.column("score").to_pylist() == [t.score for t in tokens]
+    saved = trace.save(tmp_path / "t")
+    assert Trace.read(saved / TRACE_JSON).document == json.loads((saved / TRACE_JSON).read_text())
+    assert (saved / TRACE_HTML).exists() and "traced" in repr(trace)

@@ -53,7 +53,7 @@ def test_trained_av_and_ar_load_as_one_nla(tmp_path, toy_pairs, tiny_llama):
     nla = NLA.load(tmp_path / "nla")
     explanations = nla.explain(torch.randn(2, 32), max_new_tokens=8)
     assert len(explanations) == 2
-    assert len(nla.score(torch.randn(2, 32), ["about river", "about bread"])) == 2
+    assert len(nla.mse(torch.randn(2, 32), ["about river", "about bread"])) == 2
 
 
 def test_existing_av_is_refused(tmp_path, toy_pairs, tiny_llama):

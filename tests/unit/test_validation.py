@@ -14,9 +14,10 @@ from typer.testing import CliRunner
 
 from conftest import TOY_WORDS, build_tiny_nla, write_toy_pairs
 from nla.cli import app
-from nla.data.dataset import rows_to_table, sidecar_path
+from nla.data.dataset import rows_to_table
 from nla.errors import NLAError
 from nla.inputs import check_match, check_out_folder, damaged_file, open_dataset, same_target
+from nla.layout import sidecar_path
 
 
 def split(path, *, rows: int = 4, d: int = 8, layer: int | None = 3, model: str | None = "org/model"):

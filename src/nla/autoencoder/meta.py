@@ -16,8 +16,8 @@ from pathlib import Path
 from nla.atomic import read_yaml_mapping, write_yaml
 from nla.errors import NLAError
 from nla.inputs import damaged_file
+from nla.layout import META_FILE
 
-META_FILE = "nla_meta.yaml"
 SCHEMA_VERSION = 2
 ROLE_ALIASES = {"av": "av", "ar": "ar", "actor": "av", "critic": "ar"}
 STAGES = ("init", "sl", "rl")

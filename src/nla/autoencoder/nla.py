@@ -1,13 +1,18 @@
-"""The public handle on a trained NLA: load it, explain activations, reconstruct text, score pairs.
+"""The public handle on a trained NLA: load it, explain activations, reconstruct text, measure pairs.
 
     nla = NLA.load("path/to/nla")             # holds av/ and ar/ (or av_adapter/ and ar_adapter/)
     nla = NLA.load("kitft/nla-qwen2.5-7b-L20")   # a released NLA: its -av and -ar hub repositories
     explanations = nla.explain(vectors)       # (N, d) activations -> N explanations
     predicted = nla.reconstruct(texts)        # N texts -> (N, d)
-    mse = nla.score(vectors, texts)           # per row, 2(1 - cos): 0 perfect, 2 orthogonal
+    mse = nla.mse(vectors, texts)             # per row, 2(1 - cos): 0 perfect, 2 orthogonal
+    with nla.role("av"): ...                  # run the shared base as the AV (or "ar", "target") in a block
+
+"Score" is a reader's word for 1 - MSE/B (reading/calibration.py), never this raw error.
 
 A folder with both LoRA adapters (what train-ar / train-av write) loads onto one base model
 that also serves as the target (`nla.target`): one copy of the weights instead of three.
+Outside NLA calls it always runs as the plain target: each call that needs the AV or AR
+switches its adapters on for that call only (`NLA.role`).
 Merged folders (`nla export`, full fine-tuning, a released NLA's two repositories) load as
 two models, and the target as a third when first asked for (default: the AV's
 base_checkpoint); so does `shared_base=False`, which merges each adapter into its own copy.
@@ -17,6 +22,7 @@ release; one that reaches the cap without its closing tag is reported as truncat
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -71,6 +77,7 @@ class NLA:
         self.ar_meta = ar_meta
         self._target = target  # the shared base (adapters), or loaded on first use (merged folders)
         self.shared_base = target is not None and target.model is verbalizer.model
+        self._role = "target"  # load_shared leaves a shared base with its adapters off
         self.source = source  # where the checkpoints were read from
         self.device, self.dtype = device, dtype  # how the target is loaded when first asked for
 
@@ -105,9 +112,8 @@ class NLA:
 
     def target(self, spec: str | None = None, *, device: str | None = None, dtype: str | None = None) -> Target:
         """The frozen target whose activations this NLA reads: the shared base when there is one, else
-        loaded once from `spec` (default: the AV's base_checkpoint), on the NLA's device and dtype. On a
-        shared base this switches the adapters off, so the returned model is the plain target until
-        explain/reconstruct switch again."""
+        loaded once from `spec` (default: the AV's base_checkpoint), on the NLA's device and dtype. A shared
+        base runs as the plain target outside NLA calls (and inside `with nla.role("target")`)."""
         if self.shared_base and spec and spec != self._target.name:
             raise NLAError(f"this NLA's adapters sit on {self._target.name}, which is also its target; "
                            f"drop --model {spec} (or load the merged folders to read another copy of it)")
@@ -125,12 +131,22 @@ class NLA:
                     raise
                 raise NLAError(f"cannot load the AV's base_checkpoint {base!r} ({err}); pass --model with "
                                "that target (a local folder or hub id)") from err
-        self._use("target")
         return self._target
 
-    def _use(self, role: str) -> None:
+    @contextmanager
+    def role(self, role: str):
+        """Run the shared base as `role` ("target", "av" or "ar") inside the block, then as it ran before it.
+        A no-op for an NLA of separate models."""
+        previous = self._role
         if self.shared_base:
             use_role(self.verbalizer.model, role)
+        self._role = role
+        try:
+            yield self
+        finally:
+            if self.shared_base:
+                use_role(self.verbalizer.model, previous)
+            self._role = previous
 
     @torch.no_grad()
     def activations(self, ids: list[int], target: Target | None = None) -> torch.Tensor:
@@ -139,9 +155,9 @@ class NLA:
         if target.d_model != self.d_model:
             raise NLAError(f"the target has d_model {target.d_model} but the NLA reads {self.d_model}; "
                            "pass the model the NLA was trained on")
-        self._use("target")
         input_ids, mask = pad_right([ids], target.pad_id, target.device)
-        return residual_stream(target, input_ids, mask, self.layer)[0].float().cpu()
+        with self.role("target"):
+            return residual_stream(target, input_ids, mask, self.layer)[0].float().cpu()
 
     @property
     def d_model(self) -> int:
@@ -152,24 +168,24 @@ class NLA:
         return self.reconstructor.layer
 
     def explain(self, vectors: torch.Tensor, **generation) -> list[Explanation]:
-        self._use("av")
-        return self.verbalizer.explain(vectors, **generation)
+        with self.role("av"):
+            return self.verbalizer.explain(vectors, **generation)
 
     def reconstruct(self, texts: list[str], *, batch_size: int = 32) -> torch.Tensor:
         """(N, d) predicted activations, fp32 on CPU."""
-        self._use("ar")
-        return reconstruct_texts(self.reconstructor, self.ar_tokenizer, self.ar_meta.prompt_templates["ar"], texts,
-                                 batch_size=batch_size)
+        with self.role("ar"):
+            return reconstruct_texts(self.reconstructor, self.ar_tokenizer, self.ar_meta.prompt_templates["ar"],
+                                     texts, batch_size=batch_size)
 
-    def score(self, vectors: torch.Tensor, texts: list[str | None]) -> list[float | None]:
+    def mse(self, vectors: torch.Tensor, texts: list[str | None]) -> list[float | None]:
         """Reconstruction error of each (activation, explanation) pair; None where the explanation failed."""
         vectors = check_vectors(vectors, self.d_model)
         if len(texts) != len(vectors):
-            raise NLAError(f"score got {len(vectors)} activations but {len(texts)} texts; pass one text per activation")
+            raise NLAError(f"mse got {len(vectors)} activations but {len(texts)} texts; pass one text per activation")
         present = [i for i, t in enumerate(texts) if t is not None]
-        scores: list[float | None] = [None] * len(texts)
+        errors: list[float | None] = [None] * len(texts)
         if present:
             mse = reconstruction_mse(self.reconstruct([texts[i] for i in present]), vectors[present].float().cpu())
             for i, value in zip(present, mse.tolist()):
-                scores[i] = value
-        return scores
+                errors[i] = value
+        return errors

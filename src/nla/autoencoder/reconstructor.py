@@ -29,10 +29,10 @@ from nla.autoencoder.meta import META_FILE, ModelMeta, read_model_meta, write_mo
 from nla.autoencoder.templates import check_ar_suffix, check_ar_template
 from nla.errors import NLAError
 from nla.inputs import damaged_file
-from nla.models.adapters import FamilyAdapter, adapter_for, text_config
+from nla.layout import VALUE_HEAD_FILE
 from nla.models.activations import hidden_at_layer
+from nla.models.adapters import FamilyAdapter, adapter_for, text_config
 
-VALUE_HEAD_FILE = "value_head.safetensors"
 _LAYER_KEY = re.compile(r"\.layers\.(\d+)\.")
 
 

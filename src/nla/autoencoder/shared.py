@@ -29,17 +29,16 @@ from torch import nn
 from nla.atomic import atomic_path
 from nla.autoencoder.checkpoint import AR_DIR, AV_DIR, check_pair, check_site, load_verbalizer
 from nla.autoencoder.injection import Injection
+from nla.autoencoder.lora import load_adapter, lora_layers, merge_lora, save_adapter
 from nla.autoencoder.meta import ModelMeta, read_model_meta, write_model_meta
 from nla.autoencoder.reconstructor import VALUE_HEAD_FILE, Reconstructor, load_reconstructor, read_value_head
 from nla.autoencoder.templates import check_ar_suffix, check_ar_template
 from nla.autoencoder.verbalizer import Verbalizer
 from nla.errors import NLAError
-from nla.train.lora import load_adapter, lora_layers, merge_lora, save_adapter
+from nla.layout import ADAPTER_DIRS, CALIBRATION_FILE
 
-ADAPTER_DIRS = {"av": "av_adapter", "ar": "ar_adapter"}
 RELEASED_DIRS = {"av": AV_DIR, "ar": AR_DIR}
 ROLES = ("target", "av", "ar")
-CALIBRATION_FILE = "calibration.json"  # nla calibrate's output (reading/calibration.py): made from the old weights
 
 
 def trained(run: Path, role: str) -> bool:
@@ -166,7 +165,7 @@ def write_stacked(run: Path, role: str, model: nn.Module, adapter_name: str, par
     """RUN/{role}_adapter holding `parent`'s adapter and the model's LoRA trained on top of it (RL) as one
     adapter, so the run stays megabytes and loads on the shared base; None (nothing written) when the two
     do not stack, and the caller writes the merged folder instead."""
-    from nla.train.lora import ADAPTER_WEIGHTS, stacked_adapter
+    from nla.autoencoder.lora import ADAPTER_WEIGHTS, stacked_adapter
 
     stacked = stacked_adapter(model, adapter_name, parent)
     if stacked is None:

@@ -29,12 +29,22 @@ def parse_explanation(answer: str) -> str | None:
     return match.group(1).strip() if match else None
 
 
+# One convention for a failed explanation, everywhere: its text is None. A reader labels it "failed" and gives
+# it no score; an average over rows (nla eval, RL's logged FVE) counts it at FAILED_MSE, the error of a guess
+# orthogonal to the activation, so that failing never scores better than guessing wrong.
+FAILED_MSE = 2.0
+
+
 @dataclass
 class Explanation:
-    text: str | None  # None: the answer had no complete <explanation> tags
+    text: str | None  # None: the answer had no complete <explanation> tags (FAILED_MSE below)
     answer: str  # everything the AV wrote
     num_tokens: int
     truncated: bool = False  # the answer reached the token cap before its closing tag: raise max_new_tokens
+
+    @property
+    def failed(self) -> bool:
+        return self.text is None
 
 
 def stop_ids(model, tokenizer) -> set[int]:

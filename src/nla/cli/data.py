@@ -8,13 +8,23 @@ from typing import Optional
 
 import typer
 
+from nla.cli.common import (
+    CORPUS_HELP,
+    DTYPE_HELP,
+    EXTRACT,
+    MODEL_HELP,
+    SPLIT,
+    app,
+    checked_dtype,
+    opt_device,
+    opt_dtype,
+    user_errors,
+)
 from nla.data.config import ExtractConfig
 from nla.data.sampling import SplitFractions
 from nla.explainers.api import DEFAULT_CONCURRENCY, DEFAULT_MAX_RETRIES
 from nla.explainers.api import DEFAULT_MODELS as DEFAULT_API_MODELS
 from nla.inputs import check_out_folder
-from nla.cli.common import (CORPUS_HELP, DTYPE_HELP, EXTRACT, MODEL_HELP, SPLIT, app, checked_dtype, opt_device,
-                            opt_dtype, user_errors)
 
 
 @app.command()
@@ -76,6 +86,7 @@ def extract(
     """Extract residual-stream activations from a corpus into a training-ready dataset."""
     check_out_folder(out)
     from nla.data.extract import extract as run_extract
+    from nla.data.info import format_summary
 
     cfg = ExtractConfig(out=out, model=model, corpus=corpus, text_field=text_field, layer=layer,
                         positions_per_doc=positions_per_doc, min_position=min_position,
@@ -115,28 +126,13 @@ def explain_data(
 
     cfg = ExplainDataConfig(dataset=dataset, out=out, explainer=explainer,
                             splits=tuple(s.strip() for s in splits.split(",") if s.strip()), top_k=top_k,
-                            quote_tokens=quote_tokens, salient_words=salient_words, device=device, overwrite=overwrite, api_model=api_model, base_url=base_url,
+                            quote_tokens=quote_tokens, salient_words=salient_words, device=device,
+                            overwrite=overwrite, api_model=api_model, base_url=base_url,
                             api_key_env=api_key_env, concurrency=concurrency, max_retries=max_retries)
     summary = run_explain_data(cfg)
     for split, counts in summary["splits"].items():
         typer.echo(f"{split}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     typer.echo(f"explanations written to {cfg.out}/")
-
-
-def format_summary(summary: dict, out: Path) -> str:
-    norms = summary["activation_norm"]
-    splits = ", ".join(f"{k} {v}" for k, v in summary["rows_per_split"].items())
-    speed = summary["tokens_per_second"]
-    lines = [
-        f"extracted {summary['rows']} activations from {summary['documents_used']} documents "
-        f"({summary['documents_skipped_too_short']} skipped as too short) into {out}/",
-        f"  model {summary['model']}, layer {summary['layer']}, d_model {summary['d_model']}; "
-        f"{summary['tokens']} tokens" + (f" at {speed:.0f} tokens/s" if speed else " (all resumed from chunks)"),
-        f"  rows per split: {splits}",
-        f"  activation norm: mean {norms['mean']:.1f}, p50 {norms['p50']:.1f}, p99 {norms['p99']:.1f}, "
-        f"max {norms['max']:.1f} -> suggested injection scale {summary['suggested_injection_scale']:g}",
-    ]
-    return "\n".join(lines)
 
 
 @app.command("build-corpus")

@@ -41,7 +41,8 @@ def trace(
     """Every token's explanation, fidelity score (High/Medium/Low) and claim checks -> OUT/trace.json + trace.html.
     A killed run resumes: rerun the same command."""
     from nla.reading.prompt import Prompt
-    from nla.reading.trace import TRACE_HTML, Reader, check_output, trace_to_folder
+    from nla.reading.document import TRACE_HTML, check_output
+    from nla.reading.trace import Reader, trace_to_folder
 
     if sum(x is not None for x in (text, file, chat)) != 1:
         raise NLAError("give exactly one of: TEXT, --file F, --chat F.json")
@@ -52,14 +53,14 @@ def trace(
     reader = Reader.load(nla, av=nla_av, ar=nla_ar, model=model, device=device, dtype=checked_dtype(dtype),
                          max_new_tokens=max_new_tokens, progress=True)
     result = trace_to_folder(reader, prompt, out, settings, overwrite=overwrite)
-    summary, claims = result["summary"], result["summary"]["claims"]
+    summary, claims = result.summary, result.summary["claims"]
     labels = ", ".join(f"{name} {count}" for name, count in summary["labels"].items())
-    typer.echo(f"traced {summary['traced']} tokens in {result['seconds']:.1f} s: {labels}")
+    typer.echo(f"traced {summary['traced']} tokens in {result.document['seconds']:.1f} s: {labels}")
     typer.echo(f"claims: {claims['claims']} ({_share(claims['negligible_share'])} negligible); quotes: "
                f"{claims['quotes']} ({_share(claims['flagged_share'])} not found before their token); predictions: "
                f"{claims['checked_predictions']} ({_share(claims['supported_prediction_share'])} among the target's "
                "5 likeliest next tokens)")
-    typer.echo(f"calibration: {result['calibration']['note']}")
+    typer.echo(f"calibration: {result.document['calibration']['note']}")
     typer.echo(f"wrote {out}/trace.json and {out}/{TRACE_HTML} (open it in a browser)")
 
 

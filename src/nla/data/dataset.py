@@ -20,8 +20,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from nla.atomic import write_yaml
+from nla.layout import sidecar_path
 
-SIDECAR_SUFFIX = ".nla_meta.yaml"
 STRING_COLUMNS = ("doc_id", "token", "detokenized_text_truncated", "source", "genre", "topic", "split")
 INT_COLUMNS = {"position": pa.int32(), "n_raw_tokens": pa.int32(), "activation_layer": pa.int16(),
                "token_id": pa.int32()}
@@ -44,18 +44,6 @@ def rows_to_table(vectors: np.ndarray, columns: dict[str, list], d_model: int) -
     sch = schema(d_model)
     arrays += [pa.array(columns[f.name], type=f.type) for f in list(sch)[1:]]
     return pa.Table.from_arrays(arrays, schema=sch)
-
-
-def vectors_of(table: pa.Table) -> np.ndarray:
-    """The activation_vector column as an (N, d) float32 array."""
-    column = table.column("activation_vector").combine_chunks()
-    d = column.type.list_size
-    return column.flatten().to_numpy(zero_copy_only=False).reshape(-1, d)
-
-
-def sidecar_path(parquet: str | Path) -> Path:
-    parquet = Path(parquet)
-    return parquet.with_name(parquet.name + SIDECAR_SUFFIX)
 
 
 def write_sidecar(parquet: Path, *, dataset_id: str, split: str, row_count: int, extraction: dict) -> None:

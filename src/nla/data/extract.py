@@ -34,20 +34,20 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from nla.atomic import atomic_path, old_copy, swap_folder, write_json, write_yaml
+from nla.changes import changed_settings, describe_changes
 from nla.data.config import ExtractConfig
 from nla.data.corpus import Document, load_corpus
-from nla.data.dataset import rows_to_table, schema, vectors_of, write_sidecar
+from nla.data.dataset import rows_to_table, schema, write_sidecar
 from nla.data.norms import norm_stats, suggest_injection_scale
 from nla.data.sampling import SPLITS, assign_split, sample_positions
-from nla.changes import changed_settings, describe_changes
 from nla.errors import NLAError
+from nla.inputs import vectors_of
+from nla.layout import CONFIG, SUMMARY
 from nla.models import Target, load_target
 from nla.models.activations import batched_residual_stream
 
 log = logging.getLogger(__name__)
 
-SUMMARY = "summary.json"
-CONFIG = "config.yaml"
 PARTIAL = ".partial"
 
 

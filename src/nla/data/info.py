@@ -1,6 +1,8 @@
-"""`nla info`: the shape of a target and its activation norms at a layer."""
+"""`nla info`: the shape of a target and its activation norms at a layer; and an extraction's summary in words."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 
@@ -47,3 +49,19 @@ def target_info(target: Target, *, layer: int | None, corpus: str, max_docs: int
     info["activation_norm"] = {"documents": len(ids), "min_position": min_position, **stats}
     info["suggested_injection_scale"] = suggest_injection_scale(stats["mean"])
     return info
+
+
+def format_summary(summary: dict, out: Path) -> str:
+    norms = summary["activation_norm"]
+    splits = ", ".join(f"{k} {v}" for k, v in summary["rows_per_split"].items())
+    speed = summary["tokens_per_second"]
+    lines = [
+        f"extracted {summary['rows']} activations from {summary['documents_used']} documents "
+        f"({summary['documents_skipped_too_short']} skipped as too short) into {out}/",
+        f"  model {summary['model']}, layer {summary['layer']}, d_model {summary['d_model']}; "
+        f"{summary['tokens']} tokens" + (f" at {speed:.0f} tokens/s" if speed else " (all resumed from chunks)"),
+        f"  rows per split: {splits}",
+        f"  activation norm: mean {norms['mean']:.1f}, p50 {norms['p50']:.1f}, p99 {norms['p99']:.1f}, "
+        f"max {norms['max']:.1f} -> suggested injection scale {summary['suggested_injection_scale']:g}",
+    ]
+    return "\n".join(lines)

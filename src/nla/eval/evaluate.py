@@ -41,17 +41,16 @@ from nla.autoencoder.hub import role_folder
 from nla.autoencoder.nla import NLA, reconstruct_texts
 from nla.autoencoder.reconstructor import reconstruction_mse
 from nla.autoencoder.shared import load_ar_folder
-from nla.data.dataset import vectors_of
+from nla.autoencoder.verbalizer import FAILED_MSE
 from nla.errors import NLAError
 from nla.eval.config import EvalConfig
 from nla.eval.metrics import Baseline, baseline
 from nla.eval.readability import perplexity, quote_precision
-from nla.inputs import damaged_file, open_dataset
+from nla.inputs import damaged_file, open_dataset, vectors_of
+from nla.layout import CONTEXT_COLUMN
 from nla.record_log import RecordLog
 
 EVAL_JSON, ROWS_FILE, EXPLANATIONS_FILE = "eval.json", "rows.parquet", "explanations.jsonl"
-FAILED_MSE = 2.0  # an untagged explanation scores like an orthogonal guess
-CONTEXT_COLUMN = "detokenized_text_truncated"
 REQUIRED_COLUMNS = ("activation_vector", "doc_id", "position", "token")
 
 
@@ -173,13 +172,13 @@ def readability(nla: NLA, records: list[dict], table, rows: int = 64) -> dict:
     texts = [r["text"] for r in records]
     result = {"quotes": quote_precision(texts, table.column(CONTEXT_COLUMN).to_pylist())
               if CONTEXT_COLUMN in table.column_names else {"skipped": f"no {CONTEXT_COLUMN} column"}}
-    target = nla.target()  # adapters off: the plain target
-    written = [t for t in texts if t][:rows]
-    if written:
-        result["perplexity"] = perplexity(target.model, target.tokenizer, written)
-    start = warm_start_texts(nla, rows)
-    if start:
-        result["warm_start_perplexity"] = perplexity(target.model, target.tokenizer, start)
+    target = nla.target()
+    written, start = [t for t in texts if t][:rows], warm_start_texts(nla, rows)
+    with nla.role("target"):  # adapters off: the plain target
+        if written:
+            result["perplexity"] = perplexity(target.model, target.tokenizer, written)
+        if start:
+            result["warm_start_perplexity"] = perplexity(target.model, target.tokenizer, start)
     return result
 
 
@@ -261,7 +260,7 @@ def write_plots(out: Path, by: dict[str, dict], row_count: int) -> dict:
 
 
 def evaluate(cfg: EvalConfig, *, progress: bool = True) -> dict:
-    from nla.models.target import pick_device
+    from nla.models.loading import pick_device
 
     if (cfg.out / EVAL_JSON).exists() and not cfg.overwrite:
         raise NLAError(f"{cfg.out} already holds an evaluation; pass --overwrite or another --out")

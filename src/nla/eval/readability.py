@@ -13,13 +13,13 @@ import math
 
 import torch
 
+from nla.eval.claim_text import locate_quote, looks_ahead, quote_spans, split_claims
 from nla.models.activations import pad_right
+
 
 def quote_precision(explanations: list[str | None], contexts: list[str]) -> dict:
     """Of the quoted spans that claim to quote the context (not those in a claim about what comes next),
     the share found there; the same quote finder and matcher as `nla trace`'s claim checks."""
-    from nla.reading.claims import locate_quote, looks_ahead, quote_spans, split_claims
-
     found = total = 0
     for text, context in zip(explanations, contexts):
         if not text:

@@ -2,7 +2,8 @@
 
 Three or four sentences, in this order (see docs/quality.md for the measurements behind it):
 
-    A news article about science. It mentions "volcano", "Etna" and "lava". Next it expects " erupt", " be" or " have". The text so far ends: "…scientists say the volcano could"
+    A news story about science. It mentions "volcano", "Etna" and "lava". Next it expects " erupt", " be" or
+    " have". The text so far ends: "…scientists say the volcano could"
 
 1. What the passage is (the document's genre and topic: the corpus's labels).
 2. With `--salient-words K`, what the whole context is about in its own words: its K most

@@ -26,7 +26,6 @@ import pyarrow.parquet as pq
 
 from nla.atomic import atomic_path, read_yaml_mapping, write_json, write_yaml
 from nla.data.corpus import document_text, load_corpus
-from nla.data.dataset import sidecar_path
 from nla.data.extract import CONFIG, SUMMARY, encode_document
 from nla.errors import NLAError
 from nla.explainers.api import (
@@ -41,6 +40,7 @@ from nla.explainers.base import Explainer, ExplainRequest
 from nla.explainers.offline import OfflineExplainer
 from nla.explainers.salient import SalientWords, system_words
 from nla.inputs import check_dataset_file, damaged_file, open_dataset
+from nla.layout import sidecar_path
 from nla.models import Target, load_target
 from nla.models.predictions import next_token_candidates
 

@@ -20,12 +20,35 @@ from contextlib import contextmanager
 import torch
 
 from nla.errors import NLAError
-from nla.models.target import pick_device, pick_dtype
+from nla.inputs import damaged_file
 
 # Checkpoint key prefixes of the wrapper's text decoder (transformers 4.x and 5.x spellings) -> causal LM keys.
 TEXT_KEY_MAPPING = {r"^language_model\.model\.": "model.", r"^model\.language_model\.": "model.",
                     r"^language_model\.lm_head\.": "lm_head."}
 SPREAD = "auto"  # the device_map that spreads a model over every visible GPU
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        chosen = torch.device(device)
+    except RuntimeError as err:
+        raise NLAError(f"unknown device '{device}'; use auto, cpu, cuda or cuda:N") from err
+    if chosen.type == "cuda" and (chosen.index or 0) >= torch.cuda.device_count():
+        raise NLAError(f"device '{device}' is not available ({torch.cuda.device_count()} CUDA devices here); "
+                       "use --device auto or cpu")
+    return chosen
+
+
+def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    choices = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+               "float16": torch.float16, "fp16": torch.float16}
+    if dtype not in choices:
+        raise NLAError(f"unknown dtype '{dtype}'; use auto, float32, bfloat16 or float16")
+    return choices[dtype]
 
 
 def placement(device: str, *, spread: bool = False) -> tuple[torch.device | None, str | None]:
@@ -93,7 +116,6 @@ def local_model_files(source, kwargs: dict):
     from contextlib import nullcontext
     from pathlib import Path
 
-    from nla.inputs import damaged_file
 
     if not Path(str(source)).is_dir():
         return nullcontext()

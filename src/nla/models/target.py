@@ -11,7 +11,6 @@ fp32 on CPU (bf16 matmul there is hundreds of times slower), bf16 on CUDA.
 from __future__ import annotations
 
 import re
-
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,8 +19,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from nla.errors import NLAError
 from nla.models.adapters import FamilyAdapter, adapter_for, text_config
+from nla.models.hub import download
+from nla.models.loading import load_causal_lm, local_model_files
 from nla.models.presets import PRESETS, preset_folder
-
 
 
 @dataclass
@@ -160,29 +160,6 @@ def check_unicode(text: str) -> None:
                        f"{text[err.start]!r}, e.g. bytes that are not UTF-8); pass UTF-8 text") from None
 
 
-def pick_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        chosen = torch.device(device)
-    except RuntimeError as err:
-        raise NLAError(f"unknown device '{device}'; use auto, cpu, cuda or cuda:N") from err
-    if chosen.type == "cuda" and (chosen.index or 0) >= torch.cuda.device_count():
-        raise NLAError(f"device '{device}' is not available ({torch.cuda.device_count()} CUDA devices here); "
-                       "use --device auto or cpu")
-    return chosen
-
-
-def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    if dtype == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    choices = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-               "float16": torch.float16, "fp16": torch.float16}
-    if dtype not in choices:
-        raise NLAError(f"unknown dtype '{dtype}'; use auto, float32, bfloat16 or float16")
-    return choices[dtype]
-
-
 def _convert_gguf(gguf: Path, folder: Path) -> None:
     """Dequantise a GGUF into a plain fp32 HF folder."""
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -212,8 +189,6 @@ def _source(spec: str) -> tuple[str | Path, dict]:
     if spec.count("/") == 1 and not spec.startswith((".", "/")):
         # A hub id such as Qwen/Qwen2.5-7B. Its config is fetched first, through the one call that does not
         # retry: transformers' own first request retries for a minute before it says a repository is missing.
-        from nla.autoencoder.hub import download
-
         download(spec, patterns=["config.json"])
         return spec, {}
     presets = ", ".join(PRESETS)
@@ -227,8 +202,6 @@ def load_target(
     spread: bool = False,
 ) -> Target:
     """Load a frozen target model and its tokenizer (`spread`: "auto" may spread it over several GPUs)."""
-    from nla.models.loading import load_causal_lm, local_model_files
-
     source, kwargs = _source(spec)
     try:
         with local_model_files(source, kwargs):  # a damaged local folder is named; a hub id's errors are below

@@ -32,16 +32,17 @@ import torch
 from tqdm import tqdm
 
 from nla.atomic import write_json
+from nla.autoencoder.defaults import MAX_NEW_TOKENS
 from nla.autoencoder.nla import NLA
 from nla.errors import NLAError
 from nla.eval.metrics import baseline
 from nla.inputs import damaged_file
+from nla.layout import CALIBRATION_FILE
 from nla.models.target import Target
 from nla.reading.claims import check_claims, claims_report
 from nla.record_log import saved_settings
 
 log = logging.getLogger(__name__)
-CALIBRATION_FILE = "calibration.json"
 SCHEMA_VERSION = 1
 LABELS = ("High", "Medium", "Low")
 FAILED = "failed"
@@ -106,7 +107,7 @@ def thresholds(scores: list[float]) -> tuple[float | None, float | None]:
 
 
 def compute_calibration(nla: NLA, vectors: torch.Tensor, contexts: list[str] | None = None, *, source: str,
-                        estimated: bool, max_new_tokens: int = 150, batch_size: int = 16,
+                        estimated: bool, max_new_tokens: int = MAX_NEW_TOKENS, batch_size: int = 16,
                         progress: bool = False, texts: list[str | None] | None = None) -> Calibration:
     """Explain held-out activations (N, d) (or take their explanations, `texts`, from an evaluation), score
     the round trips, and derive B, the thresholds and the claim report (when the contexts, the text up to
@@ -120,7 +121,7 @@ def compute_calibration(nla: NLA, vectors: torch.Tensor, contexts: list[str] | N
                           disable=not progress):
             batch = vectors[start : start + batch_size]
             texts += [e.text for e in nla.explain(batch, max_new_tokens=max_new_tokens, batch_size=batch_size)]
-    mse = nla.score(vectors, texts)
+    mse = nla.mse(vectors, texts)
     scores = [1.0 - m / denominator for m in mse if m is not None]
     low, high = thresholds(scores)
     claims = {}
@@ -236,7 +237,7 @@ def _cache_path(nla: NLA, folder: Path, max_new_tokens: int) -> Path:
     return cache_dir() / "calibrations" / f"{hashlib.sha256(identity.encode()).hexdigest()[:16]}.json"
 
 
-def calibration_for(nla: NLA, folder: Path, target: Target, *, max_new_tokens: int = 150,
+def calibration_for(nla: NLA, folder: Path, target: Target, *, max_new_tokens: int = MAX_NEW_TOKENS,
                     progress: bool = False) -> Calibration:
     """The NLA folder's calibration.json, else the built-in estimate (computed once, then cached)."""
     own = read_calibration(Path(folder) / CALIBRATION_FILE)
@@ -267,7 +268,7 @@ def calibration_path(nla_path: str | Path) -> Path:
 
 
 def calibrate(nla_path: str | Path, data: str | Path | None = None, *, max_rows: int | None = 256,
-              max_new_tokens: int = 150, batch_size: int = 16, seed: int = 0, device: str = "auto",
+              max_new_tokens: int = MAX_NEW_TOKENS, batch_size: int = 16, seed: int = 0, device: str = "auto",
               overwrite: bool = False, progress: bool = True, from_eval: Path | None = None) -> Calibration:
     """`nla calibrate`: calibrate an NLA on held-out activations (default: the validation split of the
     dataset it was trained on) and write NLA/calibration.json. `from_eval`: an `nla eval` folder of this

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from nla.autoencoder.defaults import MAX_NEW_TOKENS
 from nla.errors import NLAError
 
 # The NLA shipped in the package (see autoencoder/default.py): what trace, serve and demo read with
@@ -16,7 +17,7 @@ EXPLAIN_MAX_TOKENS = 512
 
 @dataclass
 class TraceSettings:
-    max_new_tokens: int = 150  # the AV's cap; an explanation cut there is a failure
+    max_new_tokens: int = MAX_NEW_TOKENS  # the release's cap; an explanation cut there is a failure
     batch_size: int = 16  # activations explained together
     min_position: int = 0  # earlier tokens are shown but not traced
     continue_tokens: int = 0  # tokens the target writes after the input, traced too
@@ -48,7 +49,7 @@ class IndexSettings:
     min_position: int = 1  # position 0 is an attention sink: its activation says nothing about the text
     max_doc_tokens: int = 512
     seed: int = 42
-    max_new_tokens: int = 150
+    max_new_tokens: int = MAX_NEW_TOKENS
 
     def __post_init__(self):
         self.positions, self.explain = str(self.positions), str(self.explain)

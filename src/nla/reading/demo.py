@@ -77,7 +77,7 @@ def held_out_report(nla) -> list[str]:
 
 
 def run_demo(out: Path, *, nla="default", echo=print, device: str = "auto") -> dict:
-    from nla.reading.trace import Reader, write_trace
+    from nla.reading.trace import Reader
 
     started = time.perf_counter()
     reader = Reader.load(nla, device=device)
@@ -89,11 +89,12 @@ def run_demo(out: Path, *, nla="default", echo=print, device: str = "auto") -> d
     for name, prompt in TEXTS.items():
         ids, _ = reader.encode(prompt, TraceSettings())
         settings = TraceSettings(min_position=max(0, len(ids) - EXPLAINED_TOKENS))
-        results[name] = trace = reader.trace(prompt, settings)
-        echo(f"\n{name} ({trace['input']['kind']}):")
-        for token in trace["tokens"]:
+        trace = reader.trace(prompt, settings)
+        results[name] = trace.document
+        echo(f"\n{name} ({trace.document['input']['kind']}):")
+        for token in trace.document["tokens"]:
             echo(token_line(token))
-        write_trace(trace, out / name)
+        trace.save(out / name)
     write_text(out / "index.html", index_page(results, reader.calibration.note))
     echo(f"\ncalibration: {reader.calibration.note}")
     echo(f"wrote {out}/index.html ({len(results)} traces) in {time.perf_counter() - started:.0f} s")
@@ -106,10 +107,11 @@ def extraction_demo(out: Path, *, echo=print, max_docs: int = 240) -> dict:
     import json
     import textwrap
 
-    from nla.cli.data import format_summary
     from nla.data.config import ExtractConfig
-    from nla.data.dataset import read_dataset, vectors_of
+    from nla.data.dataset import read_dataset
     from nla.data.extract import SUMMARY, extract
+    from nla.data.info import format_summary
+    from nla.inputs import vectors_of
 
     if (out / SUMMARY).exists():
         echo(f"reusing the finished extraction in {out}/ (delete it to run again)")

@@ -114,11 +114,11 @@ def index_chunk(reader: Reader, chunk: list[PlannedDoc], layer: int, trace: Trac
     readings of the explained positions, batched across the chunk's documents."""
     wanted = [p for p in chunk if p.positions]
     vectors: dict[int, torch.Tensor] = {}
-    reader.nla.target()  # on a shared base: the adapters off, so the forward is the plain target's
     sequences = [p.ids[: p.positions[-1] + 1] for p in wanted]
-    for indices, hidden in batched_residual_stream(reader.target, sequences, layer, batch_tokens):
-        for row, i in enumerate(indices):
-            vectors[i] = hidden[row, wanted[i].positions]
+    with reader.nla.role("target"):
+        for indices, hidden in batched_residual_stream(reader.target, sequences, layer, batch_tokens):
+            for row, i in enumerate(indices):
+                vectors[i] = hidden[row, wanted[i].positions]
     readings = read_explained(reader, wanted, vectors, trace)
     rows = [row for i, plan in enumerate(wanted) for row in index_rows(reader, plan, readings[i])]
     stacked = torch.cat([vectors[i] for i in range(len(wanted))]) if wanted else torch.zeros(0, reader.nla.d_model)

@@ -6,22 +6,7 @@
 `Reader` holds an NLA with its target and calibration, loaded once; `nla trace`, `nla serve`
 and Python callers all read through it, so every output carries the same figures.
 
-trace.json (schema "nla.trace", version 1):
-
-    schema, schema_version, created_at, seconds
-    nla          {name, layer, d_model, base_checkpoint, stage}
-    target       the target model's name
-    input        {source, kind: text|chat, text (as the target saw it), messages, prompt_tokens, continued}
-    settings     {max_new_tokens, batch_size, min_position, continue_tokens, max_tokens}
-    calibration  {denominator (B), low, high, rows, scored_rows, source, estimated, claims, note, ...}
-    tokens[]     {position, token_id, token, special, generated, traced, sink (position 0 or an attention sink:
-                  left out of the mean), and for traced tokens:
-                  status (ok|failed), failure (why, or null), explanation (null when failed), answer
-                  (everything the AV wrote), explanation_tokens, norm, mse (2(1 - cos)), cosine,
-                  score (1 - mse/B), label (High|Medium|Low|failed), next_tokens[] {token, prob} (the target's
-                  5 likeliest), claims[] {text, start, end, weight, negligible, quotes[] {text, start, end,
-                  where: context|later|absent, flagged, prediction, predicted (a prediction among next_tokens)}}}
-    summary      {tokens, traced, failed, mean_score (sinks left out), labels {High, Medium, Low, failed}, claims}
+The document itself (trace.json) and its typed form, `Trace`, are in reading/document.py.
 """
 
 from __future__ import annotations
@@ -37,9 +22,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from nla.atomic import write_json, write_text
+from nla.autoencoder.defaults import MAX_NEW_TOKENS
 from nla.autoencoder.nla import NLA
-from nla.autoencoder.shared import use_role
 from nla.autoencoder.verbalizer import Explanation
 from nla.errors import NLAError
 from nla.models.predictions import next_token_candidates
@@ -47,14 +31,13 @@ from nla.models.target import Target
 from nla.reading.calibration import FAILED, LABELS, Calibration, calibration_for
 from nla.reading.claims import check_claims, claims_report
 from nla.reading.config import DEFAULT_NLA, TraceSettings
+from nla.reading.document import PARTIAL_LOG, SCHEMA, SCHEMA_VERSION, Trace, check_output
 from nla.reading.prompt import Prompt
 from nla.reading.transcript import check_length
 from nla.record_log import RecordLog
 
-SCHEMA, SCHEMA_VERSION = "nla.trace", 1
 NEXT_TOKENS = 5  # the target's likeliest next tokens stored per traced token, against which predictions are checked
 SINK_NORM_RATIO = 8.0  # an activation this many times the text's median norm is an attention sink
-TRACE_JSON, TRACE_HTML, PARTIAL_LOG = "trace.json", "trace.html", ".partial/tokens.jsonl"
 def resolve_nla(nla: str | Path | None) -> Path:
     """The NLA folder to read with: --nla, or the NLA shipped in the package ("default")."""
     from nla.autoencoder.default import resolve
@@ -86,7 +69,7 @@ class Reader:
 
     @classmethod
     def load(cls, nla: str | Path | None = None, *, av: str | Path | None = None, ar: str | Path | None = None,
-             model: str | None = None, device: str = "auto", dtype: str = "auto", max_new_tokens: int = 150,
+             model: str | None = None, device: str = "auto", dtype: str = "auto", max_new_tokens: int = MAX_NEW_TOKENS,
              progress: bool = False) -> "Reader":
         """An NLA folder, "default" or a hub prefix (`nla`), or its two halves (`av`, `ar`), with its target."""
         if av is not None or ar is not None:
@@ -127,11 +110,10 @@ class Reader:
         """Up to `count` tokens the target writes after `ids` (greedy), through its end-of-sequence token."""
         if count == 0:
             return []
-        if self.nla.shared_base:  # the shared base is the target only with its adapters off
-            use_role(self.target.model, "target")
         input_ids = torch.tensor([ids], device=self.target.device)
-        out = self.target.model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
-                                         max_new_tokens=count, do_sample=False, pad_token_id=self.target.pad_id)
+        with self.nla.role("target"):
+            out = self.target.model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                                             max_new_tokens=count, do_sample=False, pad_token_id=self.target.pad_id)
         new = out[0, len(ids):].tolist()
         eos = self.target.tokenizer.eos_token_id
         return new[: new.index(eos) + 1] if eos in new else new
@@ -169,9 +151,8 @@ class Reader:
     def next_tokens(self, ids: list[int], positions: list[int]) -> dict[int, list[dict]]:
         """The target's own NEXT_TOKENS likeliest next tokens at each position (one forward pass), what a reading's
         predictions are checked against."""
-        if self.nla.shared_base:  # the shared base is the target only with its adapters off
-            use_role(self.target.model, "target")
-        found = next_token_candidates(self.target, [ids], [positions], k=NEXT_TOKENS)[0]
+        with self.nla.role("target"):
+            found = next_token_candidates(self.target, [ids], [positions], k=NEXT_TOKENS)[0]
         return {p: [{"token": t, "prob": round(prob, 4)} for t, prob in c] for p, c in zip(positions, found)}
 
     def read_vectors(self, vectors: torch.Tensor, before: list[str], after: list[str],
@@ -182,7 +163,7 @@ class Reader:
         explanations = self.nla.explain(vectors, max_new_tokens=settings.max_new_tokens,
                                         temperature=settings.temperature, batch_size=settings.batch_size)
         texts = [e.text for e in explanations]
-        mse = self.nla.score(vectors, texts)
+        mse = self.nla.mse(vectors, texts)
         candidates = [[t["token"] for t in tokens] for tokens in next_tokens] if next_tokens else None
         claims = check_claims(self.nla, texts, vectors, mse, before, after, next_tokens=candidates,
                               denominator=self.calibration.denominator, batch_size=settings.batch_size)
@@ -205,9 +186,10 @@ class Reader:
                 for p, i in enumerate(ids)]
 
     def trace(self, prompt: Prompt | str, settings: TraceSettings | None = None, *, resume_from: Path | None = None,
-              progress: bool = False) -> dict:
-        """The whole trace document of a Prompt (or a plain text). With `resume_from` (a log file) each batch
-        of readings is appended there as it is made, and a rerun on the same tokens and NLA reuses them."""
+              progress: bool = False) -> Trace:
+        """The trace of a Prompt (or a plain text): `Trace.document` is what trace.json holds. With `resume_from`
+        (a log file) each batch of readings is appended there as it is made, and a rerun on the same tokens and
+        NLA reuses them."""
         prompt = Prompt(text=prompt) if isinstance(prompt, str) else prompt
         settings = settings or TraceSettings()
         started = time.time()
@@ -217,7 +199,7 @@ class Reader:
         readings = self.read(ids, positions, settings, done={r["position"]: r for r in log.read()} if log else None,
                              on_batch=log.append if log else None, progress=progress)
         tokens = self.token_rows(ids, prompt_tokens, readings)
-        return {
+        return Trace({
             "schema": SCHEMA, "schema_version": SCHEMA_VERSION,
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "nla": self.describe(), "target": display_name(self.target.name),
@@ -225,7 +207,7 @@ class Reader:
                       "text": self.target.tokenizer.decode(ids[:prompt_tokens]), "messages": prompt.messages,
                       "prompt_tokens": prompt_tokens, "continued": len(ids) - prompt_tokens},
             "settings": asdict(settings), "calibration": self.calibration.to_dict(),
-            "tokens": tokens, "summary": summarise(tokens), "seconds": round(time.time() - started, 2)}
+            "tokens": tokens, "summary": summarise(tokens), "seconds": round(time.time() - started, 2)})
 
     def explain(self, prompt: Prompt, positions: list[int] | None, settings: TraceSettings) -> dict:
         """Readings of a few positions of a text (default: its last token), for the explain API."""
@@ -275,47 +257,12 @@ def summarise(tokens: list[dict]) -> dict:
 # ---------------------------------------------------------------- the output folder
 
 
-def check_output(out: Path, overwrite: bool) -> None:
-    """Refuse to replace a finished trace unless asked (checked before any model is loaded)."""
-    if out.exists() and not out.is_dir():
-        raise NLAError(f"{out} is a file; pass a folder to --out")
-    if (out / TRACE_JSON).exists() and not overwrite:
-        raise NLAError(f"{out} already holds a trace; pass --overwrite or another --out")
-
-
-def write_trace(trace: dict, out: Path) -> None:
-    """trace.html, then trace.json, whose presence marks a finished trace: replacing an older trace, a kill
-    between the two leaves no trace.json (unfinished, and a rerun resumes), never a new page beside old data."""
-    from nla.reading.render import trace_page
-
-    (out / TRACE_JSON).unlink(missing_ok=True)
-    write_text(out / TRACE_HTML, trace_page(trace))
-    write_json(out / TRACE_JSON, trace)
-
-
 def trace_to_folder(reader: Reader, prompt: Prompt, out: Path, settings: TraceSettings | None = None, *,
-                    overwrite: bool = False, progress: bool = True) -> dict:
+                    overwrite: bool = False, progress: bool = True) -> Trace:
     """OUT/trace.json and OUT/trace.html. Readings are logged under OUT/.partial/ as they are made, so a
     killed trace resumes when the same command runs again; the log goes once the trace is written."""
     check_output(out, overwrite)
     trace = reader.trace(prompt, settings, resume_from=out / PARTIAL_LOG, progress=progress)
-    write_trace(trace, out)
+    trace.save(out)
     shutil.rmtree((out / PARTIAL_LOG).parent, ignore_errors=True)
-    return trace
-
-
-def read_trace(path: Path, max_bytes: int | None = None) -> dict:
-    """A trace.json written by nla trace (any version up to this one), or a one-line error."""
-    path = Path(path)
-    if max_bytes is not None and path.stat().st_size > max_bytes:
-        raise NLAError(f"{path.name} is larger than {max_bytes} bytes; open it with a browser from disk")
-    try:
-        trace = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise NLAError(f"cannot read {path.name} as JSON ({err}); pass a trace.json written by nla trace") from err
-    if not isinstance(trace, dict) or trace.get("schema") != SCHEMA:
-        raise NLAError(f"{path.name} is not an nla trace (no \"schema\": \"{SCHEMA}\")")
-    if not isinstance(trace.get("schema_version"), int) or trace["schema_version"] > SCHEMA_VERSION:
-        raise NLAError(f"{path.name} has trace schema version {trace.get('schema_version')}; this nla reads up to "
-                       f"{SCHEMA_VERSION}: upgrade nla")
     return trace

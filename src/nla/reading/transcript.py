@@ -64,7 +64,7 @@ def explain_text(nla: NLA, text: str, *, target: Target | None = None, min_posit
                                     batch_size=batch_size)
         bar.update(len(batch))
     bar.close()
-    scores = nla.score(vectors, [e.text for e in explanations])
+    scores = nla.mse(vectors, [e.text for e in explanations])
     return [TokenReading(p, target.token_text(ids[p]), e.text, s, e.truncated)
             for p, e, s in zip(positions, explanations, scores)]
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from nla.atomic import atomic_path
 from nla.autoencoder.checkpoint import save_verbalizer
+from nla.autoencoder.lora import merge_lora
 from nla.autoencoder.nla import NLA
 from nla.autoencoder.shared import ADAPTER_DIRS, is_adapter, write_stacked
-from nla.train.lora import merge_lora
 
 
 def export_rl(trainer, steps: int, write: bool) -> None:

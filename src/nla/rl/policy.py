@@ -11,13 +11,13 @@ import copy
 
 import torch
 
+from nla.autoencoder.lora import add_lora
 from nla.autoencoder.verbalizer import Verbalizer
 from nla.errors import NLAError
 from nla.models.activations import pad_right
 from nla.rl.config import RLConfig
 from nla.rl.rollout import Rollout
 from nla.train.av import response_logits
-from nla.train.lora import add_lora
 
 
 @contextlib.contextmanager

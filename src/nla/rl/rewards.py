@@ -32,7 +32,7 @@ class ReconstructionReward:
 
     def __call__(self, explanations: list[Explanation], activations: torch.Tensor) -> list[float]:
         rewards = [math.nan] * len(explanations)
-        present = [i for i, e in enumerate(explanations) if e.text is not None]
+        present = [i for i, e in enumerate(explanations) if not e.failed]
         if present:
             predicted = self.reconstruct([explanations[i].text for i in present])
             mse = reconstruction_mse(predicted, activations[present].to(predicted.device))
@@ -42,14 +42,9 @@ class ReconstructionReward:
         return rewards
 
 
-def is_failure(explanation: Explanation) -> bool:
-    """Untagged, or truncated at the length cap (the rollout then gives it no text)."""
-    return explanation.text is None
-
-
 def shaped_rewards(explanations: list[Explanation], activations: torch.Tensor, reward: RewardFn, *,
                    failure_reward: float, length_penalty: float) -> list[float]:
     """The reward the policy is trained on: the base reward, minus the length penalty, failures overridden."""
     base = reward(explanations, activations)
-    return [failure_reward if is_failure(e) else r - length_penalty * e.num_tokens
+    return [failure_reward if e.failed else r - length_penalty * e.num_tokens
             for e, r in zip(explanations, base)]

@@ -24,7 +24,6 @@ OUT/rl_state/ (atomic: both adapters, both optimizers and schedulers, RNG states
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import time
 from dataclasses import asdict
@@ -35,15 +34,16 @@ import torch
 from tqdm import tqdm
 
 from nla.autoencoder.hub import resolve_nla
+from nla.autoencoder.lora import add_lora
 from nla.autoencoder.nla import NLA, ar_input_ids, reconstruct_texts
 from nla.autoencoder.reconstructor import reconstruction_mse
 from nla.autoencoder.shared import ADAPTER_DIRS, CALIBRATION_FILE, trained
-from nla.autoencoder.verbalizer import check_vectors
+from nla.autoencoder.verbalizer import FAILED_MSE, check_vectors
 from nla.changes import changed_settings, describe_changes
 from nla.errors import NLAError
-from nla.inputs import RESUME_FIX, STATE_DAMAGE, damaged_file, open_dataset
 from nla.eval.evaluate import derangement, explanation_mse, summary
 from nla.eval.metrics import baseline
+from nla.inputs import RESUME_FIX, STATE_DAMAGE, damaged_file, open_dataset
 from nla.models.activations import pad_right
 from nla.models.adapters import adapter_for, text_config
 from nla.models.memory import check_batch_fits, optimizer_bytes, rl_sample_bytes
@@ -52,12 +52,11 @@ from nla.rl import grpo
 from nla.rl.config import RLConfig
 from nla.rl.export import export_rl
 from nla.rl.policy import Policy, padded_responses, response_logprobs, warmup_schedule
-from nla.rl.rewards import ReconstructionReward, RewardFn, is_failure, shaped_rewards
+from nla.rl.rewards import ReconstructionReward, RewardFn, shaped_rewards
 from nla.rl.rollout import HFRollouts, Rollout, RolloutBackend
 from nla.train.av import av_batch
 from nla.train.checkpoint import latest_state, load_parts_state, save_parts_state
 from nla.train.loop import start_processes
-from nla.train.lora import add_lora
 from nla.train.pairs import BatchOrder
 
 STATE_DIR, METRICS_FILE, SAMPLES_FILE = "rl_state", "rl_metrics.jsonl", "rl_samples.jsonl"
@@ -153,15 +152,16 @@ class Trainer:
         ar_stats = self.update_reconstructor(explanations, vectors)
         update_seconds = time.perf_counter() - clock
 
-        failed = torch.tensor([float(is_failure(e)) for e in explanations])
-        mse = torch.tensor([-r if not is_failure(e) else math.nan for e, r in zip(explanations, rewards.tolist())])
+        failed = torch.tensor([float(e.failed) for e in explanations])
+        # as nla eval counts them: a failure at FAILED_MSE, so the logged FVE and eval's agree
+        mse = torch.tensor([FAILED_MSE if e.failed else -r for e, r in zip(explanations, rewards.tolist())])
         local = {"reward": rewards.mean(), "failure_rate": failed.mean(),
                  "length": torch.tensor([float(e.num_tokens) for e in explanations]).mean(),
                  **av_stats, **ar_stats}
         record = {k: float(acc.reduce(torch.as_tensor(v, dtype=torch.float32, device=acc.device), "mean"))
                   for k, v in local.items()}
-        if self.reward_is_mse and not torch.isnan(mse).all():  # -reward is the MSE: log the rollouts' FVE
-            record["rollout_fve"] = 1.0 - float(np.nanmean(mse.numpy())) / self.train_baseline.denominator
+        if self.reward_is_mse:  # -reward is the MSE: log the rollouts' FVE
+            record["rollout_fve"] = 1.0 - float(mse.mean()) / self.train_baseline.denominator
         record.update(seconds_rollout=round(rollout_seconds, 3), seconds_reward=round(reward_seconds, 3),
                       seconds_update=round(update_seconds, 3))
         samples = [{"step": step + 1, "row": int(rows[i // cfg.group_size]), "reward": round(rewards[i].item(), 4),
@@ -203,7 +203,7 @@ class Trainer:
             return {}
         acc, ar = self.accelerator, self.nla.reconstructor
         texts = [e.text if e.text is not None else e.answer for e in explanations]
-        weight = torch.tensor([0.0 if is_failure(e) else 1.0 for e in explanations], device=acc.device)
+        weight = torch.tensor([0.0 if e.failed else 1.0 for e in explanations], device=acc.device)
         rows = ar_input_ids(self.nla.ar_tokenizer, texts, self.nla.ar_meta.prompt_templates["ar"],
                             adapter_for(ar.backbone.config).requires_bos)
         ids, mask = pad_right(rows, self.pad_id, acc.device)
@@ -241,7 +241,7 @@ class Trainer:
                 "eval_fve_shuffled": summary(explanation_mse(self.nla, [records[i] for i in shuffled], golds, 32),
                                              reference)["fve"],
                 "eval_length": float(np.mean([e.num_tokens for e in explanations])),
-                "eval_failure_rate": float(np.mean([e.text is None for e in explanations])),
+                "eval_failure_rate": float(np.mean([e.failed for e in explanations])),
                 "eval_examples": [e.answer for e in explanations[:3]]}
 
 

@@ -19,6 +19,7 @@ from dataclasses import asdict
 import numpy as np
 import torch
 
+from nla.autoencoder.lora import add_lora
 from nla.autoencoder.meta import ModelMeta
 from nla.autoencoder.nla import ar_input_ids
 from nla.autoencoder.reconstructor import Reconstructor, reconstruction_mse
@@ -30,7 +31,6 @@ from nla.models.activations import pad_right
 from nla.models.memory import check_batch_fits, optimizer_bytes, stored_activation_bytes
 from nla.train.config import ARTrainConfig
 from nla.train.loop import process_device, start_processes, train_loop
-from nla.train.lora import add_lora
 from nla.train.pairs import BatchOrder, sft_inputs
 
 AR_TEMPLATE = "A language model's thought, described in words:\n{explanation}\nThe thought described above is"

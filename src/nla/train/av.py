@@ -23,19 +23,20 @@ import numpy as np
 import torch
 
 from nla.autoencoder.checkpoint import verbalizer_tokens
-from nla.autoencoder.injection import RESIDUAL, Injection
 from nla.autoencoder.default import resolve as resolve_default
-from nla.autoencoder.meta import META_FILE, ModelMeta, read_model_meta
-from nla.autoencoder.shared import ADAPTER_DIRS, write_trained
+from nla.autoencoder.injection import RESIDUAL, Injection
+from nla.autoencoder.lora import add_lora, load_adapter
+from nla.autoencoder.meta import ModelMeta, read_model_meta
+from nla.autoencoder.shared import write_trained
 from nla.autoencoder.verbalizer import Verbalizer
 from nla.autoencoder.verbalizer_prompt import AV_TEMPLATE, choose_marker, injection_site, prompt_ids
 from nla.data.norms import suggest_injection_scale
 from nla.errors import NLAError
+from nla.layout import ADAPTER_DIRS, META_FILE
 from nla.models import load_target
 from nla.models.memory import check_batch_fits, logit_bytes, optimizer_bytes, stored_activation_bytes
 from nla.train.config import AVTrainConfig
 from nla.train.loop import process_device, start_processes, train_loop
-from nla.train.lora import add_lora, load_adapter
 from nla.train.pairs import BatchOrder, sft_inputs
 
 IGNORE = -100  # label value HF's loss skips
@@ -181,7 +182,8 @@ def train_av(cfg: AVTrainConfig, *, progress: bool = True) -> dict:
                                    "steps": steps,
                                    "shuffled_activations": cfg.shuffle_activations})
     av.model.eval()
-    written = write_trained(cfg.out, "av", av.model, target.tokenizer, meta_out, lora=bool(cfg.lora_rank) or init_adapter is not None,
+    lora = bool(cfg.lora_rank) or init_adapter is not None
+    written = write_trained(cfg.out, "av", av.model, target.tokenizer, meta_out, lora=lora,
                             export=cfg.export) if accelerator.is_main_process else None
     accelerator.wait_for_everyone()
     return {"steps": steps, "out": str(written or cfg.out), "injection_scale": scale,

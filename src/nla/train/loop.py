@@ -30,7 +30,7 @@ from nla.atomic import atomic_path
 from nla.changes import changed_settings, describe_changes
 from nla.errors import NLAError
 from nla.inputs import RESUME_FIX, STATE_DAMAGE, damaged_file
-from nla.models.target import pick_device
+from nla.models.loading import pick_device
 from nla.train.checkpoint import latest_state, load_training_state, save_training_state
 
 

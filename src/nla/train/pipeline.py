@@ -42,14 +42,13 @@ from pathlib import Path
 from nla.atomic import read_yaml_mapping, write_json, write_yaml
 from nla.changes import describe_changes
 from nla.errors import NLAError
+from nla.layout import CONTEXT_COLUMN, STAGES_FILE, TRAIN_CONFIG_FILE
 
-CONFIG_FILE, STAGES_FILE = "train_config.yaml", "stages.json"
 # What a YAML value may be for a setting annotated with each type (a path is written as a string). Other
 # annotations (tuple[str, ...], SplitFractions) are left to the stage config's own checks.
 YAML_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "None": (type(None),),
               "Path": (str,), "dict": (dict,)}
 SECTIONS = ("extract", "explain", "ar", "av", "refit", "rl", "oracle", "eval")
-ORACLE_TEXT = "detokenized_text_truncated"  # the column of each row's true context
 PRESETS = ("smollm2-135m", "gemma3-270m")
 
 
@@ -147,7 +146,7 @@ def stage_configs(cfg: PipelineConfig, out: Path) -> dict:
     if cfg.oracle and cfg.oracle.get("epochs", 1):
         oracle = {"oracle_ar": out / "oracle"}
         configs["oracle"] = _build(ARTrainConfig, cfg.oracle, "oracle", data=acts / "ar_sft.parquet",
-                                   out=oracle["oracle_ar"], text_column=ORACLE_TEXT)
+                                   out=oracle["oracle_ar"], text_column=CONTEXT_COLUMN)
     configs["eval"] = _build(EvalConfig, cfg.eval, "eval", nla=nla, out=out / "eval",
                              data=acts / "validation.parquet", **oracle)
     configs["calibrate"] = CalibrateStage(nla=nla, eval=configs["eval"])
@@ -202,7 +201,7 @@ def run_stage(stage: str, config) -> None:
 
 
 def _check_same_config(out: Path, cfg: PipelineConfig) -> None:
-    saved_path = out / CONFIG_FILE
+    saved_path = out / TRAIN_CONFIG_FILE
     if not saved_path.exists():
         return
     changed = describe_changes(read_yaml_mapping(saved_path, "rerun with another --out"), dataclasses.asdict(cfg))
@@ -236,7 +235,7 @@ def run_pipeline(cfg: PipelineConfig, out: Path, *, echo=print) -> dict:
     configs = stage_configs(cfg, out)  # every section is validated before the first stage runs
     _check_same_config(out, cfg)
     out.mkdir(parents=True, exist_ok=True)
-    write_yaml(out / CONFIG_FILE, dataclasses.asdict(cfg))
+    write_yaml(out / TRAIN_CONFIG_FILE, dataclasses.asdict(cfg))
     record = json.loads((out / STAGES_FILE).read_text()) if (out / STAGES_FILE).exists() else {}
     started = time.perf_counter()
     for number, (stage, config) in enumerate(configs.items(), start=1):

@@ -29,9 +29,9 @@ import pyarrow.parquet as pq
 import torch
 
 from nla.atomic import atomic_path, write_json
-from nla.data.dataset import sidecar_path, vectors_of
 from nla.errors import NLAError
-from nla.inputs import EXPLANATIONS, damaged_file
+from nla.inputs import EXPLANATIONS, damaged_file, vectors_of
+from nla.layout import sidecar_path
 
 TEXTS_FILE, PAIRS_FILE, DONE_FILE = "av_texts.jsonl", "pairs.parquet", "refit.json"
 

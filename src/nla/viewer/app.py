@@ -38,7 +38,8 @@ from nla.errors import NLAError
 from nla.reading.prompt import Prompt
 from nla.reading.render import page_asset
 from nla.reading.index_store import Index
-from nla.reading.trace import TRACE_JSON, Reader, TraceSettings, display_name, read_trace
+from nla.reading.document import TRACE_JSON, read_trace
+from nla.reading.trace import Reader, TraceSettings, display_name
 from nla.viewer.search import add_search_routes
 
 log = logging.getLogger("nla.serve")
@@ -275,8 +276,8 @@ def create_app(reader: Reader, traces: Path, *, limits: ServeLimits = ServeLimit
         if body.continue_tokens > limits.max_continue:
             raise NLAError(f"continue_tokens is {body.continue_tokens}; at most {limits.max_continue} per request")
         prompt = checked_prompt(body, limits)
-        return await worker.run(reader.trace, prompt, replace(settings, continue_tokens=body.continue_tokens,
-                                                             min_position=body.min_position))
+        return await worker.run(lambda *args: reader.trace(*args).document, prompt,
+                                replace(settings, continue_tokens=body.continue_tokens, min_position=body.min_position))
 
     @app.post("/api/explain", summary="Read a few tokens of a text (mse, cosine, norm, score, label, claims)")
     async def explain(body: ExplainRequest):

@@ -13,9 +13,9 @@ from torch import nn
 
 from nla.errors import NLAError
 from nla.inputs import damaged_file
+from nla.layout import ADAPTER_WEIGHTS
 
 LORA_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 
 def add_lora(model: nn.Module, rank: int, layers: list[int] | None = None, adapter_name: str = "default") -> nn.Module:
