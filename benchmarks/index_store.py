@@ -18,10 +18,22 @@ Extra deps, not in pyproject: lancedb==0.40.0 duckdb==1.4.4 duckdb-ext-fts==1.4.
 
 from __future__ import annotations
 
-import argparse, os, shutil, socket, sqlite3, statistics, sys, tempfile, time, warnings
+import argparse
+import os
+import shutil
+import socket
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+import warnings
 
 os.environ.update(OMP_NUM_THREADS="2", LANCE_CPU_THREADS="2", LANCEDB_LOG="error")
-import numpy as np, pyarrow as pa, pyarrow.parquet as pq, torch  # noqa: E401,E402
+import numpy as np  # noqa: E401,E402
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
 
 D, K, CHUNK, NQ = 576, 20, 100_000, 10
 RARE = [f"zyzzq{c}x" for c in "abcdefghij"]  # planted in 5 rows each
@@ -183,7 +195,8 @@ class Duck:
         self.w.write_batch(b, row_group_size=CHUNK)
 
     def finish(self) -> None:
-        import duckdb, duckdb_ext  # noqa: E401  (duckdb_ext: the namespace package duckdb-ext-fts installs)
+        import duckdb  # noqa: E401  (duckdb_ext: the namespace package duckdb-ext-fts installs)
+        import duckdb_ext
         self.w.close()
         ext_dir = os.path.join(list(duckdb_ext.__path__)[0], "extensions")
         self.con = duckdb.connect(self.dbf, config={"autoinstall_known_extensions": False, "threads": 2,

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from nla.atomic import write_json
-from nla.reading.index_store import INDEX_JSON, ShardWriter, open_index, shard_name
 from nla.reading import search as search_module
+from nla.reading.index_store import INDEX_JSON, ShardWriter, open_index, shard_name
 from nla.reading.search import SearchQuery, search
 
 D, WORDS, ROLES = 576, 5000, ("assistant", "user", "system", "text", "a", "b", "c", "d")

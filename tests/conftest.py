@@ -96,7 +96,10 @@ SAMPLE_TEXTS = [
 @pytest.fixture()
 def small_corpus(tmp_path) -> Path:
     """A .jsonl corpus of 40 labelled documents (plain and chat), one of them too short to sample."""
-    path = tmp_path / "corpus.jsonl"
+    return small_corpus_file(tmp_path / "corpus.jsonl")
+
+
+def small_corpus_file(path: Path) -> Path:
     with path.open("w", encoding="utf-8") as f:
         for i in range(40):
             text = " ".join(SAMPLE_TEXTS[(i + k) % 5] for k in range(1 + i % 3))

@@ -62,6 +62,7 @@ def scripted_reader(nla_path: Path, model: Path):
 def serving(app):
     """Run an ASGI app under uvicorn on a free 127.0.0.1 port in a thread; yield its base URL."""
     import uvicorn
+
     from conftest import free_port
 
     port = free_port()

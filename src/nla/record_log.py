@@ -64,32 +64,14 @@ class RecordLog:
         self.settings = settings
 
     def read(self) -> list[dict]:
-        """The records of a log written with the same settings; [] (and no file) otherwise."""
-        if not self.path.exists():
+        """The records of a log written with the same settings; [] (and no file) otherwise. A last line cut
+        short by a kill is dropped as complete_records drops it."""
+        lines = complete_records(self.path)
+        if not lines or not isinstance(lines[0], dict) or lines[0].get("settings") != self.settings:
+            self.path.unlink(missing_ok=True)  # other settings, or killed while writing the header
             return []
-        lines = self.path.read_text(encoding="utf-8").splitlines()
-        try:
-            same = bool(lines) and json.loads(lines[0]).get("settings") == self.settings
-        except json.JSONDecodeError:  # killed while writing the header
-            same = False
-        if not same:
-            self.path.unlink()
-            return []
-        records, kept = [], lines[:1]
-        for line in lines[1:]:
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:  # the last line of a killed run may be cut short: drop it
-                break
-            kept.append(line)
-        if len(kept) < len(lines):
-            with atomic_path(self.path) as tmp:
-                tmp.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
-        return records
+        return lines[1:]
 
     def append(self, records: list[dict]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as f:
-            if f.tell() == 0:
-                f.write(json.dumps({"settings": self.settings}) + "\n")
-            f.write("".join(json.dumps(r) + "\n" for r in records))
+        header = [] if self.path.exists() and self.path.stat().st_size else [{"settings": self.settings}]
+        append_records(self.path, header + records)

@@ -10,15 +10,15 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import build_tiny_nla
-from reading_helpers import FAILED_ANSWER, SCRIPT, TEXT, scripted_reader, serving
 
+from conftest import build_tiny_nla
 from nla.reading.config import IndexSettings
+from nla.reading.document import TRACE_HTML
 from nla.reading.index import build_index
 from nla.reading.index_store import open_index
 from nla.reading.prompt import Prompt
-from nla.reading.document import TRACE_HTML
 from nla.reading.trace import trace_to_folder
+from reading_helpers import FAILED_ANSWER, SCRIPT, TEXT, scripted_reader, serving
 
 pytestmark = pytest.mark.browser
 CHROMIUM = Path("/usr/bin/chromium")

@@ -4,11 +4,10 @@ import pytest
 import torch
 
 from nla.autoencoder.nla import NLA
+from nla.autoencoder.shipped import default_dir
 from nla.data.corpus import load_corpus
 from nla.data.sampling import SplitFractions, assign_split
 from nla.eval.metrics import baseline, fidelity
-
-from nla.autoencoder.default import default_dir
 
 # Skipped, visibly, only where the package holds no NLA (a checkout that dropped src/nla/default_nla/).
 pytestmark = [pytest.mark.real, pytest.mark.skipif(not (default_dir() / "av_adapter").exists(),

@@ -7,8 +7,8 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import build_tiny_nla, torchrun
 
+from conftest import build_tiny_nla, torchrun
 from nla.reading.index_store import open_index
 
 pytestmark = pytest.mark.slow

@@ -13,8 +13,9 @@ import sys
 
 import pytest
 import torch
-from conftest import torchrun, write_toy_pairs
 from safetensors.torch import load_file
+
+from conftest import torchrun, write_toy_pairs
 
 pytestmark = pytest.mark.slow
 

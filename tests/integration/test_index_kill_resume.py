@@ -10,8 +10,8 @@ import time
 
 import numpy as np
 import pytest
-from conftest import build_tiny_nla
 
+from conftest import build_tiny_nla
 from nla.reading.index_store import open_index, shard_name
 
 pytestmark = pytest.mark.slow

@@ -105,3 +105,10 @@ def test_smollm2_pieces_of_an_emoji_show_their_bytes_not_replacement_characters(
     shown = [smollm2.token_text(i) for i in ids]
     assert "\ufffd" not in "".join(shown)
     assert "".join(shown).endswith("\\xf0\\x9f\\x98\\x80")  # the emoji's four bytes, over its pieces
+
+
+def test_which_templates_add_a_system_prompt_of_their_own(smollm2, gemma3):
+    chat = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]
+    assert smollm2.inserts_system_prompt(chat)  # "You are a helpful AI assistant named SmolLM, ..."
+    assert not smollm2.inserts_system_prompt([{"role": "system", "content": "Be brief."}, *chat])
+    assert not gemma3.inserts_system_prompt(chat)  # Gemma folds a system message into the first user turn

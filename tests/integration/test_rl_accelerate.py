@@ -7,8 +7,9 @@ import subprocess
 
 import pytest
 import torch
-from conftest import build_sft_nla, torchrun
 from safetensors.torch import load_file
+
+from conftest import build_sft_nla, torchrun
 
 pytestmark = pytest.mark.slow
 
@@ -21,7 +22,7 @@ from pathlib import Path
 import torch
 
 from nla.rl.config import RLConfig
-from nla.rl.trainer import rl
+from nla.rl.run import rl
 
 out, nla, data = (Path(a) for a in sys.argv[1:4])
 cfg = RLConfig(nla=nla, data=data, out=out, steps=3, batch_size=4, group_size=4, max_response_tokens=30, lora_rank=8,

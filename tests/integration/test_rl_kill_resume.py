@@ -9,8 +9,9 @@ import time
 
 import pytest
 import torch
-from conftest import build_sft_nla
 from safetensors.torch import load_file
+
+from conftest import build_sft_nla
 
 pytestmark = pytest.mark.slow
 

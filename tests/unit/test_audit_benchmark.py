@@ -4,6 +4,7 @@
 import numpy as np
 import pytest
 import torch
+
 from conftest import load_benchmark
 
 audit = load_benchmark("audit_themes")

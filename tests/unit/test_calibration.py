@@ -6,16 +6,23 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from reading_helpers import scripted_explain, script_verbalizer
-from conftest import build_tiny_nla
 from typer.testing import CliRunner
 
+from conftest import build_tiny_nla
 from nla.autoencoder.nla import NLA
 from nla.cli import app
 from nla.errors import NLAError
 from nla.eval.metrics import baseline
-from nla.reading.calibration import (CALIBRATION_FILE, ESTIMATED_NOTE, Calibration, calibration_for,
-                                     compute_calibration, read_calibration, save_calibration)
+from nla.reading.calibration import (
+    CALIBRATION_FILE,
+    ESTIMATED_NOTE,
+    Calibration,
+    calibration_for,
+    compute_calibration,
+    read_calibration,
+    save_calibration,
+)
+from reading_helpers import script_verbalizer, scripted_explain
 
 
 def test_score_and_label():
@@ -120,7 +127,7 @@ def test_calibrate_from_eval_reuses_its_rows_and_explanations(extracted_dataset,
 
 
 def test_calibrate_writes_into_the_nla_folder_itself_never_a_path_named_after_a_hub_id(tmp_path, monkeypatch):
-    from nla.autoencoder.default import default_dir
+    from nla.autoencoder.shipped import default_dir
     from nla.reading.calibration import calibration_path
 
     monkeypatch.chdir(tmp_path)

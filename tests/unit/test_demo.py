@@ -1,9 +1,8 @@
 """nla demo with an NLA: every built-in text traced, printed token by token, and written as offline pages."""
 
-from reading_helpers import scripted_reader
 from conftest import build_tiny_nla
-
 from nla.reading import demo
+from reading_helpers import scripted_reader
 
 
 def test_the_demo_traces_each_text_and_links_the_pages(tmp_path, tiny_llama, monkeypatch):

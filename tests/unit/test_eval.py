@@ -8,10 +8,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from conftest import write_toy_pairs
 from test_nla_checkpoint import build_tiny_nla
 from typer.testing import CliRunner
 
+from conftest import write_toy_pairs
 from nla.autoencoder.verbalizer import Explanation
 from nla.cli import app
 from nla.data.dataset import rows_to_table

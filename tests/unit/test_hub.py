@@ -11,13 +11,13 @@ from pathlib import Path
 
 import huggingface_hub
 import pytest
-from released_layout import build_released_pair
 from typer.testing import CliRunner
 
 from nla import NLA
-from nla.cli import app
 from nla.autoencoder.hub import resolve_nla
+from nla.cli import app
 from nla.errors import NLAError
+from released_layout import build_released_pair
 
 PREFIX = "kitft/nla-tiny-L1"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"

@@ -6,19 +6,19 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import build_tiny_nla
-from reading_helpers import scripted_reader
 from typer.testing import CliRunner
 
+from conftest import build_tiny_nla
 from nla.cli import app
-from nla.data.extract import encode_document
 from nla.data.corpus import load_corpus
+from nla.data.extract import encode_document
 from nla.errors import NLAError
 from nla.reading import index_store
 from nla.reading.config import IndexSettings
 from nla.reading.index import build_index, load_index_reader, plan_document
 from nla.reading.index_store import ACTIVATIONS, DONE_JSON, open_index, shard_name
 from nla.reading.search import SearchQuery, search
+from reading_helpers import scripted_reader
 
 SHARD = shard_name(0, 1)
 

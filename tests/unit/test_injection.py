@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-from conftest import write_toy_pairs
 
+from conftest import write_toy_pairs
 from nla.autoencoder.injection import Injection
 from nla.autoencoder.nla import NLA
 from nla.autoencoder.reconstructor import normalize

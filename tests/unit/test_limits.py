@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import build_tiny_nla, write_toy_pairs
 from typer.testing import CliRunner
 
+from conftest import build_tiny_nla, write_toy_pairs
 from nla.autoencoder.nla import NLA
 from nla.cli import app
 from nla.errors import NLAError

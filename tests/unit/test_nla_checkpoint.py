@@ -3,8 +3,8 @@
 import pytest
 import torch
 import yaml
-from conftest import AR_TEMPLATE, build_tiny_nla  # noqa: F401  (other test modules import build_tiny_nla from here)
 
+from conftest import AR_TEMPLATE, build_tiny_nla  # noqa: F401  (other test modules import build_tiny_nla from here)
 from nla.autoencoder.meta import META_FILE
 from nla.autoencoder.nla import NLA
 from nla.autoencoder.verbalizer_prompt import AV_TEMPLATE

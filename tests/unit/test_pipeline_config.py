@@ -5,7 +5,7 @@ import yaml
 
 from nla.changes import changed_settings, describe_changes
 from nla.errors import NLAError
-from nla.train.pipeline import PRESETS, load_config, preset_path, run_pipeline, stage_configs
+from nla.train.pipeline import TRAIN_PRESETS, load_config, preset_path, run_pipeline, stage_configs
 
 
 def write(tmp_path, data) -> object:
@@ -14,7 +14,7 @@ def write(tmp_path, data) -> object:
     return path
 
 
-@pytest.mark.parametrize("name", PRESETS)
+@pytest.mark.parametrize("name", TRAIN_PRESETS)
 def test_presets_build_every_stage(tmp_path, name):
     configs = stage_configs(load_config(preset_path(name)), tmp_path / "run")
     # The presets skip RL and train the text-oracle AR that eval reports beside the NLA.

@@ -5,9 +5,9 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import build_tiny_nla
 from test_nla_checkpoint import edit_sidecar
 
+from conftest import build_tiny_nla
 from nla.autoencoder.meta import META_FILE
 
 README = Path(__file__).parents[2] / "README.md"

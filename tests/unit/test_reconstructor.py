@@ -6,8 +6,13 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from nla.autoencoder.meta import ModelMeta
-from nla.autoencoder.reconstructor import (VALUE_HEAD_FILE, Reconstructor, load_reconstructor, normalize,
-                                           reconstruction_mse)
+from nla.autoencoder.reconstructor import (
+    VALUE_HEAD_FILE,
+    Reconstructor,
+    load_reconstructor,
+    normalize,
+    reconstruction_mse,
+)
 from nla.errors import NLAError
 from nla.models.activations import pad_right
 

@@ -13,13 +13,13 @@ import math
 import pytest
 import torch
 import yaml
-from released_layout import AR_TEMPLATE, AV_TEMPLATE, LAYOUTS, build_released_pair, chat_ids
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from nla import NLA
 from nla.cli import app
 from nla.errors import NLAError
+from released_layout import AR_TEMPLATE, AV_TEMPLATE, LAYOUTS, build_released_pair, chat_ids
 
 K = 1
 
@@ -227,7 +227,6 @@ def reference_reads_ar(folder, texts: list[str]) -> torch.Tensor:
 def written_by_nla(request, tmp_path_factory, tiny_models):
     """A tiny NLA trained and written by nla itself (train-av, then train-ar with full fine-tuning)."""
     from conftest import write_toy_pairs
-
     from nla.train.ar import train_ar
     from nla.train.av import train_av
     from nla.train.config import ARTrainConfig, AVTrainConfig

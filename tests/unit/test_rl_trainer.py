@@ -7,13 +7,14 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import build_sft_nla
 from safetensors.torch import load_file
 
+from conftest import build_sft_nla
 from nla.autoencoder.nla import NLA
 from nla.errors import NLAError
 from nla.rl.config import RLConfig
-from nla.rl.trainer import Trainer, rl
+from nla.rl.run import rl
+from nla.rl.trainer import Trainer
 from nla.train.loop import start_processes
 
 

@@ -11,10 +11,9 @@ import pytest
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
-from reading_helpers import scripted_reader, serving  # noqa: E402
 from conftest import build_tiny_nla, load_benchmark  # noqa: E402
-
 from nla.viewer.app import create_app  # noqa: E402
+from reading_helpers import scripted_reader, serving  # noqa: E402
 
 
 def test_fifty_concurrent_requests_all_succeed(tmp_path, tiny_llama, monkeypatch):

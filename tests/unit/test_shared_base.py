@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import write_toy_pairs
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
+from conftest import write_toy_pairs
 from nla.autoencoder.nla import NLA
 from nla.cli import app
 from nla.errors import NLAError
@@ -202,7 +202,7 @@ def test_shared_base_refuses_another_target(lora_run):
 
 
 def test_ship_copies_a_run_as_fp16_adapters_with_run_relative_paths(lora_run, tmp_path, monkeypatch):
-    from nla.autoencoder.default import ship
+    from nla.autoencoder.shipped import ship
 
     run = tmp_path / "run"
     shutil.copytree(lora_run, run / "sft")

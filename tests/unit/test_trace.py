@@ -3,18 +3,18 @@
 import json
 
 import pytest
-from reading_helpers import FAILED_ANSWER, TEXT, scripted_explain, scripted_reader
-from conftest import build_tiny_nla
 from typer.testing import CliRunner
 
+from conftest import CHATML, build_tiny_nla
 from nla.autoencoder.nla import NLA
 from nla.cli import app
 from nla.errors import NLAError
+from nla.reading.document import PARTIAL_LOG, SCHEMA, TRACE_HTML, TRACE_JSON, Trace, read_trace
 from nla.reading.prompt import Prompt
 from nla.reading.render import trace_page
-from nla.reading.document import PARTIAL_LOG, SCHEMA, TRACE_HTML, TRACE_JSON, Trace, read_trace
 from nla.reading.trace import TraceSettings, trace_to_folder
 from nla.record_log import RecordLog
+from reading_helpers import FAILED_ANSWER, TEXT, scripted_explain, scripted_reader
 
 CHAT = [{"role": "user", "content": "Where do rivers go?"}, {"role": "assistant", "content": "To the sea."}]
 
@@ -176,7 +176,7 @@ def test_bad_trace_input_is_one_line(args, message, nla_folder, tmp_path):
 
 def test_without_nla_and_without_the_shipped_one_the_commands_say_to_pass_one(tmp_path, monkeypatch):
     """No --nla reads the shipped NLA; an install that lacks it says what to do in one line."""
-    import nla.autoencoder.default as default
+    import nla.autoencoder.shipped as default
 
     monkeypatch.setattr(default, "default_dir", lambda: tmp_path / "missing")
     result = CliRunner().invoke(app, ["trace", "hi", "--out", str(tmp_path / "o")])
@@ -259,3 +259,23 @@ def test_a_trace_is_typed_and_converts_to_every_form(reader, tmp_path):
     saved = trace.save(tmp_path / "t")
     assert Trace.read(saved / TRACE_JSON).document == json.loads((saved / TRACE_JSON).read_text())
     assert (saved / TRACE_HTML).exists() and "traced" in repr(trace)
+
+
+# SmolLM2's rule, in the tiny model's ChatML: a chat without a system message gets the template's own.
+DEFAULT_SYSTEM_CHATML = (
+    "{% if messages[0]['role'] != 'system' %}<|im_start|>system\nYou are a helpful AI assistant named Tiny."
+    "<|im_end|>\n{% endif %}" + CHATML)
+
+
+def test_a_chat_is_traced_as_given_without_the_templates_default_system_prompt(reader, monkeypatch):
+    assert not reader.target.inserts_system_prompt(CHAT)  # plain ChatML adds nothing
+    monkeypatch.setattr(reader.target.tokenizer, "chat_template", DEFAULT_SYSTEM_CHATML)
+    assert reader.target.inserts_system_prompt(CHAT)
+    assert not reader.target.inserts_system_prompt([{"role": "system", "content": "Be brief."}, *CHAT])
+    given = reader.trace(Prompt(messages=CHAT)).document["input"]
+    assert "named Tiny" not in given["text"] and "Where do rivers go?" in given["text"]
+    assert "adds its own system prompt" in given["note"] and given["messages"] == CHAT
+    asked = reader.trace(Prompt(messages=CHAT, template_system_prompt=True)).document["input"]
+    assert "named Tiny" in asked["text"] and asked["note"] is None
+    plain = reader.trace(Prompt(text=TEXT)).document["input"]
+    assert plain["note"] is None

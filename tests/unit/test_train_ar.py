@@ -3,8 +3,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import write_toy_pairs
 
+from conftest import write_toy_pairs
 from nla.autoencoder.nla import reconstruct_texts
 from nla.autoencoder.shared import load_ar_folder
 from nla.errors import NLAError

@@ -3,13 +3,13 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import write_toy_pairs
 
+from conftest import write_toy_pairs
 from nla.autoencoder.checkpoint import load_verbalizer
+from nla.autoencoder.injection import RESIDUAL, Injection
 from nla.autoencoder.nla import NLA
 from nla.errors import NLAError
 from nla.train.ar import train_ar
-from nla.autoencoder.injection import RESIDUAL, Injection
 from nla.train.av import av_batch, build_verbalizer, response_ids, response_loss, train_av
 from nla.train.config import ARTrainConfig, AVTrainConfig
 

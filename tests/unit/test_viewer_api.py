@@ -12,15 +12,15 @@ import pytest
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
-from reading_helpers import TEXT, scripted_reader  # noqa: E402
-from conftest import build_tiny_nla  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
+from conftest import build_tiny_nla  # noqa: E402
 from nla.cli import app as cli  # noqa: E402
-from nla.reading.prompt import Prompt  # noqa: E402
 from nla.reading.document import SCHEMA  # noqa: E402
+from nla.reading.prompt import Prompt  # noqa: E402
 from nla.reading.trace import trace_to_folder  # noqa: E402
 from nla.viewer.app import ServeLimits, create_app  # noqa: E402
+from reading_helpers import TEXT, scripted_reader  # noqa: E402
 
 SECRET = "sk-test-0123456789abcdef"
 

@@ -6,16 +6,16 @@ import pytest
 
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
-from conftest import build_tiny_nla  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
-from reading_helpers import scripted_reader  # noqa: E402
 
+from conftest import build_tiny_nla  # noqa: E402
 from nla.errors import NLAError  # noqa: E402
 from nla.reading.config import IndexSettings  # noqa: E402
 from nla.reading.index import build_index  # noqa: E402
 from nla.reading.index_store import open_index  # noqa: E402
 from nla.reading.search import SearchQuery, search  # noqa: E402
 from nla.viewer.app import create_app  # noqa: E402
+from reading_helpers import scripted_reader  # noqa: E402
 
 
 @pytest.fixture(scope="module")

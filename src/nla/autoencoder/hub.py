@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from nla.autoencoder.default import resolve as resolve_default
+from nla.autoencoder.shipped import resolve as resolve_default
 from nla.errors import NLAError
 from nla.layout import META_FILE
 from nla.models.hub import download

@@ -17,6 +17,7 @@ weights, `value_head.safetensors` holding one tensor `weight` [d, d], the tokeni
 from __future__ import annotations
 
 import copy
+import json
 import math
 import re
 from pathlib import Path
@@ -101,7 +102,23 @@ class Reconstructor(nn.Module):
         tokenizer = copy.copy(tokenizer)
         tokenizer.padding_side = "right"
         tokenizer.save_pretrained(folder)
+        declare_only_an_added_bos(tokenizer, folder)
         write_model_meta(folder, meta)
+
+
+def declare_only_an_added_bos(tokenizer, folder: Path) -> None:
+    """The reference client refuses an AR whose tokenizer declares a BOS that add_special_tokens=True does not
+    add (its reconstruct() tokenizes that way, as training did). SmolLM2's declares <|im_start|> as BOS and
+    adds nothing: the saved tokenizer then declares no BOS, which is what the AR read in training either way."""
+    bos = tokenizer.bos_token_id
+    if bos is None or tokenizer("x", add_special_tokens=True)["input_ids"][:1] == [bos]:
+        return
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        path = folder / name
+        data = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+        if "bos_token" in data:
+            data["bos_token"] = None
+            path.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
 
 
 def read_value_head(folder: Path, d_model: int) -> nn.Linear:

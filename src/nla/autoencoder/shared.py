@@ -229,6 +229,19 @@ def write_trained(run: Path, role: str, model: nn.Module, tokenizer, meta: Model
     return adapter
 
 
+def reference_client_note(av_meta: ModelMeta) -> str | None:
+    """What the reference client (its nla_inference.py) cannot do with this AV, in words; None when it reads it.
+    Its NLAClient always writes the vector into the marker's token embedding and ignores the sidecar's
+    `injection` key, so an AV trained with the vector at a block's output would be read wrongly there."""
+    site = (av_meta.injection or {}).get("site", "embedding")
+    if site == "embedding":
+        return None
+    return (f"this AV reads the vector at block {av_meta.injection.get('layer')}'s output (injection: {site}); the "
+            "reference client's NLAClient writes it into the marker's token embedding whatever the sidecar says, "
+            "so it would read this AV wrongly (its AR reads fine): read the AV with nla, or train with "
+            "--injection embedding for the reference client")
+
+
 def export_nla(run: Path, out: Path | None = None, *, overwrite: bool = False, dtype: str = "float32") -> list[Path]:
     """`nla export`: the released av/ and ar/ folders merged from RUN's adapters (default: into RUN itself).
     An av/ or ar/ already in OUT is replaced only with overwrite."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from nla.autoencoder.defaults import MAX_NEW_TOKENS
+from nla.autoencoder.decoding import MAX_NEW_TOKENS
 from nla.autoencoder.injection import RESIDUAL, Injection, ResidualInjection
 from nla.autoencoder.verbalizer_prompt import InjectionSite, inject
 from nla.errors import NLAError

@@ -18,8 +18,8 @@ train-av, rl, export, plot), cli/read.py (explain, eval, demo), cli/reading.py (
 calibrate, serve), cli/audit.py (index, search). Each registers its commands on the one `app` defined in cli/common.py.
 """
 
-from nla.cli.common import app
 from nla.cli import audit, data, read, reading, train  # noqa: F401  (registers the commands)
+from nla.cli.common import app
 
 
 def main() -> None:

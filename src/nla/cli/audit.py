@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from nla.cli.common import MODEL_HELP, READ_DEVICE_HELP, app, opt_device, user_errors
+from nla.cli.common import MODEL_HELP, READ_DEVICE_HELP, app, checked_dtype, opt_device, opt_dtype, user_errors
 from nla.reading.config import DEFAULT_NLA, IndexSettings
 
 INDEX = IndexSettings()
@@ -36,6 +36,7 @@ def index(
     batch_size: int = typer.Option(32, help="Positions explained together (on 2 cores the AV reaches 38% of the "
                                    "fp32 matmul peak at 32, 25% at 16)."),
     device: str = opt_device(help=READ_DEVICE_HELP),
+    dtype: str = opt_dtype(),
     overwrite: bool = typer.Option(False, help="Rebuild an index already in --out."),
 ):
     """Store each document's activations (and with --explain, readings) for nla search. Runs under torchrun or
@@ -47,7 +48,7 @@ def index(
                              min_position=min_position, max_doc_tokens=max_doc_tokens, seed=seed,
                              max_new_tokens=max_new_tokens)
     check_index_out(out, None, overwrite)  # a file for --out fails before the models load
-    reader = load_index_reader(nla, settings, model=model, device=device)
+    reader = load_index_reader(nla, settings, model=model, device=device, dtype=checked_dtype(dtype))
     result = build_index(reader, settings, out, overwrite=overwrite, batch_size=batch_size)
     rate = f", {result['positions_per_second']} positions/s" if result["positions_per_second"] else ""
     typer.echo(f"indexed {result['rows']} positions of {result['documents']} documents into {out}/{result['shard']}"
@@ -74,6 +75,7 @@ def search(
     min_score: Optional[float] = typer.Option(None, help="Only readings scoring at least this (1 - MSE/B)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object {query, hits} instead of a table."),
     device: str = opt_device(help=READ_DEVICE_HELP),
+    dtype: str = opt_dtype(),
 ):
     """Rank an index's positions (or documents) by a query: text match over explanations, activation similarity
     to the AR's reconstruction of the query, or both."""
@@ -87,7 +89,8 @@ def search(
                     filters=filters, min_score=min_score)
     opened = open_index(index)
     try:
-        result = run_search(opened, index_nla(opened, device=device) if by != "text" else None, q)
+        reader_nla = index_nla(opened, device=device, dtype=checked_dtype(dtype)) if by != "text" else None
+        result = run_search(opened, reader_nla, q)
     finally:
         opened.close()
     typer.echo(json.dumps(result, ensure_ascii=False) if json_out else format_hits(result, docs=docs))

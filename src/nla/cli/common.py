@@ -9,7 +9,7 @@ import os
 import click
 import typer
 
-from nla.autoencoder.defaults import TEMPERATURE
+from nla.autoencoder.decoding import TEMPERATURE
 from nla.data.config import ExtractConfig, defaults
 from nla.data.sampling import SplitFractions
 from nla.errors import NLAError

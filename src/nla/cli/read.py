@@ -8,13 +8,27 @@ from typing import Optional
 
 import typer
 
-from nla.autoencoder.defaults import MAX_NEW_TOKENS
+from nla.autoencoder.decoding import MAX_NEW_TOKENS
+from nla.cli.common import (
+    EVAL,
+    EXTRACT,
+    MODEL_HELP,
+    READ_DEVICE_HELP,
+    app,
+    checked_dtype,
+    load_nla,
+    opt_device,
+    opt_dtype,
+    opt_max_new_tokens,
+    opt_nla,
+    opt_nla_ar,
+    opt_nla_av,
+    opt_temperature,
+    user_errors,
+)
 from nla.errors import NLAError
 from nla.inputs import check_out_folder
 from nla.reading.config import EXPLAIN_MAX_TOKENS
-from nla.cli.common import (EVAL, EXTRACT, MODEL_HELP, READ_DEVICE_HELP, app, checked_dtype, load_nla, opt_device,
-                            opt_dtype, opt_max_new_tokens, opt_nla, opt_nla_ar, opt_nla_av, opt_temperature,
-                            user_errors)
 
 
 @app.command("eval")
@@ -79,13 +93,13 @@ def explain(
         raise NLAError(f"--max-new-tokens {max_new_tokens} leaves no room for an explanation; pass 1 or more")
     if max_tokens < 1:
         raise NLAError(f"--max-tokens {max_tokens} lets no token be read; pass 1 or more")
+    from nla.autoencoder.shipped import resolve as resolve_shipped
     from nla.reading.calibration import CALIBRATION_FILE, read_calibration
-    from nla.reading.trace import resolve_nla
     from nla.reading.transcript import explain_text, format_readings
 
     # The NLA's own calibration when it has one (the shipped NLA does; estimating one is nla trace's job),
     # read before minutes of model loading.
-    calibration = None if nla_av or nla_ar else read_calibration(resolve_nla(nla) / CALIBRATION_FILE)
+    calibration = None if nla_av or nla_ar else read_calibration(resolve_shipped(nla) / CALIBRATION_FILE)
     # With LoRA adapters one base model serves target, AV and AR; a released NLA loads as AV + AR + target.
     loaded = load_nla(nla, nla_av, nla_ar, device=device, dtype=dtype)
     target = loaded.target(model)
@@ -103,7 +117,7 @@ def demo(
 ):
     """The main job: the shipped NLA reads built-in texts and a chat token by token, with each explanation's score."""
     check_out_folder(out)
-    from nla.autoencoder.default import default_dir, is_default
+    from nla.autoencoder.shipped import default_dir, is_default
     from nla.reading.demo import extraction_demo, run_demo
 
     if is_default(nla) and not (default_dir() / "av_adapter").exists():

@@ -9,8 +9,18 @@ from typing import Optional
 
 import typer
 
-from nla.cli.common import (EXTRACT, MODEL_HELP, app, checked_dtype, opt_dtype, opt_nla, opt_nla_ar, opt_nla_av,
-                            opt_temperature, user_errors)
+from nla.cli.common import (
+    EXTRACT,
+    MODEL_HELP,
+    app,
+    checked_dtype,
+    opt_dtype,
+    opt_nla,
+    opt_nla_ar,
+    opt_nla_av,
+    opt_temperature,
+    user_errors,
+)
 from nla.errors import NLAError
 from nla.reading.config import TraceSettings
 
@@ -28,6 +38,8 @@ def trace(
     file: Optional[Path] = typer.Option(None, "--file", help="Trace a UTF-8 text file."),
     chat: Optional[Path] = typer.Option(None, "--chat", help="Trace a chat: a JSON list of {role, content} "
                                         "messages, rendered with the target's chat template."),
+    template_system_prompt: bool = typer.Option(False, help="With --chat and no system message: trace the default "
+                                                "system prompt the target's template adds (default: leave it out)."),
     continue_tokens: int = typer.Option(0, "--continue", help="Let the target write N more tokens and trace them."),
     model: Optional[str] = typer.Option(None, help="The target; default: the NLA's. " + MODEL_HELP),
     min_position: int = typer.Option(TRACE.min_position, help="Show earlier tokens without tracing them."),
@@ -40,13 +52,14 @@ def trace(
 ):
     """Every token's explanation, fidelity score (High/Medium/Low) and claim checks -> OUT/trace.json + trace.html.
     A killed run resumes: rerun the same command."""
-    from nla.reading.prompt import Prompt
     from nla.reading.document import TRACE_HTML, check_output
+    from nla.reading.prompt import Prompt
     from nla.reading.trace import Reader, trace_to_folder
 
     if sum(x is not None for x in (text, file, chat)) != 1:
         raise NLAError("give exactly one of: TEXT, --file F, --chat F.json")
-    prompt = Prompt(text=text) if text is not None else Prompt.from_file(file) if file else Prompt.from_chat_file(chat)
+    prompt = Prompt(text=text) if text is not None else Prompt.from_file(file) if file else \
+        Prompt.from_chat_file(chat, template_system_prompt)
     settings = TraceSettings(max_new_tokens=max_new_tokens, batch_size=batch_size, min_position=min_position,
                              continue_tokens=continue_tokens, temperature=temperature)
     check_output(out, overwrite)  # before minutes of model loading
@@ -54,6 +67,8 @@ def trace(
                          max_new_tokens=max_new_tokens, progress=True)
     result = trace_to_folder(reader, prompt, out, settings, overwrite=overwrite)
     summary, claims = result.summary, result.summary["claims"]
+    if result.document["input"].get("note"):
+        typer.echo(f"note: {result.document['input']['note']}")
     labels = ", ".join(f"{name} {count}" for name, count in summary["labels"].items())
     typer.echo(f"traced {summary['traced']} tokens in {result.document['seconds']:.1f} s: {labels}")
     typer.echo(f"claims: {claims['claims']} ({_share(claims['negligible_share'])} negligible); quotes: "
@@ -78,6 +93,7 @@ def calibrate(
     max_new_tokens: int = typer.Option(TRACE.max_new_tokens, help="Longest explanation, as nla trace reads."),
     batch_size: int = typer.Option(TRACE.batch_size),
     device: str = typer.Option(EXTRACT["device"], help="auto, cpu, cuda, cuda:N."),
+    dtype: str = opt_dtype(),
     overwrite: bool = typer.Option(False, help="Replace the NLA's calibration.json."),
     from_eval: Optional[Path] = typer.Option(None, help="An nla eval folder of this NLA: calibrate on the rows it read "
                                              "(--data and --max-rows do not apply) with its explanations, instead of "
@@ -93,7 +109,8 @@ def calibrate(
     from nla.reading.calibration import calibration_path
 
     calibration = run_calibrate(nla, data, max_rows=max_rows or None, max_new_tokens=max_new_tokens,
-                                batch_size=batch_size, device=device, overwrite=overwrite, from_eval=from_eval)
+                                batch_size=batch_size, device=device, dtype=checked_dtype(dtype), overwrite=overwrite,
+                                from_eval=from_eval)
     claims = calibration.claims
     typer.echo(calibration.note)
     typer.echo(f"claims: {claims['claims']} in {claims['explanations']} explanations, "

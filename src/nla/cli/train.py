@@ -7,12 +7,23 @@ from typing import Optional
 
 import typer
 
+from nla.cli.common import (
+    AR,
+    AV,
+    EXTRACT,
+    MODEL_HELP,
+    RL,
+    app,
+    checked_dtype,
+    opt_device,
+    opt_dtype,
+    opt_nla_ar,
+    opt_nla_av,
+    user_errors,
+)
 from nla.inputs import check_out_folder
 from nla.rl.config import RLConfig
 from nla.train.config import AVTrainConfig
-from nla.cli.common import (AR, AV, EXTRACT, MODEL_HELP, RL, app, checked_dtype, opt_device, opt_dtype, opt_nla_ar,
-                            opt_nla_av, user_errors)
-
 
 EXPORT_HELP = ("With LoRA, also write the merged released folder (a full copy of the model; nla export RUN "
                "writes it later). Without it the run keeps its adapter only, which everything in nla reads.")
@@ -104,10 +115,14 @@ def export(
 ):
     """Merge a run's LoRA adapters into released-format av/ and ar/ folders (what NLA.load and others read)."""
     check_out_folder(out)
-    from nla.autoencoder.shared import export_nla
+    from nla.autoencoder.meta import read_model_meta
+    from nla.autoencoder.shared import export_nla, reference_client_note
 
     for folder in export_nla(run, out, overwrite=overwrite, dtype=checked_dtype(dtype)):
         typer.echo(f"wrote {folder}/")
+        note = reference_client_note(read_model_meta(folder)) if folder.name == "av" else None
+        if note:
+            typer.echo(f"note: {note}", err=True)
 
 
 @app.command("rl")
@@ -147,7 +162,7 @@ def rl(
 ):
     """Improve an SFT NLA with GRPO: the AV is rewarded by the AR's reconstruction; a rerun resumes."""
     check_out_folder(out)
-    from nla.rl.trainer import rl as run_rl
+    from nla.rl.run import rl as run_rl
 
     result = run_rl(RLConfig(nla=nla, nla_av=nla_av, nla_ar=nla_ar, dtype=checked_dtype(dtype), data=data, out=out,
                              eval_data=eval_data, eval_rows=eval_rows, steps=steps,

@@ -36,8 +36,8 @@ import torch
 from tqdm import tqdm
 
 from nla.atomic import atomic_path
-from nla.record_log import append_records, complete_records
 from nla.errors import NLAError
+from nla.record_log import append_records, complete_records
 
 # (topic, domain). Topic names are written to read naturally inside an instruction.
 TOPICS = [

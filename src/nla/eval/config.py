@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from nla.autoencoder.defaults import MAX_NEW_TOKENS, TEMPERATURE
+from nla.autoencoder.decoding import MAX_NEW_TOKENS, TEMPERATURE
 from nla.errors import NLAError
 
 

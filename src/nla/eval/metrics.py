@@ -39,3 +39,9 @@ def fidelity(predictions: torch.Tensor, golds: torch.Tensor, reference: Baseline
     cos = torch.nn.functional.cosine_similarity(predictions.float(), golds.float(), dim=-1)
     return {"n": int(len(golds)), "mse": float(mse.mean()), "cosine": float(cos.mean()),
             "fve": 1.0 - float(mse.mean()) / reference.denominator, "baseline_denominator": reference.denominator}
+
+
+def summary(mse, reference: Baseline) -> dict:
+    """FVE, MSE and cosine of per-row errors; cos = 1 - mse/2 exactly under the 2(1 - cos) convention."""
+    mean = float(mse.mean())
+    return {"fve": 1.0 - mean / reference.denominator, "mse": mean, "cosine": 1.0 - mean / 2}

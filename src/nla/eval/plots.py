@@ -58,18 +58,3 @@ def bucket_plot(path: str | Path, labels: list[str], series: dict[str, list[floa
     path = Path(path)
     _save(fig, path)
     return path
-
-
-def curve_plot(path: str | Path, steps: list[float], series: dict[str, list[float]], *, title: str,
-               xlabel: str = "step", ylabel: str) -> Path:
-    """Named series against a shared x axis (training curves: reward, FVE, length per step)."""
-    plt = require_matplotlib()
-    fig, ax = plt.subplots(figsize=(7.0, 4.2))
-    for name, values in series.items():
-        ax.plot(steps[: len(values)], values, label=name)
-    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
-    ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))  # never over the data
-    ax.grid(alpha=0.3)
-    path = Path(path)
-    _save(fig, path)
-    return path

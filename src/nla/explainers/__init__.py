@@ -1,1 +1,2 @@
-"""Warm-start explanations for SFT: one small interface, several backends (offline facts; API models next)."""
+"""Warm-start explanations for SFT: one small interface, two kinds of backend (the offline facts format, with its
+salient words; API models: Anthropic, OpenAI and any OpenAI-compatible server)."""

@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from nla.errors import NLAError
 from nla.explainers.base import ExplainRequest
+from nla.record_log import append_records, complete_records
 
 DEFAULT_MODELS = {"anthropic": "claude-sonnet-4-6", "openai": "gpt-4.1-mini"}
 DEFAULT_KEY_ENVS = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}
@@ -171,24 +172,15 @@ class AnswerCache:
 
     def __init__(self, path: Path):
         self.path = path
-        self.answers: dict[str, dict] = {}
-        if path.exists():
-            for line in path.read_text(encoding="utf-8").splitlines():
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line cut short by a kill
-                self.answers[record["key"]] = record
+        # a last line cut short by a kill is dropped (and the file mended) as every resumable log does
+        self.answers: dict[str, dict] = {record["key"]: record for record in complete_records(path)}
         self._lock = threading.Lock()
 
     def add(self, key: str, reply: Reply) -> None:
         record = {"key": key, "answer": reply.text, "complete": reply.complete,
                   "input_tokens": reply.input_tokens, "output_tokens": reply.output_tokens}
         with self._lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
-                f.flush()
+            append_records(self.path, [record])
             self.answers[key] = record
 
 

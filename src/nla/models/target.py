@@ -10,6 +10,7 @@ fp32 on CPU (bf16 matmul there is hundreds of times slower), bf16 on CUDA.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,6 +94,18 @@ class Target:
                                "fix the messages (roles, order) or pass them as plain text") from err
         rendered = "\n\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in messages) + "\n"
         return rendered + "\nAssistant:" if add_generation_prompt else rendered
+
+    def inserts_system_prompt(self, messages: list[dict]) -> bool:
+        """Whether the chat template adds a system prompt of its own to these messages, which have none
+        (SmolLM2's and Qwen's do). Told apart from a template that merely renders an empty system turn: with
+        an empty system message added, the chat without one must still end the rendering (after what both
+        renderings share, such as a BOS)."""
+        if not self.has_chat_template or messages[0]["role"] == "system":
+            return False
+        bare = self.render_chat(messages)
+        given = self.render_chat([{"role": "system", "content": ""}, *messages])
+        shared = len(os.path.commonprefix([bare, given]))
+        return not given.endswith(bare[shared:])
 
     def encode(self, text: str, *, rendered_chat: bool = False) -> list[int]:
         """Token ids of a document. A rendered chat template already holds its special tokens."""

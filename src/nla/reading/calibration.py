@@ -32,7 +32,7 @@ import torch
 from tqdm import tqdm
 
 from nla.atomic import write_json
-from nla.autoencoder.defaults import MAX_NEW_TOKENS
+from nla.autoencoder.decoding import MAX_NEW_TOKENS
 from nla.autoencoder.nla import NLA
 from nla.errors import NLAError
 from nla.eval.metrics import baseline
@@ -258,7 +258,7 @@ def calibration_for(nla: NLA, folder: Path, target: Target, *, max_new_tokens: i
 
 def calibration_path(nla_path: str | Path) -> Path:
     """Where `nla calibrate` writes: inside the NLA's own folder (`default`: the shipped one)."""
-    from nla.autoencoder.default import resolve
+    from nla.autoencoder.shipped import resolve
 
     folder = resolve(nla_path).expanduser()
     if not folder.is_dir():  # a hub prefix: there is no folder of its own to write into
@@ -269,7 +269,8 @@ def calibration_path(nla_path: str | Path) -> Path:
 
 def calibrate(nla_path: str | Path, data: str | Path | None = None, *, max_rows: int | None = 256,
               max_new_tokens: int = MAX_NEW_TOKENS, batch_size: int = 16, seed: int = 0, device: str = "auto",
-              overwrite: bool = False, progress: bool = True, from_eval: Path | None = None) -> Calibration:
+              dtype: str = "auto", overwrite: bool = False, progress: bool = True,
+              from_eval: Path | None = None) -> Calibration:
     """`nla calibrate`: calibrate an NLA on held-out activations (default: the validation split of the
     dataset it was trained on) and write NLA/calibration.json. `from_eval`: an `nla eval` folder of this
     NLA, whose rows and explanations are used instead of explaining again (data and max_rows come from it)."""
@@ -279,7 +280,7 @@ def calibrate(nla_path: str | Path, data: str | Path | None = None, *, max_rows:
     if out.exists() and not overwrite:
         raise NLAError(f"{out} exists; pass --overwrite to calibrate again")
     evaluated = _evaluated(Path(from_eval)) if from_eval else None
-    nla = NLA.load(nla_path, device=device)
+    nla = NLA.load(nla_path, device=device, dtype=dtype)
     if evaluated:
         _check_same_nla(Path(from_eval), evaluated, nla, Path(nla_path))
         data, max_rows, seed = Path(evaluated["data"]), evaluated["max_rows"], evaluated["seed"]

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from nla.autoencoder.defaults import MAX_NEW_TOKENS
+from nla.autoencoder.decoding import MAX_NEW_TOKENS
+from nla.autoencoder.shipped import DEFAULT as DEFAULT_NLA  # noqa: F401 (re-exported: what trace, serve and demo read with)
 from nla.errors import NLAError
 
-# The NLA shipped in the package (see autoencoder/default.py): what trace, serve and demo read with
-# when no --nla is given.
-DEFAULT_NLA = "default"
 # `nla explain`'s --max-tokens: each token is one explanation to write (a few seconds each on a CPU), so a
 # longer text is refused up front instead of running for hours; trace (resumable, with progress) has no cap.
 EXPLAIN_MAX_TOKENS = 512

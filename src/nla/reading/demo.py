@@ -60,7 +60,7 @@ def held_out_report(nla) -> list[str]:
     """The shipped NLA's held-out figures, when its evaluation report is there (ours always is)."""
     import json
 
-    from nla.autoencoder.default import default_dir, is_default
+    from nla.autoencoder.shipped import default_dir, is_default
 
     report = default_dir() / "eval" / "eval.json"
     if not is_default(nla) or not report.exists():

@@ -24,6 +24,8 @@ import torch
 from tqdm import tqdm
 
 from nla.atomic import write_json
+from nla.autoencoder.nla import NLA
+from nla.autoencoder.shipped import resolve as resolve_shipped
 from nla.changes import changed_settings, describe_changes
 from nla.data.corpus import Document, load_corpus
 from nla.data.extract import encode_document
@@ -31,10 +33,9 @@ from nla.data.roles import TEXT, token_roles
 from nla.data.sampling import _key, sample_positions
 from nla.errors import NLAError
 from nla.models.activations import batched_residual_stream
-from nla.autoencoder.nla import NLA
 from nla.reading.config import DEFAULT_NLA, IndexSettings, TraceSettings
 from nla.reading.index_store import DONE_JSON, INDEX_JSON, ShardWriter, read_settings, shard_name
-from nla.reading.trace import Reader, display_name, resolve_nla
+from nla.reading.trace import Reader, display_name
 
 CONTEXT_BEFORE, CONTEXT_AFTER = 24, 6  # tokens of context stored around an indexed token
 CHUNK_DOCS = 16  # documents per committed chunk (what a kill can cost)
@@ -142,13 +143,14 @@ def read_explained(reader: Reader, wanted: list[PlannedDoc], vectors: dict[int, 
 
 
 def load_index_reader(nla: str | Path, settings: IndexSettings, *, model: str | None = None,
-                      device: str = "auto") -> Reader:
+                      device: str = "auto", dtype: str = "auto") -> Reader:
     """The NLA and target to index with; the calibration (the score's B and labels) only when explaining."""
     if settings.explain != "none":
-        return Reader.load(nla, model=model, device=device, max_new_tokens=settings.max_new_tokens, progress=True)
-    path = resolve_nla(nla)
-    loaded = NLA.load(path, device=device)
-    return Reader(loaded, loaded.target(model, device=device), None, display_name(str(path)))
+        return Reader.load(nla, model=model, device=device, dtype=dtype, max_new_tokens=settings.max_new_tokens,
+                           progress=True)
+    path = resolve_shipped(nla)
+    loaded = NLA.load(path, device=device, dtype=dtype)
+    return Reader(loaded, loaded.target(model, device=device, dtype=dtype), None, display_name(str(path)))
 
 
 def nla_spec(reader: Reader) -> str:
@@ -156,7 +158,7 @@ def nla_spec(reader: Reader) -> str:
     run = reader.nla.source.run if reader.nla.source else None
     if run is None:
         return reader.nla.source.label if reader.nla.source else reader.name
-    return DEFAULT_NLA if Path(run).resolve() == resolve_nla(DEFAULT_NLA).resolve() else str(Path(run).resolve())
+    return DEFAULT_NLA if Path(run).resolve() == resolve_shipped(DEFAULT_NLA).resolve() else str(Path(run).resolve())
 
 
 def index_settings_record(reader: Reader, settings: IndexSettings, world: int) -> dict:

@@ -1,7 +1,8 @@
 """What a trace reads: a text, a text file, or a chat transcript (JSON messages).
 
 A transcript is rendered with the target's own chat template when it is read, so the NLA
-sees the same tokens the target would.
+sees the same tokens the target would, and nothing the user did not give: a default system
+prompt the template would add is left out unless asked for (`template_system_prompt`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from pathlib import Path
 from nla.data.corpus import read_utf8
 from nla.errors import NLAError
 from nla.models.target import check_unicode
-
 
 CHAT_ROLES = ("system", "user", "assistant", "tool", "developer")
 
@@ -37,6 +37,10 @@ class Prompt:
     text: str | None = None
     messages: list[dict] | None = None
     source: str = "text"  # shown in the trace: "text", or the file's name
+    # A chat without a system message is traced as given: where the target's template would add its own
+    # default system prompt, an empty system message keeps it out (a note in the trace says so). True: the
+    # template's default is traced, as the target would see such a chat in use.
+    template_system_prompt: bool = False
 
     def __post_init__(self):
         if (self.text is None) == (self.messages is None):
@@ -52,18 +56,28 @@ class Prompt:
     def kind(self) -> str:
         return "chat" if self.messages is not None else "text"
 
+    def chat_for(self, target) -> tuple[list[dict], str | None]:
+        """The messages to render for `target`, and a note when they differ from those given."""
+        if self.template_system_prompt or not target.inserts_system_prompt(self.messages):
+            return self.messages, None
+        return ([{"role": "system", "content": ""}, *self.messages],
+                f"{target.name}'s chat template adds its own system prompt to a chat without one; traced with an "
+                "empty system message instead, so only the given messages are read (give a system message, or "
+                "--template-system-prompt, to trace another)")
+
     @classmethod
     def from_file(cls, path: Path) -> "Prompt":
         return cls(text=_read(path), source=Path(path).name)
 
     @classmethod
-    def from_chat_file(cls, path: Path) -> "Prompt":
+    def from_chat_file(cls, path: Path, template_system_prompt: bool = False) -> "Prompt":
         try:
             messages = json.loads(_read(path))
         except json.JSONDecodeError as err:
             raise NLAError(f"{path} is not valid JSON ({err.msg} at line {err.lineno}); "
                            "write a list of {\"role\", \"content\"} messages") from err
-        return cls(messages=check_messages(messages, str(path)), source=Path(path).name)
+        return cls(messages=check_messages(messages, str(path)), source=Path(path).name,
+                   template_system_prompt=template_system_prompt)
 
 
 def _read(path: Path) -> str:

@@ -12,7 +12,6 @@ import json
 import re
 from importlib.resources import files
 
-PAGE_FILES = ("viewer.css", "viewer.js")
 _SLOT = re.compile(r"\{\{(\w+)\}\}")
 
 

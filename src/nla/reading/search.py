@@ -26,10 +26,10 @@ import numpy as np
 import torch
 
 from nla.autoencoder.nla import NLA, ar_input_ids
+from nla.autoencoder.shipped import resolve as resolve_shipped
 from nla.errors import NLAError
 from nla.models.adapters import adapter_for
 from nla.reading.index_store import COLUMNS, FILTERS, Index, Shard
-from nla.reading.trace import resolve_nla
 
 BY = ("text", "activation", "both")
 FUSION_K = 60  # the usual constant of reciprocal-rank fusion
@@ -278,9 +278,9 @@ def stored_row(index: Index, row: int) -> tuple[dict, np.ndarray]:
     return _row(shard, local), np.asarray(shard.vectors[local], dtype=np.float32)
 
 
-def index_nla(index: Index, *, device: str = "auto") -> NLA:
+def index_nla(index: Index, *, device: str = "auto", dtype: str = "auto") -> NLA:
     """The NLA the index was made with (its AR reads the query)."""
-    nla = NLA.load(resolve_nla(index.settings["nla"]), device=device)
+    nla = NLA.load(resolve_shipped(index.settings["nla"]), device=device, dtype=dtype)
     check_same_nla(index, nla)
     return nla
 

@@ -22,15 +22,16 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from nla.autoencoder.defaults import MAX_NEW_TOKENS
+from nla.autoencoder.decoding import MAX_NEW_TOKENS
 from nla.autoencoder.nla import NLA
+from nla.autoencoder.shipped import resolve as resolve_shipped
 from nla.autoencoder.verbalizer import Explanation
 from nla.errors import NLAError
 from nla.models.predictions import next_token_candidates
 from nla.models.target import Target
 from nla.reading.calibration import FAILED, LABELS, Calibration, calibration_for
 from nla.reading.claims import check_claims, claims_report
-from nla.reading.config import DEFAULT_NLA, TraceSettings
+from nla.reading.config import TraceSettings
 from nla.reading.document import PARTIAL_LOG, SCHEMA, SCHEMA_VERSION, Trace, check_output
 from nla.reading.prompt import Prompt
 from nla.reading.transcript import check_length
@@ -38,13 +39,6 @@ from nla.record_log import RecordLog
 
 NEXT_TOKENS = 5  # the target's likeliest next tokens stored per traced token, against which predictions are checked
 SINK_NORM_RATIO = 8.0  # an activation this many times the text's median norm is an attention sink
-def resolve_nla(nla: str | Path | None) -> Path:
-    """The NLA folder to read with: --nla, or the NLA shipped in the package ("default")."""
-    from nla.autoencoder.default import resolve
-
-    return resolve(DEFAULT_NLA if nla is None else nla)
-
-
 def failure(explanation: Explanation, max_new_tokens: int) -> str | None:
     """Why an explanation failed, in words; None when it has its closing tag."""
     if explanation.text is not None:
@@ -78,7 +72,7 @@ class Reader:
             loaded = NLA.load(None, av=av, ar=ar, device=device, dtype=dtype)
             folder, name = loaded.source.av, loaded.source.label  # the calibration cache is keyed on the AV
         else:
-            folder = resolve_nla(nla)
+            folder = resolve_shipped(nla)
             loaded, name = NLA.load(folder, device=device, dtype=dtype), display_name(str(folder))
         target = loaded.target(model, device=device, dtype=dtype)
         calibration = calibration_for(loaded, folder, target, max_new_tokens=max_new_tokens, progress=progress)
@@ -90,7 +84,8 @@ class Reader:
         """(token ids after the continuation, how many of them are the input). Limits are checked before
         the target writes anything."""
         if prompt.messages is not None:
-            rendered = self.target.render_chat(prompt.messages, add_generation_prompt=settings.continue_tokens > 0)
+            messages, _ = prompt.chat_for(self.target)
+            rendered = self.target.render_chat(messages, add_generation_prompt=settings.continue_tokens > 0)
             ids = self.target.encode(rendered, rendered_chat=True)
         else:
             ids = self.target.encode(prompt.text)
@@ -204,6 +199,7 @@ class Reader:
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "nla": self.describe(), "target": display_name(self.target.name),
             "input": {"source": prompt.source, "kind": prompt.kind,
+                      "note": prompt.chat_for(self.target)[1] if prompt.messages is not None else None,
                       "text": self.target.tokenizer.decode(ids[:prompt_tokens]), "messages": prompt.messages,
                       "prompt_tokens": prompt_tokens, "continued": len(ids) - prompt_tokens},
             "settings": asdict(settings), "calibration": self.calibration.to_dict(),

@@ -23,40 +23,28 @@ OUT/rl_state/ (atomic: both adapters, both optimizers and schedulers, RNG states
 
 from __future__ import annotations
 
-import json
-import shutil
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from nla.autoencoder.hub import resolve_nla
 from nla.autoencoder.lora import add_lora
 from nla.autoencoder.nla import NLA, ar_input_ids, reconstruct_texts
 from nla.autoencoder.reconstructor import reconstruction_mse
-from nla.autoencoder.shared import ADAPTER_DIRS, CALIBRATION_FILE, trained
 from nla.autoencoder.verbalizer import FAILED_MSE, check_vectors
-from nla.changes import changed_settings, describe_changes
-from nla.errors import NLAError
-from nla.eval.evaluate import derangement, explanation_mse, summary
-from nla.eval.metrics import baseline
-from nla.inputs import RESUME_FIX, STATE_DAMAGE, damaged_file, open_dataset
+from nla.eval.evaluate import derangement, explanation_mse
+from nla.eval.metrics import baseline, summary
+from nla.inputs import open_dataset
 from nla.models.activations import pad_right
-from nla.models.adapters import adapter_for, text_config
-from nla.models.memory import check_batch_fits, optimizer_bytes, rl_sample_bytes
-from nla.record_log import append_records, complete_records, write_records
+from nla.models.adapters import adapter_for
 from nla.rl import grpo
 from nla.rl.config import RLConfig
-from nla.rl.export import export_rl
 from nla.rl.policy import Policy, padded_responses, response_logprobs, warmup_schedule
 from nla.rl.rewards import ReconstructionReward, RewardFn, shaped_rewards
 from nla.rl.rollout import HFRollouts, Rollout, RolloutBackend
 from nla.train.av import av_batch
-from nla.train.checkpoint import latest_state, load_parts_state, save_parts_state
-from nla.train.loop import start_processes
+from nla.train.checkpoint import guarded_step
 from nla.train.pairs import BatchOrder
 
 STATE_DIR, METRICS_FILE, SAMPLES_FILE = "rl_state", "rl_metrics.jsonl", "rl_samples.jsonl"
@@ -214,15 +202,8 @@ class Trainer:
         return self._optimizer_step(loss, self.ar_params, self.ar_optimizer, self.ar_scheduler, "ar")
 
     def _optimizer_step(self, loss, params, optimizer, scheduler, name: str) -> dict:
-        optimizer.zero_grad(set_to_none=True)
-        self.accelerator.backward(loss)
-        grad_norm = self.accelerator.clip_grad_norm_(params, self.cfg.max_grad_norm)
-        finite = bool(torch.isfinite(torch.as_tensor(grad_norm)))
-        if finite:  # a non-finite gradient would poison the weights: skip the update, count it
-            optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        scheduler.step()
-        return {f"{name}_loss": float(loss.detach()), f"{name}_grad_norm": float(grad_norm),
+        grad_norm, finite = guarded_step(self.accelerator, loss, params, optimizer, scheduler, self.cfg.max_grad_norm)
+        return {f"{name}_loss": float(loss.detach()), f"{name}_grad_norm": grad_norm,
                 f"{name}_skipped": float(not finite)}
 
     # -- evaluation ----------------------------------------------------------------------------------
@@ -243,122 +224,3 @@ class Trainer:
                 "eval_length": float(np.mean([e.num_tokens for e in explanations])),
                 "eval_failure_rate": float(np.mean([e.failed for e in explanations])),
                 "eval_examples": [e.answer for e in explanations[:3]]}
-
-
-# Settings that do not change the trajectory: a run may resume under other values (e.g. more steps, or a
-# copy of its state in another folder).
-VOLATILE_SETTINGS = ("out", "overwrite", "checkpoint_every", "sample_every", "eval_every", "device", "steps")
-
-
-def _settings(cfg: RLConfig, processes: int) -> dict:
-    settings = {**asdict(cfg), "processes": processes}
-    for volatile in VOLATILE_SETTINGS:
-        settings.pop(volatile)
-    return json.loads(json.dumps(settings, default=str))
-
-
-def _truncate_log(path: Path, step: int) -> None:
-    """Drop lines logged after the resumed state: those steps run again."""
-    if path.exists():
-        write_records(path, [r for r in complete_records(path) if r["step"] <= step])
-
-
-def _resume(trainer: Trainer, settings: dict) -> int:
-    found = latest_state(trainer.cfg.out / STATE_DIR)
-    if not found:
-        return 0
-    with damaged_file(found, "a saved RL state", RESUME_FIX):
-        saved = json.loads((found / "state.json").read_text()).get("settings") or {}
-    saved = {k: v for k, v in saved.items() if k not in VOLATILE_SETTINGS}
-    if changed_settings(saved, settings):  # a setting added since, at None, matches
-        raise NLAError(f"{trainer.cfg.out} holds an RL run with other settings ({describe_changes(saved, settings)}); "
-                       "use the same settings to resume, or pass --overwrite to start over")
-    with damaged_file(found, "a saved RL state", RESUME_FIX, also=STATE_DAMAGE):
-        return load_parts_state(found, trainer.parts())["step"]
-
-
-def _start(cfg: RLConfig, accelerator) -> None:
-    """Refuse to replace a finished run, or a batch that cannot split over the processes."""
-    resolve_nla(cfg.nla, av=cfg.nla_av, ar=cfg.nla_ar)  # a bad --nla fails before any state is touched
-    finished = trained(cfg.out, "av") and trained(cfg.out, "ar")  # the AR (adapter or folder) is written last
-    if finished and not cfg.overwrite:
-        raise NLAError(f"{cfg.out} already holds a finished RL run; pass --overwrite or another --out")
-    if cfg.batch_size % accelerator.num_processes:
-        raise NLAError(f"batch-size {cfg.batch_size} does not split over {accelerator.num_processes} processes; "
-                       "pass a multiple of the process count")
-
-
-def _check_memory(trainer: Trainer) -> None:
-    """Refuse a batch that clearly does not fit in memory (see models/memory.py), before anything is written."""
-    cfg, verbalizer = trainer.cfg, trainer.policy.verbalizer
-    per_sample = rl_sample_bytes(text_config(verbalizer.model.config), prompt_tokens=len(verbalizer.prompt),
-                                 response_tokens=cfg.max_response_tokens, reference=cfg.kl_coef > 0,
-                                 bytes_per_value=next(verbalizer.model.parameters()).element_size())
-    check_batch_fits(cfg.group_size * per_sample, cfg.batch_size,
-                     optimizer_bytes(trainer.policy.params) + optimizer_bytes(trainer.ar_params),
-                     trainer.accelerator.device, processes=trainer.accelerator.num_processes, flag="--batch-size",
-                     what=f"--group-size {cfg.group_size} explanations of up to {cfg.max_response_tokens} tokens each")
-
-
-def _clear_old_run(cfg: RLConfig, accelerator) -> None:
-    """--overwrite: the old run goes before the new one starts, so a kill leaves no finished-looking mix
-    (main process only); its calibration.json, made from the old weights, goes with it."""
-    if cfg.overwrite and accelerator.is_main_process:
-        for name in (STATE_DIR, "av", "ar", *ADAPTER_DIRS.values()):
-            shutil.rmtree(cfg.out / name, ignore_errors=True)
-        for name in (METRICS_FILE, SAMPLES_FILE, CALIBRATION_FILE):
-            (cfg.out / name).unlink(missing_ok=True)
-    accelerator.wait_for_everyone()
-
-
-def rl(cfg: RLConfig, *, reward: RewardFn | None = None, backend: RolloutBackend | None = None,
-       accelerator=None, progress: bool = True, stop_after: int | None = None) -> dict:
-    """Run (or resume) GRPO; returns the step count and the first and last held-out evaluations.
-
-    `reward` replaces the reconstruction reward (tests use a toy one); `stop_after` ends the call after
-    that many steps without exporting, as a kill would (tests of resume use it)."""
-    accelerator = accelerator or start_processes(cfg.device)
-    _start(cfg, accelerator)
-    trainer = Trainer(cfg, reward, accelerator, backend)
-    _check_memory(trainer)
-    _clear_old_run(cfg, accelerator)
-    settings = _settings(cfg, accelerator.num_processes)
-    step = _resume(trainer, settings)
-    main = accelerator.is_main_process
-    metrics_path, samples_path = cfg.out / METRICS_FILE, cfg.out / SAMPLES_FILE
-    if main:
-        cfg.out.mkdir(parents=True, exist_ok=True)
-        _truncate_log(metrics_path, step)
-        _truncate_log(samples_path, step)
-    evaluations = {}
-    if step == 0 and trainer.eval_golds is not None and main:
-        evaluations[0] = trainer.evaluate()
-        _append(metrics_path, {"step": 0, **evaluations[0]})
-    last = cfg.steps if stop_after is None else min(cfg.steps, step + stop_after)
-    bar = tqdm(total=cfg.steps, initial=step, desc="rl", unit="step", disable=not (progress and main))
-    while step < last:
-        record, samples = trainer.step(step)
-        step += 1
-        if main:
-            if trainer.eval_golds is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
-                evaluations[step] = trainer.evaluate()
-                record.update(evaluations[step])
-            _append(metrics_path, {"step": step, **record, "lr": trainer.policy.scheduler.get_last_lr()[0]})
-            if step % cfg.sample_every == 0 or step == 1:
-                for sample in samples:
-                    _append(samples_path, sample)
-        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-            if main:
-                save_parts_state(cfg.out / STATE_DIR, trainer.parts(), step, {"settings": settings})
-            accelerator.wait_for_everyone()
-        bar.update(1)
-        bar.set_postfix(reward=f"{record['reward']:.3f}", fail=f"{record['failure_rate']:.2f}")
-    bar.close()
-    if step == cfg.steps:
-        export_rl(trainer, step, write=main)
-        accelerator.wait_for_everyone()
-    return {"steps": step, "out": str(cfg.out), "evaluations": evaluations, "trainer": trainer}
-
-
-def _append(path: Path, record: dict) -> None:
-    append_records(path, [record])

@@ -23,11 +23,11 @@ import numpy as np
 import torch
 
 from nla.autoencoder.checkpoint import verbalizer_tokens
-from nla.autoencoder.default import resolve as resolve_default
 from nla.autoencoder.injection import RESIDUAL, Injection
 from nla.autoencoder.lora import add_lora, load_adapter
 from nla.autoencoder.meta import ModelMeta, read_model_meta
 from nla.autoencoder.shared import write_trained
+from nla.autoencoder.shipped import resolve as resolve_default
 from nla.autoencoder.verbalizer import Verbalizer
 from nla.autoencoder.verbalizer_prompt import AV_TEMPLATE, choose_marker, injection_site, prompt_ids
 from nla.data.norms import suggest_injection_scale

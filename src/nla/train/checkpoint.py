@@ -19,6 +19,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from nla.atomic import old_copy, swap_folder
+from nla.changes import changed_settings, describe_changes
+from nla.errors import NLAError
+from nla.inputs import RESUME_FIX, STATE_DAMAGE, damaged_file
+from nla.record_log import complete_records, write_records
 
 
 def trainable_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -72,3 +76,45 @@ def load_parts_state(folder: Path, parts: dict[str, tuple]) -> dict:
     np.random.set_state(rng["numpy"])
     random.setstate(rng["python"])
     return json.loads((folder / "state.json").read_text())
+
+
+# ---------------------------------------------------------------- resuming: one way for SFT and RL
+
+
+def resume_from(state_dir: Path, settings: dict, load, *, run: str = "a run", state: str = "a saved training state",
+                volatile: tuple[str, ...] = ()) -> int:
+    """The step of the last complete state in `state_dir` (0 when there is none), after `load(found)` has
+    read its tensors back. A state saved with other settings (those in `volatile` aside; a setting added
+    since, at None, matches) is refused before any tensor is touched."""
+    found = latest_state(state_dir)
+    if not found:
+        return 0
+    with damaged_file(found, state, RESUME_FIX):
+        before = json.loads((found / "state.json").read_text()).get("settings") or {}
+    before = {k: v for k, v in before.items() if k not in volatile}
+    if changed_settings(before, settings):
+        raise NLAError(f"{state_dir.parent} holds {run} with other settings ({describe_changes(before, settings)}); "
+                       "use the same settings to resume, or pass --overwrite to start over")
+    with damaged_file(found, state, RESUME_FIX, also=STATE_DAMAGE):
+        return load(found)["step"]
+
+
+def truncate_log(path: Path, step: int) -> None:
+    """Drop the records logged after a resumed state's step (those steps run again), and a last line a kill
+    cut short."""
+    if Path(path).exists():
+        write_records(path, [r for r in complete_records(path) if r.get("step", 0) <= step])
+
+
+def guarded_step(accelerator, loss, params, optimizer, scheduler, max_grad_norm: float) -> tuple[float, bool]:
+    """Backward, clip, and an optimizer step unless the gradient is not finite (it would poison the weights:
+    the step is skipped and reported); the schedule moves on either way. Returns (grad norm, finite)."""
+    optimizer.zero_grad(set_to_none=True)
+    accelerator.backward(loss)
+    grad_norm = accelerator.clip_grad_norm_(params, max_grad_norm)
+    finite = bool(torch.isfinite(torch.as_tensor(grad_norm)))  # averaged already: every process agrees
+    if finite:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    scheduler.step()
+    return float(grad_norm), finite

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import time
 from pathlib import Path
@@ -26,12 +25,9 @@ from typing import Callable
 import torch
 from tqdm import tqdm
 
-from nla.atomic import atomic_path
-from nla.changes import changed_settings, describe_changes
-from nla.errors import NLAError
-from nla.inputs import RESUME_FIX, STATE_DAMAGE, damaged_file
 from nla.models.loading import pick_device
-from nla.train.checkpoint import latest_state, load_training_state, save_training_state
+from nla.record_log import append_records
+from nla.train.checkpoint import guarded_step, load_training_state, resume_from, save_training_state, truncate_log
 
 
 def cosine_with_warmup(optimizer, total_steps: int, warmup_steps: int):
@@ -42,38 +38,6 @@ def cosine_with_warmup(optimizer, total_steps: int, warmup_steps: int):
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def _resume(state_dir: Path, metrics_path: Path | None, settings: dict, module, optimizer, scheduler) -> int:
-    """Load the last complete state if there is one (same settings only); returns the step to start from."""
-    found = latest_state(state_dir)
-    if not found:
-        return 0
-    with damaged_file(found, "a saved training state", RESUME_FIX):
-        before = json.loads((found / "state.json").read_text()).get("settings") or {}
-    if changed_settings(before, settings):  # before touching tensors (a setting added since at None matches)
-        raise NLAError(f"{state_dir.parent} holds a run with other settings ({describe_changes(before, settings)}); "
-                       "use the same settings to resume, or pass --overwrite to start over")
-    with damaged_file(found, "a saved training state", RESUME_FIX, also=STATE_DAMAGE):
-        saved = load_training_state(found, module, optimizer, scheduler)
-    if metrics_path and metrics_path.exists():  # drop lines logged after that state, they will be logged again
-        lines = _metrics_up_to(metrics_path.read_text().splitlines(), saved["step"])
-        with atomic_path(metrics_path) as tmp:
-            tmp.write_text("".join(f"{line}\n" for line in lines))
-    return saved["step"]
-
-
-def _metrics_up_to(lines: list[str], step: int) -> list[str]:
-    """The metrics lines of steps up to `step`; a line a kill cut short (not JSON) is dropped with the rest."""
-    kept = []
-    for line in lines:
-        try:
-            logged = json.loads(line)["step"]
-        except (json.JSONDecodeError, KeyError, TypeError):
-            break  # only the last line can be cut short: nothing after it was written
-        if logged <= step:
-            kept.append(line)
-    return kept
 
 
 def start_processes(device: str):
@@ -107,7 +71,9 @@ def train_loop(module: torch.nn.Module, loss_at: Callable, *, accelerator, total
         shutil.rmtree(state_dir, ignore_errors=True)
         metrics_path.unlink(missing_ok=True)
     accelerator.wait_for_everyone()
-    step = _resume(state_dir, metrics_path if main else None, settings, module, optimizer, scheduler)
+    step = resume_from(state_dir, settings, lambda found: load_training_state(found, module, optimizer, scheduler))
+    if main:
+        truncate_log(metrics_path, step)
     model, optimizer = accelerator.prepare(module, optimizer)  # several processes: DDP averages gradients
     rank, world = accelerator.process_index, accelerator.num_processes
 
@@ -118,26 +84,19 @@ def train_loop(module: torch.nn.Module, loss_at: Callable, *, accelerator, total
     bar = tqdm(total=total_steps, initial=step, desc=f"train-{stage}", unit="step", disable=not (progress and main))
     start = time.time()
     model.train()
-    with open(metrics_path if main else os.devnull, "a") as metrics:
-        while step < total_steps:
-            loss = loss_at(step, model, share)
-            optimizer.zero_grad(set_to_none=True)
-            accelerator.backward(loss)
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-            finite = bool(torch.isfinite(grad_norm))  # gradients are averaged already: every process agrees
-            if finite:  # a non-finite gradient would poison the weights: skip the update, record it
-                optimizer.step()
-            scheduler.step()
-            step += 1
-            mean_loss = accelerator.reduce(loss.detach(), reduction="mean").item()
-            metrics.write(json.dumps({"step": step, "loss": mean_loss, "grad_norm": float(grad_norm),
-                                      "skipped": not finite, "lr": scheduler.get_last_lr()[0],
-                                      "seconds": round(time.time() - start, 2)}) + "\n")
-            metrics.flush()
-            bar.update(1)
-            bar.set_postfix(loss=f"{mean_loss:.3f}")
-            if (step % checkpoint_every == 0 or step == total_steps) and main:
-                save_training_state(state_dir, module, optimizer, scheduler, step, {"settings": settings})
+    while step < total_steps:
+        loss = loss_at(step, model, share)
+        grad_norm, finite = guarded_step(accelerator, loss, params, optimizer, scheduler, max_grad_norm)
+        step += 1
+        mean_loss = accelerator.reduce(loss.detach(), reduction="mean").item()
+        if main:
+            append_records(metrics_path, [{"step": step, "loss": mean_loss, "grad_norm": grad_norm,
+                                           "skipped": not finite, "lr": scheduler.get_last_lr()[0],
+                                           "seconds": round(time.time() - start, 2)}])
+        bar.update(1)
+        bar.set_postfix(loss=f"{mean_loss:.3f}")
+        if (step % checkpoint_every == 0 or step == total_steps) and main:
+            save_training_state(state_dir, module, optimizer, scheduler, step, {"settings": settings})
     bar.close()
     accelerator.wait_for_everyone()
     module.eval()

@@ -49,7 +49,7 @@ from nla.layout import CONTEXT_COLUMN, STAGES_FILE, TRAIN_CONFIG_FILE
 YAML_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "None": (type(None),),
               "Path": (str,), "dict": (dict,)}
 SECTIONS = ("extract", "explain", "ar", "av", "refit", "rl", "oracle", "eval")
-PRESETS = ("smollm2-135m", "gemma3-270m")
+TRAIN_PRESETS = ("smollm2-135m", "gemma3-270m")  # presets/NAME.yaml
 
 
 @dataclass
@@ -70,14 +70,14 @@ class PipelineConfig:
 
 
 def preset_path(name: str) -> Path:
-    if name not in PRESETS:
-        raise NLAError(f"unknown preset '{name}'; choose one of: {', '.join(PRESETS)} (or pass --config FILE)")
+    if name not in TRAIN_PRESETS:
+        raise NLAError(f"unknown preset '{name}'; choose one of: {', '.join(TRAIN_PRESETS)} (or pass --config FILE)")
     return Path(str(resources.files("nla.train") / "presets" / f"{name}.yaml"))
 
 
 def load_config(path: Path) -> PipelineConfig:
     if not path.exists():
-        raise NLAError(f"config {path} not found; pass a YAML file or --preset {PRESETS[0]}")
+        raise NLAError(f"config {path} not found; pass a YAML file or --preset {TRAIN_PRESETS[0]}")
     raw = read_yaml_mapping(path, "write model:, corpus: and one mapping per stage (see the presets)")
     known = {f.name for f in dataclasses.fields(PipelineConfig)}
     unknown = sorted(set(raw) - known)
@@ -168,7 +168,7 @@ class CalibrateStage:
 def calibrate_stage(config: CalibrateStage) -> None:
     from nla.reading.calibration import calibrate
 
-    calibrate(config.nla, from_eval=config.eval.out, device=config.eval.device,
+    calibrate(config.nla, from_eval=config.eval.out, device=config.eval.device, dtype=config.eval.dtype,
               batch_size=config.eval.batch_size)
 
 
@@ -190,7 +190,7 @@ def finished(stage: str, config) -> bool:
 STAGE_FUNCTIONS = {"extract": ("nla.data.extract", "extract"), "explain": ("nla.explainers.stage", "explain_data"),
                    "sft-ar": ("nla.train.ar", "train_ar"), "sft-av": ("nla.train.av", "train_av"),
                    "refit": ("nla.train.refit", "refit_ar"),
-                   "rl": ("nla.rl.trainer", "rl"), "oracle": ("nla.train.ar", "train_ar"),
+                   "rl": ("nla.rl.run", "rl"), "oracle": ("nla.train.ar", "train_ar"),
                    "eval": ("nla.eval.evaluate", "evaluate"),
                    "calibrate": ("nla.train.pipeline", "calibrate_stage")}
 

@@ -19,10 +19,8 @@ most `max_queue` requests wait, later ones get 503 with Retry-After. Every error
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from importlib.resources import files
 from pathlib import Path
@@ -35,11 +33,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import nla
 from nla.errors import NLAError
+from nla.reading.document import TRACE_JSON, read_trace
+from nla.reading.index_store import Index
 from nla.reading.prompt import Prompt
 from nla.reading.render import page_asset
-from nla.reading.index_store import Index
-from nla.reading.document import TRACE_JSON, read_trace
 from nla.reading.trace import Reader, TraceSettings, display_name
+from nla.viewer.middleware import BodyLimit, HostCheck, ModelWorker, SecurityHeaders
 from nla.viewer.search import add_search_routes
 
 log = logging.getLogger("nla.serve")
@@ -67,113 +66,33 @@ class Message(BaseModel):
     content: str
 
 
-class TraceRequest(BaseModel):
+class TraceBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     text: str | None = Field(None, description="A prompt or any text; give this or messages.")
     messages: list[Message] | None = Field(None, description="A chat, rendered with the target's chat template.")
+    template_system_prompt: bool = Field(False, description="A chat without a system message: trace the default "
+                                         "system prompt the target's template adds (default: leave it out).")
     continue_tokens: int = Field(0, ge=0, description="Tokens the target writes after the input (traced too).")
     min_position: int = Field(0, ge=0, description="Earlier tokens are shown but not traced.")
 
 
-class ExplainRequest(BaseModel):
+class ExplainBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     text: str | None = Field(None, description="A prompt or any text; give this or messages.")
     messages: list[Message] | None = Field(None, description="A chat, rendered with the target's chat template.")
+    template_system_prompt: bool = Field(False, description="A chat without a system message: trace the default "
+                                         "system prompt the target's template adds (default: leave it out).")
     positions: list[int] | None = Field(None, description="Token positions (negative: from the end); default [-1].")
 
 
-def checked_prompt(body: TraceRequest | ExplainRequest, limits: ServeLimits) -> Prompt:
+def checked_prompt(body: TraceBody | ExplainBody, limits: ServeLimits) -> Prompt:
     """The request's text or chat as a Prompt, within the character limit; NLAError (400) otherwise."""
     chars = len(body.text or "") + sum(len(m.content) for m in body.messages or [])
     if chars > limits.max_chars:
         raise NLAError(f"the input has {chars} characters; at most {limits.max_chars} are read per request")
     messages = [m.model_dump() for m in body.messages] if body.messages is not None else None
-    return Prompt(text=body.text, messages=messages, source="chat" if messages is not None else "prompt")
-
-
-# ---------------------------------------------------------------- middleware and the model worker
-
-
-class BodyLimit:
-    """Refuse a body over max_bytes: by its Content-Length at once, else as soon as the stream passes it."""
-
-    def __init__(self, app, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        declared = dict(scope["headers"]).get(b"content-length", b"0")
-        if not declared.isdigit() or int(declared) > self.max_bytes:
-            response = JSONResponse({"error": f"the request body is over {self.max_bytes} bytes"}, status_code=413)
-            return await response(scope, receive, send)
-        seen = 0
-
-        async def counted():
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.max_bytes:  # reaches the handlers as a 413
-                raise HTTPException(413, f"the request body is over {self.max_bytes} bytes")
-            return message
-
-        await self.app(scope, counted, send)
-
-
-class SecurityHeaders:
-    """No framing, no sniffing, no referrer; pages may load only this server's own scripts and styles."""
-
-    HEADERS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
-               (b"x-frame-options", b"DENY"), (b"cache-control", b"no-store"),
-               (b"content-security-policy", b"default-src 'none'; script-src 'self'; style-src 'self'; "
-                                            b"connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'")]
-
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        async def with_headers(message):
-            if message["type"] == "http.response.start":
-                message["headers"] = list(message.get("headers", [])) + self.HEADERS
-            await send(message)
-
-        await self.app(scope, receive, with_headers if scope["type"] == "http" else send)
-
-
-class HostCheck:
-    """Answer only requests addressed to an allowed host name: a web page elsewhere cannot reach a
-    loopback server through a domain it re-points at 127.0.0.1 (DNS rebinding)."""
-
-    def __init__(self, app, allowed: tuple[str, ...]):
-        self.app, self.allowed = app, allowed
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] == "http":
-            host = dict(scope["headers"]).get(b"host", b"").decode("latin-1").rsplit(":", 1)[0]
-            if host not in self.allowed:
-                response = JSONResponse({"error": f"unexpected Host {host!r}; open the page at "
-                                                  f"http://{self.allowed[0]}:PORT/"}, status_code=400)
-                return await response(scope, receive, send)
-        await self.app(scope, receive, send)
-
-
-class ModelWorker:
-    """Runs model work one job at a time on its own thread; refuses new work when too many wait."""
-
-    def __init__(self, max_queue: int):
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nla-model")
-        self.max_queue = max_queue
-        self.pending = 0  # accepted, not finished; touched only on the event loop's thread
-
-    async def run(self, fn, *args):
-        if self.pending >= self.max_queue:
-            raise HTTPException(503, f"busy: {self.pending} requests are waiting; retry shortly",
-                                headers={"Retry-After": "5"})
-        self.pending += 1
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
-        finally:
-            self.pending -= 1
+    return Prompt(text=body.text, messages=messages, source="chat" if messages is not None else "prompt",
+                  template_system_prompt=body.template_system_prompt)
 
 
 # ---------------------------------------------------------------- saved traces
@@ -216,19 +135,9 @@ STATIC = {"viewer.js": (page_asset, "text/javascript"), "viewer.css": (page_asse
           "search.js": (static_asset, "text/javascript")}
 
 
-def create_app(reader: Reader, traces: Path, *, limits: ServeLimits = ServeLimits(),
-               settings: TraceSettings = TraceSettings(), allowed_hosts: tuple[str, ...] | None = LOOPBACK_HOSTS,
-               index: Index | None = None) -> FastAPI:
-    """The app for one loaded Reader. `traces`: the only folder saved traces are opened from.
-    `allowed_hosts` refuses requests for other Host names (DNS rebinding); None allows any. `index`: an audit
-    index (nla index) the search page and /api/search rank, made with the same NLA."""
-    app = FastAPI(title="nla", version=nla.__version__, docs_url=None, redoc_url=None,
-                  openapi_url="/api/openapi.json",
-                  description="Read a model's activations as text, with per-token fidelity and per-claim checks.")
-    worker = ModelWorker(limits.max_queue)
-    root = Path(traces).resolve()
-    settings = replace(settings, max_tokens=limits.max_tokens)
-
+def add_error_handlers(app: FastAPI) -> None:
+    """Every error is JSON {"error": one line}: bad input 400, a malformed body 422 (naming the field), HTTP
+    errors their own status, and a bug 500 with its details in the server log only."""
     @app.exception_handler(NLAError)
     async def bad_input(request: Request, err: NLAError):
         return JSONResponse({"error": str(err)}, status_code=400)
@@ -249,6 +158,22 @@ def create_app(reader: Reader, traces: Path, *, limits: ServeLimits = ServeLimit
     async def bug(request: Request, err: Exception):
         log.exception("request to %s failed (%s)", request.url.path, type(err).__name__)
         return JSONResponse({"error": "internal error; the server log has the details"}, status_code=500)
+
+
+def create_app(reader: Reader, traces: Path, *, limits: ServeLimits = ServeLimits(),
+               settings: TraceSettings = TraceSettings(), allowed_hosts: tuple[str, ...] | None = LOOPBACK_HOSTS,
+               index: Index | None = None) -> FastAPI:
+    """The app for one loaded Reader. `traces`: the only folder saved traces are opened from.
+    `allowed_hosts` refuses requests for other Host names (DNS rebinding); None allows any. `index`: an audit
+    index (nla index) the search page and /api/search rank, made with the same NLA."""
+    app = FastAPI(title="nla", version=nla.__version__, docs_url=None, redoc_url=None,
+                  openapi_url="/api/openapi.json",
+                  description="Read a model's activations as text, with per-token fidelity and per-claim checks.")
+    worker = ModelWorker(limits.max_queue)
+    root = Path(traces).resolve()
+    settings = replace(settings, max_tokens=limits.max_tokens)
+
+    add_error_handlers(app)
 
     @app.get("/", include_in_schema=False)
     async def page():
@@ -272,7 +197,7 @@ def create_app(reader: Reader, traces: Path, *, limits: ServeLimits = ServeLimit
                 "queue": {"pending": worker.pending, "max": limits.max_queue}, "limits": asdict(limits)}
 
     @app.post("/api/trace", summary="Trace every token of a text or chat: explanation, score, label, claims")
-    async def trace(body: TraceRequest):
+    async def trace(body: TraceBody):
         if body.continue_tokens > limits.max_continue:
             raise NLAError(f"continue_tokens is {body.continue_tokens}; at most {limits.max_continue} per request")
         prompt = checked_prompt(body, limits)
@@ -280,7 +205,7 @@ def create_app(reader: Reader, traces: Path, *, limits: ServeLimits = ServeLimit
                                 replace(settings, continue_tokens=body.continue_tokens, min_position=body.min_position))
 
     @app.post("/api/explain", summary="Read a few tokens of a text (mse, cosine, norm, score, label, claims)")
-    async def explain(body: ExplainRequest):
+    async def explain(body: ExplainBody):
         if body.positions is not None and not 1 <= len(body.positions) <= limits.max_positions:
             raise NLAError(f"ask for 1 to {limits.max_positions} positions per request, not {len(body.positions)}")
         return await worker.run(reader.explain, checked_prompt(body, limits), body.positions, settings)

