@@ -23,7 +23,7 @@ def test_every_token_from_min_position_gets_a_reading(tiny_nla, tiny_llama):
     assert [r.position for r in readings] == list(range(2, len(ids)))
     assert [r.token for r in readings] == [target.tokenizer.decode([i]) for i in ids[2:]]
     # Untrained: no tags within 4 tokens, so every reading is truncated, and none is scored.
-    assert all(r.explanation is None and r.score is None and r.truncated for r in readings)
+    assert all(r.explanation is None and r.mse is None and r.truncated for r in readings)
 
 
 def test_too_short_text_is_named(tiny_nla, tiny_llama):

@@ -15,10 +15,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from nla.autoencoder.meta import read_model_meta
 from nla.autoencoder.shipped import resolve as resolve_default
 from nla.errors import NLAError
-from nla.layout import META_FILE
+from nla.layout import CALIBRATION_FILE, META_FILE
 from nla.models.hub import download
+from nla.registry import known, registry, source_of
 
 AV_DIR, AR_DIR = "av", "ar"
 
@@ -84,6 +86,7 @@ def resolve_nla(nla: str | Path | None = None, *, av: str | Path | None = None,
         return NLASource(checkpoint_folder(av, "av"), checkpoint_folder(ar, "ar"), None, f"{av} + {ar}")
     if nla is None:
         nla = "default"  # no --nla: the NLA shipped in the package
+    nla = source_of(str(nla)) if not Path(str(nla)).expanduser().exists() else nla  # a registry name
     path = resolve_default(nla).expanduser()  # "default": the NLA shipped in the package
     if path.is_dir():
         av, ar = role_folder(path, AV_DIR), role_folder(path, AR_DIR)
@@ -104,3 +107,22 @@ def resolve_nla(nla: str | Path | None = None, *, av: str | Path | None = None,
                          prefix)
     except NLAError as err:  # a mistyped local path reads like a hub prefix: say first that no such folder exists
         raise NLAError(f"{spec} not found: no such folder here, and as a hub prefix: {err}") from err
+
+
+def nla_facts(spec: str) -> dict:
+    """What is known of an NLA without loading or downloading it: its registry entry (target, layer, published
+    FVE, memory), and for a folder on this machine what its sidecars say."""
+    facts = {"nla": spec, **(known(spec) or known(source_of(spec)) or {})}
+    folder = resolve_default(spec).expanduser()
+    av, ar = (role_folder(folder, AV_DIR), role_folder(folder, AR_DIR)) if folder.is_dir() else (None, None)
+    if av is None or ar is None:
+        if len(facts) == 1:
+            raise NLAError(f"{spec} is neither a known NLA ({', '.join(registry())}) nor an NLA folder here; "
+                           "check --nla")
+        return facts
+    meta = read_model_meta(av)
+    facts.update(folder=str(folder), base_checkpoint=meta.base_checkpoint, layer=meta.extraction_layer_index,
+                 d_model=meta.d_model, stage=meta.stage, injection=meta.injection or {"site": "embedding"},
+                 injection_scale=meta.injection_scale, created_at=meta.created_at,
+                 calibrated=(folder / CALIBRATION_FILE).exists())
+    return facts

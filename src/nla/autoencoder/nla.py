@@ -37,7 +37,7 @@ from nla.autoencoder.verbalizer import Explanation, Verbalizer, check_vectors
 from nla.errors import NLAError
 from nla.models.activations import pad_right, residual_stream
 from nla.models.adapters import adapter_for
-from nla.models.loading import check_dtype_name, input_device
+from nla.models.loading import check_dtype_name, input_device, pad_id_of
 from nla.models.target import Target
 
 
@@ -58,7 +58,7 @@ def reconstruct_texts(reconstructor: Reconstructor, tokenizer, template: str, te
     requires_bos = adapter_for(reconstructor.backbone.config).requires_bos
     rows = ar_input_ids(tokenizer, texts, template, requires_bos)
     device = input_device(reconstructor.backbone)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0  # masked: any id works
+    pad_id = pad_id_of(tokenizer)
     out = []
     for start in range(0, len(rows), batch_size):
         ids, mask = pad_right(rows[start : start + batch_size], pad_id, device)

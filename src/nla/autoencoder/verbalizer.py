@@ -19,6 +19,7 @@ from nla.autoencoder.decoding import MAX_NEW_TOKENS
 from nla.autoencoder.injection import RESIDUAL, Injection, ResidualInjection
 from nla.autoencoder.verbalizer_prompt import InjectionSite, inject
 from nla.errors import NLAError
+from nla.models.loading import pad_id_of
 
 _EXPLANATION = re.compile(r"<explanation>(.*?)</explanation>", re.DOTALL)
 
@@ -126,7 +127,7 @@ class Verbalizer:
                 else dict(do_sample=False, temperature=None, top_p=None, top_k=None)
             with self.reading():
                 out = self.model.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                          pad_token_id=self.tokenizer.pad_token_id, eos_token_id=sorted(stops) or None,
+                                          pad_token_id=pad_id_of(self.tokenizer), eos_token_id=sorted(stops) or None,
                                           **sampling)
             for row in out:  # generate() from embeddings returns only the new tokens
                 row = row.tolist()

@@ -39,8 +39,14 @@ def info(
     dtype: str = opt_dtype(),
     trust_remote_code: bool = typer.Option(False, help="Run a hub model's own code (only if you trust it)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
+    nla: Optional[str] = typer.Option(None, "--nla", help="Instead: what is known of an NLA (a registry name, hub "
+                                      "prefix or folder): target, layer, published FVE, memory; nothing is loaded."),
+    nlas: bool = typer.Option(False, "--nlas", help="Instead: list the known NLAs (src/nla/registry.yaml)."),
 ):
-    """Layer count, d_model, default layer, and activation-norm statistics at a layer."""
+    """Layer count, d_model, default layer, and activation-norm statistics at a layer (or, with --nla / --nlas,
+    what is known of NLAs)."""
+    if nla is not None or nlas:
+        return _nla_info(nla, nlas, as_json)
     from nla.data.info import target_info
     from nla.models import load_target
 
@@ -54,10 +60,31 @@ def info(
         if key not in ("activation_norm", "suggested_injection_scale"):
             typer.echo(f"{key:>26}: {value}")
     norms = result["activation_norm"]
-    typer.echo(f"{'activation norm at layer':>26}: mean {norms['mean']:.1f}, p50 {norms['p50']:.1f}, "
+    typer.echo(f"{'activation norm at layer ' + str(result['layer']):>26}: mean {norms['mean']:.1f}, p50 {norms['p50']:.1f}, "
                f"p90 {norms['p90']:.1f}, p99 {norms['p99']:.1f}, max {norms['max']:.1f} "
                f"({norms['count']} positions in {norms['documents']} documents)")
     typer.echo(f"{'suggested injection scale':>26}: {result['suggested_injection_scale']:g}")
+
+
+def _nla_info(nla: str | None, nlas: bool, as_json: bool) -> None:
+    from nla.autoencoder.hub import nla_facts
+    from nla.registry import registry
+
+    if nlas:
+        rows = [{"name": name, **entry} for name, entry in registry().items()]
+        if as_json:
+            return typer.echo(json.dumps(rows, indent=2))
+        typer.echo(f"{'name':<18} {'target':<40} {'K/L':>6} {'FVE':>6} {'bf16 GB':>8}  source")
+        for r in rows:
+            typer.echo(f"{r['name']:<18} {r['target']:<40} {str(r['layer']) + '/' + str(r['layers']):>6} "
+                       f"{r['fve']:>6.3f} {r['memory_gb']:>8.1f}  {r['source']}")
+        return None
+    facts = nla_facts(nla)
+    if as_json:
+        return typer.echo(json.dumps(facts, indent=2))
+    for key, value in facts.items():
+        typer.echo(f"{key:>16}: {value}")
+    return None
 
 
 @app.command()

@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from nla.atomic import atomic_path
 from nla.errors import NLAError
+from nla.models.loading import pad_id_of
 from nla.record_log import append_records, complete_records
 
 # (topic, domain). Topic names are written to read naturally inside an instruction.
@@ -165,7 +166,7 @@ def _generate_batch(target, prompts: list[str], cfg: BuildConfig, seed: int) -> 
     with torch.no_grad():
         out = target.model.generate(
             **batch, max_new_tokens=cfg.max_new_tokens, do_sample=True, temperature=cfg.temperature,
-            top_p=cfg.top_p, repetition_penalty=cfg.repetition_penalty, pad_token_id=tok.pad_token_id,
+            top_p=cfg.top_p, repetition_penalty=cfg.repetition_penalty, pad_token_id=pad_id_of(tok),
         )
     tok.padding_side = "right"
     return tok.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)

@@ -28,6 +28,12 @@ TEXT_KEY_MAPPING = {r"^language_model\.model\.": "model.", r"^model\.language_mo
 SPREAD = "auto"  # the device_map that spreads a model over every visible GPU
 
 
+def pad_id_of(tokenizer) -> int:
+    """The one padding rule: the tokenizer's pad id, else 0. Padded positions are masked out of attention and
+    never scored or trained on, so any id works; 0 keeps it a valid row of every embedding table."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+
 def pick_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

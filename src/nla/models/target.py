@@ -21,7 +21,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from nla.errors import NLAError
 from nla.models.adapters import FamilyAdapter, adapter_for, text_config
 from nla.models.hub import download
-from nla.models.loading import load_causal_lm, local_model_files
+from nla.models.loading import load_causal_lm, local_model_files, pad_id_of
 from nla.models.presets import PRESETS, preset_folder
 
 
@@ -65,7 +65,7 @@ class Target:
     @property
     def pad_id(self) -> int:
         """Padding id for masked batches: any id works, so fall back to 0 for tokenizers without one."""
-        return self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        return pad_id_of(self.tokenizer)
 
     @property
     def has_chat_template(self) -> bool:

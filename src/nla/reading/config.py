@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from nla.autoencoder.decoding import MAX_NEW_TOKENS
-from nla.autoencoder.shipped import DEFAULT as DEFAULT_NLA  # noqa: F401 (re-exported: what trace, serve and demo read with)
+from nla.autoencoder.shipped import (
+    DEFAULT as DEFAULT_NLA,  # noqa: F401 (re-exported: what trace, serve and demo read with)
+)
 from nla.errors import NLAError
 
 # `nla explain`'s --max-tokens: each token is one explanation to write (a few seconds each on a CPU), so a
@@ -16,6 +18,7 @@ EXPLAIN_MAX_TOKENS = 512
 @dataclass
 class TraceSettings:
     max_new_tokens: int = MAX_NEW_TOKENS  # the release's cap; an explanation cut there is a failure
+    claims: bool = True  # weigh and check each claim (leave-one-out AR passes; the target's next tokens)
     batch_size: int = 16  # activations explained together
     min_position: int = 0  # earlier tokens are shown but not traced
     continue_tokens: int = 0  # tokens the target writes after the input, traced too

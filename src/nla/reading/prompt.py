@@ -13,7 +13,7 @@ from pathlib import Path
 
 from nla.data.corpus import read_utf8
 from nla.errors import NLAError
-from nla.models.target import check_unicode
+from nla.models.target import Target, check_unicode
 
 CHAT_ROLES = ("system", "user", "assistant", "tool", "developer")
 
@@ -85,3 +85,15 @@ def _read(path: Path) -> str:
     if not path.is_file():
         raise NLAError(f"{path} not found; check the path")
     return read_utf8(path)
+
+
+def check_length(target: Target, tokens: int, *, max_tokens: int | None = None, what: str = "the text") -> None:
+    """Refuse a token sequence longer than the target's context (its activations there mean nothing) or than
+    max_tokens (--max-tokens), naming its length and the limit."""
+    context = target.context_length
+    if context is not None and tokens > context:
+        raise NLAError(f"{what} has {tokens} tokens, more than the {context} of {target.name}'s context; "
+                       "shorten it")
+    if max_tokens is not None and tokens > max_tokens:
+        raise NLAError(f"{what} has {tokens} tokens, more than --max-tokens {max_tokens} (each token is one "
+                       "explanation to write); shorten it, or raise --max-tokens")

@@ -33,8 +33,7 @@ from nla.reading.calibration import FAILED, LABELS, Calibration, calibration_for
 from nla.reading.claims import check_claims, claims_report
 from nla.reading.config import TraceSettings
 from nla.reading.document import PARTIAL_LOG, SCHEMA, SCHEMA_VERSION, Trace, check_output
-from nla.reading.prompt import Prompt
-from nla.reading.transcript import check_length
+from nla.reading.prompt import Prompt, check_length
 from nla.record_log import RecordLog
 
 NEXT_TOKENS = 5  # the target's likeliest next tokens stored per traced token, against which predictions are checked
@@ -116,7 +115,7 @@ class Reader:
     # ------------------------------------------------------------ reading
 
     def read(self, ids: list[int], positions: list[int], settings: TraceSettings, *, done: dict | None = None,
-             on_batch=None, progress: bool = False) -> dict[int, dict]:
+             on_batch=None, progress: bool = False, desc: str = "trace") -> dict[int, dict]:
         """The reading of each position: explanation, score, label and claims; batched. `done` holds
         readings already made (a resumed trace); `on_batch(records)` sees each new batch."""
         done = dict(done or {})
@@ -124,15 +123,15 @@ class Reader:
         if not todo:
             return done
         acts = self.nla.activations(ids, self.target)  # (T, d)
-        beliefs = self.next_tokens(ids, todo)
+        beliefs = self.next_tokens(ids, todo) if settings.claims else {}
         tokenizer = self.target.tokenizer
-        bar = tqdm(total=len(positions), initial=len(positions) - len(todo), desc="trace", unit="token",
+        bar = tqdm(total=len(positions), initial=len(positions) - len(todo), desc=desc, unit="token",
                    disable=not progress)
         for start in range(0, len(todo), settings.batch_size):
             batch = todo[start : start + settings.batch_size]
             records = self.read_vectors(acts[batch], [tokenizer.decode(ids[: p + 1]) for p in batch],
                                         [tokenizer.decode(ids[p + 1 :]) for p in batch], settings,
-                                        next_tokens=[beliefs[p] for p in batch])
+                                        next_tokens=[beliefs[p] for p in batch] if beliefs else None)
             for p, record in zip(batch, records):
                 record["position"] = p
             done.update((r["position"], r) for r in records)
@@ -161,16 +160,19 @@ class Reader:
         mse = self.nla.mse(vectors, texts)
         candidates = [[t["token"] for t in tokens] for tokens in next_tokens] if next_tokens else None
         claims = check_claims(self.nla, texts, vectors, mse, before, after, next_tokens=candidates,
-                              denominator=self.calibration.denominator, batch_size=settings.batch_size)
+                              denominator=self.calibration.denominator, batch_size=settings.batch_size) \
+            if settings.claims else [[] for _ in texts]
         records = []
         for i, (e, m, c, v) in enumerate(zip(explanations, mse, claims, vectors)):
-            score = self.calibration.score(m)
+            score = self.calibration.score(m) if self.calibration else None  # no calibration: no score
             records.append({
                 "position": None, "status": "ok" if e.text is not None else "failed",
-                "failure": failure(e, settings.max_new_tokens), "explanation": e.text, "answer": e.answer,
+                "failure": failure(e, settings.max_new_tokens), "truncated": e.truncated, "explanation": e.text,
+                "answer": e.answer,
                 "explanation_tokens": e.num_tokens, "norm": float(v.norm()), "mse": m,
                 "cosine": None if m is None else 1.0 - m / 2, "score": score,
-                "label": self.calibration.label(score), "claims": [x.to_dict() for x in c],
+                "label": self.calibration.label(score) if self.calibration else None,
+                "claims": [x.to_dict() for x in c],
                 "next_tokens": next_tokens[i] if next_tokens else None})
         return records
 

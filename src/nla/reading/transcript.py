@@ -15,12 +15,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tqdm import tqdm
-
 from nla.autoencoder.decoding import MAX_NEW_TOKENS
 from nla.autoencoder.nla import NLA
 from nla.errors import NLAError
 from nla.models.target import Target
+from nla.reading.config import TraceSettings
+from nla.reading.prompt import check_length
+from nla.reading.trace import Reader
 
 
 @dataclass
@@ -28,45 +29,27 @@ class TokenReading:
     position: int
     token: str
     explanation: str | None  # None: the AV wrote no complete <explanation> tags
-    score: float | None  # 2(1 - cos) of the AR's reconstruction; None when there is no explanation
+    mse: float | None  # 2(1 - cos) of the AR's reconstruction; None when there is no explanation
     truncated: bool = False  # the AV reached max_new_tokens before its closing tag (not scored)
-
-
-def check_length(target: Target, tokens: int, *, max_tokens: int | None = None, what: str = "the text") -> None:
-    """Refuse a token sequence longer than the target's context (its activations there mean nothing) or than
-    max_tokens (--max-tokens), naming its length and the limit."""
-    context = target.context_length
-    if context is not None and tokens > context:
-        raise NLAError(f"{what} has {tokens} tokens, more than the {context} of {target.name}'s context; "
-                       "shorten it")
-    if max_tokens is not None and tokens > max_tokens:
-        raise NLAError(f"{what} has {tokens} tokens, more than --max-tokens {max_tokens} (each token is one "
-                       "explanation to write); shorten it, or raise --max-tokens")
 
 
 def explain_text(nla: NLA, text: str, *, target: Target | None = None, min_position: int = 0,
                  max_new_tokens: int = MAX_NEW_TOKENS, temperature: float = 0.0, batch_size: int = 16,
                  max_tokens: int | None = None, progress: bool = False) -> list[TokenReading]:
-    """One reading per token at or after min_position. The target defaults to the NLA's own (its shared base).
-    A text past the target's context or max_tokens is refused; `progress` shows a bar past one batch."""
+    """One reading per token at or after min_position, through the one reading path (Reader.read) without
+    claim checks. The target defaults to the NLA's own (its shared base). A text past the target's context or
+    max_tokens is refused; `progress` shows a bar."""
     target = target or nla.target()
     ids = target.encode(text)
     check_length(target, len(ids), max_tokens=max_tokens)
     if len(ids) <= min_position:
         raise NLAError(f"the text has {len(ids)} tokens, none at or after --min-position {min_position}")
-    positions = list(range(min_position, len(ids)))
-    vectors = nla.activations(ids, target)[positions]  # (P, d)
-    explanations = []
-    bar = tqdm(total=len(positions), desc="explain", unit="token", disable=not progress or len(positions) <= batch_size)
-    for start in range(0, len(positions), batch_size):
-        batch = vectors[start : start + batch_size]
-        explanations += nla.explain(batch, max_new_tokens=max_new_tokens, temperature=temperature,
-                                    batch_size=batch_size)
-        bar.update(len(batch))
-    bar.close()
-    scores = nla.mse(vectors, [e.text for e in explanations])
-    return [TokenReading(p, target.token_text(ids[p]), e.text, s, e.truncated)
-            for p, e, s in zip(positions, explanations, scores)]
+    settings = TraceSettings(max_new_tokens=max_new_tokens, batch_size=batch_size, temperature=temperature,
+                             claims=False)
+    readings = Reader(nla, target, None, "").read(ids, list(range(min_position, len(ids))), settings,
+                                                  progress=progress, desc="explain")
+    return [TokenReading(p, target.token_text(ids[p]), r["explanation"], r["mse"], r["truncated"])
+            for p, r in sorted(readings.items())]
 
 
 def format_readings(readings: list[TokenReading], calibration=None) -> str:
@@ -74,12 +57,12 @@ def format_readings(readings: list[TokenReading], calibration=None) -> str:
     High / Medium / Low label, as in nla trace; without one it is the raw 2(1 - cos)."""
     lines = []
     for r in readings:
-        if r.truncated or r.score is None:
+        if r.truncated or r.mse is None:
             score = "truncated" if r.truncated else "failed"
         elif calibration is None:
-            score = f"{r.score:.3f}"
+            score = f"{r.mse:.3f}"
         else:
-            value = calibration.score(r.score)
+            value = calibration.score(r.mse)
             score = f"{value:+.2f} {calibration.label(value) or ''}".rstrip()
         missing = ("(cut off at the token cap before </explanation>; raise --max-new-tokens)" if r.truncated
                    else "(no explanation tags)")

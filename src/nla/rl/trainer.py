@@ -38,6 +38,7 @@ from nla.eval.metrics import baseline, summary
 from nla.inputs import open_dataset
 from nla.models.activations import pad_right
 from nla.models.adapters import adapter_for
+from nla.models.loading import pad_id_of
 from nla.rl import grpo
 from nla.rl.config import RLConfig
 from nla.rl.policy import Policy, padded_responses, response_logprobs, warmup_schedule
@@ -73,7 +74,7 @@ class Trainer:
             if cfg.eval_data else None
         self.train_baseline = baseline(self.golds)
         tokenizer = self.nla.verbalizer.tokenizer
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.pad_id = pad_id_of(tokenizer)
         self.policy = Policy(self.nla.verbalizer, cfg)
         self._build_ar()
         self.policy.wrapped, self.policy.optimizer, self.ar_wrapped, self.ar_optimizer = accelerator.prepare(
