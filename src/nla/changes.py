@@ -1,4 +1,5 @@
-"""Name the settings that differ between a saved run and a rerun, for the one-line refusal of a resume.
+"""A stage's settings: how each is declared (`setting`, with its help), and which differ between a saved run
+and a rerun, for the one-line refusal of a resume.
 
     describe_changes({"lr": 0.001, "ar": {"epochs": 1}}, {"lr": 0.01, "ar": {"epochs": 2}})
     -> "ar.epochs 1 -> 2, lr 0.001 -> 0.01"
@@ -10,7 +11,15 @@ are cut, and past `limit` changes the rest are counted, so the message stays one
 
 from __future__ import annotations
 
+from dataclasses import MISSING, field
+
 MAX_VALUE_CHARS = 40
+
+
+def setting(default=MISSING, help: str = ""):
+    """A stage's setting: a config dataclass field with its help text, the one place the command line's option
+    (its name, type, default and help: cli/common.options_from) and a YAML config's key come from."""
+    return field(metadata={"help": help}) if default is MISSING else field(default=default, metadata={"help": help})
 
 
 def changed_settings(saved: dict, now: dict, prefix: str = "") -> list[tuple[str, object, object]]:

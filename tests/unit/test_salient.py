@@ -100,3 +100,20 @@ def test_explain_data_names_salient_words_that_occur_in_the_context(extracted_da
         named += len(words)
         assert all(w.lower() in row["detokenized_text_truncated"].lower() for w in words)
     assert named >= 2 * table.num_rows
+
+
+def test_the_salient_accuracy_benchmark_counts_grounded_true_and_system_words():
+    path = Path(__file__).parents[2] / "benchmarks" / "salient_accuracy.py"
+    spec = importlib.util.spec_from_file_location("salient_accuracy", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rows = [{"explanation": 'A chat. Its system prompt mentions "trains". It mentions "egg" and "boil". Next it',
+             "detokenized_text_truncated": "system: you love trains. user: how do I boil an egg"},
+            {"explanation": 'A chat. Its system prompt mentions "owls". It mentions "cat". Next it',
+             "detokenized_text_truncated": "system: you love owls. user: name my cat"}]
+    answers = {0: 'A chat. Its system prompt mentions "trains". It mentions "egg" and "toast". Next it',
+               1: 'A chat. Its system prompt mentions "trains". It mentions "cat". Next it'}
+    result = bench.measure(rows, answers)
+    assert result["grounded_share"] == 2 / 3  # "toast" is nowhere in its context
+    assert result["true_share_of_grounded"] == 1.0 and result["recall_of_true_words"] == 2 / 3
+    assert result["chats_with_own_system_prompt"] == 2 and result["system_prompt_word_named"] == 0.5

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import inspect
 import logging
 import os
+import types
+import typing
 
 import click
 import typer
@@ -130,6 +134,46 @@ def opt_max_new_tokens(default: int):
 
 def opt_temperature():
     return typer.Option(TEMPERATURE, "--temperature", help="0: greedy (the release's examples); above 0: sampled.")
+
+
+# ---------------------------------------------------------------- options generated from a stage's config
+
+
+def _option_type(hint):
+    """The type typer parses an option as: a union with None becomes Optional of its first type (str before
+    Path, as `str | Path | None` takes hub ids too)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        rest = [a for a in typing.get_args(hint) if a is not type(None)]
+        return typing.Optional[str if str in rest else rest[0]]
+    return hint
+
+
+def options_from(config_cls, *, skip: tuple[str, ...] = (), convert: dict | None = None):
+    """A command whose options are the config dataclass's fields (name, type, default and help from the field's
+    `setting`), besides the command's own parameters; the command gets the config as its first argument, `cfg`.
+    `convert` maps a field to a function applied to its value first (e.g. checked_dtype)."""
+    convert = convert or {}
+
+    def decorate(command):
+        hints = typing.get_type_hints(config_cls)
+        own = [p for name, p in inspect.signature(command).parameters.items() if name != "cfg"]
+        taken = {p.name for p in own}  # a field the command declares itself (another default) is still the config's
+        fields = [f for f in dataclasses.fields(config_cls) if f.name not in skip]
+        params = own + [inspect.Parameter(
+            f.name, inspect.Parameter.KEYWORD_ONLY, annotation=_option_type(hints[f.name]),
+            default=typer.Option(... if f.default is dataclasses.MISSING else f.default,
+                                 help=f.metadata.get("help") or None)) for f in fields if f.name not in taken]
+        names = {f.name for f in fields}
+
+        @functools.wraps(command)
+        def wrapper(**kwargs):
+            values = {k: convert.get(k, lambda v: v)(v) for k, v in kwargs.items() if k in names}
+            return command(config_cls(**values), **{k: v for k, v in kwargs.items() if k not in names})
+
+        wrapper.__signature__ = inspect.Signature(params)
+        return wrapper
+
+    return decorate
 
 
 def checked_dtype(dtype: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Optional
@@ -10,7 +11,6 @@ import typer
 
 from nla.cli.common import (
     CORPUS_HELP,
-    DTYPE_HELP,
     EXTRACT,
     MODEL_HELP,
     SPLIT,
@@ -18,6 +18,7 @@ from nla.cli.common import (
     checked_dtype,
     opt_device,
     opt_dtype,
+    options_from,
     user_errors,
 )
 from nla.data.config import ExtractConfig
@@ -60,7 +61,8 @@ def info(
         if key not in ("activation_norm", "suggested_injection_scale"):
             typer.echo(f"{key:>26}: {value}")
     norms = result["activation_norm"]
-    typer.echo(f"{'activation norm at layer ' + str(result['layer']):>26}: mean {norms['mean']:.1f}, p50 {norms['p50']:.1f}, "
+    label = f"activation norm at layer {result['layer']}"
+    typer.echo(f"{label:>26}: mean {norms['mean']:.1f}, p50 {norms['p50']:.1f}, "
                f"p90 {norms['p90']:.1f}, p99 {norms['p99']:.1f}, max {norms['max']:.1f} "
                f"({norms['count']} positions in {norms['documents']} documents)")
     typer.echo(f"{'suggested injection scale':>26}: {result['suggested_injection_scale']:g}")
@@ -89,39 +91,19 @@ def _nla_info(nla: str | None, nlas: bool, as_json: bool) -> None:
 
 @app.command()
 @user_errors
+@options_from(ExtractConfig, skip=("splits",), convert={"dtype": checked_dtype})
 def extract(
-    out: Path = typer.Option(..., help="Output folder (one parquet + sidecar per split)."),
-    model: str = typer.Option(EXTRACT["model"], help=MODEL_HELP),
-    corpus: str = typer.Option(EXTRACT["corpus"], help=CORPUS_HELP),
-    text_field: str = typer.Option(EXTRACT["text_field"], help="Text field (.jsonl) or column (.parquet)."),
-    layer: Optional[int] = typer.Option(None, help="Layer K (output of block K); default floor(2L/3)."),
-    positions_per_doc: int = typer.Option(EXTRACT["positions_per_doc"], help="Positions sampled per document."),
-    min_position: int = typer.Option(EXTRACT["min_position"], help="Earliest token position that may be sampled."),
-    max_doc_tokens: int = typer.Option(EXTRACT["max_doc_tokens"], help="Cut longer documents to this many tokens."),
-    max_docs: Optional[int] = typer.Option(None, help="Use only the first N documents."),
-    seed: int = typer.Option(EXTRACT["seed"], help="Keys position sampling and splits (with the doc id)."),
+    cfg: ExtractConfig,
     validation: float = typer.Option(SPLIT["validation"], help="Fraction of documents held out for validation."),
     test: float = typer.Option(SPLIT["test"], help="Fraction of documents held out for test."),
-    batch_tokens: int = typer.Option(EXTRACT["batch_tokens"], help="Tokens per forward pass (rows x longest row)."),
-    chunk_docs: int = typer.Option(EXTRACT["chunk_docs"], help="Documents per resumable chunk."),
-    device: str = typer.Option(EXTRACT["device"], help="auto, cpu, cuda, cuda:N."),
-    dtype: str = typer.Option(EXTRACT["dtype"], "--dtype", help=DTYPE_HELP),
-    trust_remote_code: bool = typer.Option(False, help="Run a hub model's own code (only if you trust it)."),
-    overwrite: bool = typer.Option(False, help="Replace an existing extraction in --out, and what was made from "
-                                   "it inside it (explanations-*/); the old one stays whole until the new is done."),
 ):
     """Extract residual-stream activations from a corpus into a training-ready dataset."""
-    check_out_folder(out)
+    check_out_folder(cfg.out)
     from nla.data.extract import extract as run_extract
     from nla.data.info import format_summary
 
-    cfg = ExtractConfig(out=out, model=model, corpus=corpus, text_field=text_field, layer=layer,
-                        positions_per_doc=positions_per_doc, min_position=min_position,
-                        max_doc_tokens=max_doc_tokens, max_docs=max_docs, seed=seed,
-                        splits=SplitFractions(validation=validation, test=test), batch_tokens=batch_tokens,
-                        chunk_docs=chunk_docs, device=device, dtype=dtype,
-                        trust_remote_code=trust_remote_code, overwrite=overwrite)
-    typer.echo(format_summary(run_extract(cfg), out))
+    cfg = dataclasses.replace(cfg, splits=SplitFractions(validation=validation, test=test))
+    typer.echo(format_summary(run_extract(cfg), cfg.out))
 
 
 @app.command("explain-data")

@@ -10,7 +10,6 @@ import typer
 
 from nla.autoencoder.decoding import MAX_NEW_TOKENS
 from nla.cli.common import (
-    EVAL,
     EXTRACT,
     MODEL_HELP,
     READ_DEVICE_HELP,
@@ -24,50 +23,34 @@ from nla.cli.common import (
     opt_nla_ar,
     opt_nla_av,
     opt_temperature,
+    options_from,
     user_errors,
 )
 from nla.errors import NLAError
+from nla.eval.config import EvalConfig
 from nla.inputs import check_out_folder
 from nla.reading.config import EXPLAIN_MAX_TOKENS
 
 
 @app.command("eval")
 @user_errors
+@options_from(EvalConfig, convert={"dtype": checked_dtype})
 def eval_(
+    cfg: EvalConfig,
     out: Path = typer.Option(Path("runs/eval"), help="Output folder: eval.json, rows.parquet, fve_by_*.png."),
-    nla: Optional[str] = opt_nla(),
-    nla_av: Optional[str] = opt_nla_av(),
-    nla_ar: Optional[str] = opt_nla_ar(),
-    data: Optional[Path] = typer.Option(None, help="Held-out split; default: the NLA's dataset validation split."),
-    max_rows: Optional[int] = typer.Option(None, help="Evaluate a seeded sample of N rows (default: all)."),
-    oracle_ar: Optional[Path] = typer.Option(None, help="AR from nla train-ar --text-column "
-                                             "detokenized_text_truncated: the true-context ceiling."),
-    mean_from: Optional[Path] = typer.Option(None, help="Split whose mean activation is the predict-the-mean "
-                                             "control; default: ar_sft.parquet next to --data."),
-    batch_size: int = typer.Option(EVAL["batch_size"], help="Activations explained together."),
-    max_new_tokens: int = opt_max_new_tokens(EVAL["max_new_tokens"]),
-    temperature: float = opt_temperature(),
-    seed: int = typer.Option(EVAL["seed"], help="Keys the row sample and the shuffled-AV permutation."),
-    device: str = opt_device(EVAL["device"], READ_DEVICE_HELP),
-    dtype: str = opt_dtype(),
-    overwrite: bool = typer.Option(False, help="Replace a finished evaluation (explanations made with the same "
-                                   "AV settings are reused)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report (eval.json, top-level fve) to stdout."),
 ):
     """Held-out FVE of an NLA (default: the shipped one) next to its controls (shuffled AV, text-oracle AR,
     predict-the-mean)."""
-    check_out_folder(out)
-    from nla.eval.evaluate import EvalConfig, evaluate, format_result
+    check_out_folder(cfg.out)
+    from nla.eval.evaluate import evaluate, format_result
 
-    result = evaluate(EvalConfig(nla=nla, nla_av=nla_av, nla_ar=nla_ar, out=out, data=data, max_rows=max_rows,
-                                 oracle_ar=oracle_ar, mean_from=mean_from, batch_size=batch_size,
-                                 max_new_tokens=max_new_tokens, temperature=temperature, seed=seed, device=device,
-                                 dtype=checked_dtype(dtype), overwrite=overwrite))
+    result = evaluate(cfg)
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return
     typer.echo(format_result(result))
-    typer.echo(f"written to {out}/eval.json and {out}/rows.parquet")
+    typer.echo(f"written to {cfg.out}/eval.json and {cfg.out}/rows.parquet")
 
 
 @app.command("explain")

@@ -8,22 +8,14 @@ from typing import Optional
 import typer
 
 from nla.cli.common import (
-    AR,
-    AV,
-    EXTRACT,
-    MODEL_HELP,
-    RL,
     app,
     checked_dtype,
-    opt_device,
-    opt_dtype,
-    opt_nla_ar,
-    opt_nla_av,
+    options_from,
     user_errors,
 )
 from nla.inputs import check_out_folder
 from nla.rl.config import RLConfig
-from nla.train.config import AVTrainConfig
+from nla.train.config import ARTrainConfig, AVTrainConfig
 
 EXPORT_HELP = ("With LoRA, also write the merged released folder (a full copy of the model; nla export RUN "
                "writes it later). Without it the run keeps its adapter only, which everything in nla reads.")
@@ -31,74 +23,26 @@ EXPORT_HELP = ("With LoRA, also write the merged released folder (a full copy of
 
 @app.command("train-ar")
 @user_errors
-def train_ar(
-    data: Path = typer.Option(..., help="Explanations parquet from nla explain-data (e.g. .../ar_sft.parquet)."),
-    out: Path = typer.Option(..., help="Run folder (may be shared with train-av): ar_metrics.jsonl, ar_state/, "
-                             "ar_adapter/ (LoRA) or ar/."),
-    model: Optional[str] = typer.Option(None, help="Default: the dataset's model. " + MODEL_HELP),
-    layer: Optional[int] = typer.Option(None, help="Default: the dataset's layer."),
-    lora_rank: int = typer.Option(AR["lora_rank"], help="LoRA rank; 0 trains blocks 0..K fully."),
-    lr: float = typer.Option(AR["lr"], help="Peak learning rate (warmup, then cosine to 10%)."),
-    batch_size: int = typer.Option(AR["batch_size"]),
-    epochs: float = typer.Option(AR["epochs"]),
-    checkpoint_every: int = typer.Option(AR["checkpoint_every"], help="Steps between resumable checkpoints."),
-    text_column: str = typer.Option(AR["text_column"], help="Column the AR reads; detokenized_text_truncated "
-                                    "trains the text-oracle AR for nla eval --oracle-ar."),
-    device: str = opt_device(EXTRACT["device"]),
-    dtype: str = opt_dtype(),
-    overwrite: bool = typer.Option(False, help="Start over, replacing a run in --out."),
-    export: bool = typer.Option(False, "--export", help=EXPORT_HELP),
-):
+@options_from(ARTrainConfig, convert={"dtype": checked_dtype})
+def train_ar(cfg: ARTrainConfig):
     """Train the reconstructor (AR) on (explanation, activation) pairs; a rerun resumes."""
-    check_out_folder(out)
-    from nla.train.ar import ARTrainConfig
+    check_out_folder(cfg.out)
     from nla.train.ar import train_ar as run_train_ar
 
-    result = run_train_ar(ARTrainConfig(data=data, out=out, model=model, layer=layer, lora_rank=lora_rank, lr=lr,
-                                        batch_size=batch_size, epochs=epochs, checkpoint_every=checkpoint_every,
-                                        text_column=text_column, device=device, dtype=checked_dtype(dtype),
-                                        overwrite=overwrite, export=export))
+    result = run_train_ar(cfg)
     if result["main_process"]:  # under accelerate launch / torchrun, one process reports
         typer.echo(f"trained the AR for {result['steps']} steps; folder: {result['out']}")
 
 
 @app.command("train-av")
 @user_errors
-def train_av(
-    data: Path = typer.Option(..., help="Explanations parquet from nla explain-data (e.g. .../av_sft.parquet)."),
-    out: Path = typer.Option(..., help="Run folder (may be shared with train-ar): av_metrics.jsonl, av_state/, "
-                             "av_adapter/ (LoRA) or av/."),
-    model: Optional[str] = typer.Option(None, help="Default: the dataset's model. " + MODEL_HELP),
-    layer: Optional[int] = typer.Option(None, help="Default: the dataset's layer."),
-    injection_scale: Optional[float] = typer.Option(None, help="Default: a round number just above the mean norm."),
-    shuffle_activations: bool = typer.Option(False, help="Control run: pair explanations with other activations."),
-    injection: str = typer.Option(AV["injection"], help="embedding (the released site: the marker's token "
-                                  "embedding) or residual (block K's output at the marker; reads faster)."),
-    injection_layer: Optional[int] = typer.Option(None, help="Residual only: the block whose output takes the "
-                                                  "vector, 0..K (default K)."),
-    lora_rank: int = typer.Option(AV["lora_rank"], help="LoRA rank; 0 trains every weight."),
-    init_from: Optional[str] = typer.Option(None, help="Warm start: an NLA folder (or default) whose AV adapter "
-                                            "this run keeps training (its rank, injection site and scale)."),
-    lr: float = typer.Option(AV["lr"], help="Peak learning rate (warmup, then cosine to 10%)."),
-    batch_size: int = typer.Option(AV["batch_size"]),
-    epochs: float = typer.Option(AV["epochs"]),
-    checkpoint_every: int = typer.Option(AV["checkpoint_every"], help="Steps between resumable checkpoints."),
-    device: str = opt_device(EXTRACT["device"]),
-    dtype: str = opt_dtype(),
-    overwrite: bool = typer.Option(False, help="Start over, replacing a run in --out."),
-    export: bool = typer.Option(False, "--export", help=EXPORT_HELP),
-):
+@options_from(AVTrainConfig, convert={"dtype": checked_dtype})
+def train_av(cfg: AVTrainConfig):
     """Train the verbalizer (AV) to write explanations of injected activations; a rerun resumes."""
-    check_out_folder(out)
+    check_out_folder(cfg.out)
     from nla.train.av import train_av as run_train_av
 
-    result = run_train_av(AVTrainConfig(data=data, out=out, model=model, layer=layer, injection_scale=injection_scale,
-                                        shuffle_activations=shuffle_activations, injection=injection,
-                                        injection_layer=injection_layer, lora_rank=lora_rank, init_from=init_from,
-                                        lr=lr,
-                                        batch_size=batch_size, epochs=epochs, checkpoint_every=checkpoint_every,
-                                        device=device, dtype=checked_dtype(dtype), overwrite=overwrite,
-                                        export=export))
+    result = run_train_av(cfg)
     if result["main_process"]:  # under accelerate launch / torchrun, one process reports
         typer.echo(f"trained the AV for {result['steps']} steps (injection scale {result['injection_scale']:g}); "
                    f"folder: {result['out']}")
@@ -127,52 +71,13 @@ def export(
 
 @app.command("rl")
 @user_errors
-def rl(
-    nla: Optional[str] = typer.Option(None, "--nla", help="The SFT NLA folder (av/ + ar/ or their adapters), e.g. "
-                                      "from train-ar + train-av, or a hub prefix (its -av and -ar repositories)."),
-    nla_av: Optional[str] = opt_nla_av(),
-    nla_ar: Optional[str] = opt_nla_ar(),
-    data: Path = typer.Option(..., help="Activations to train on: the dataset's rl split (e.g. runs/acts/rl.parquet)."),
-    out: Path = typer.Option(..., help="Run folder: rl_metrics.jsonl, rl_samples.jsonl, rl_state/, then "
-                                      "av_adapter/ and ar_adapter/ (av/, ar/ where the SFT NLA had no adapters)."),
-    eval_data: Optional[Path] = typer.Option(None, help="Held-out activations (validation split) for FVE."),
-    eval_rows: int = typer.Option(RL["eval_rows"], help="Held-out activations in the fixed FVE set."),
-    steps: int = typer.Option(RL["steps"]),
-    batch_size: int = typer.Option(RL["batch_size"], help="Activations per step, over all processes."),
-    group_size: int = typer.Option(RL["group_size"], help="Explanations sampled per activation (GRPO group)."),
-    av_lr: float = typer.Option(RL["av_lr"], help="AV (LoRA) learning rate."),
-    ar_lr: float = typer.Option(RL["ar_lr"], help="AR learning rate; 0 keeps the AR fixed."),
-    lora_rank: int = typer.Option(RL["lora_rank"], help="AV LoRA rank; 0 trains every weight."),
-    ar_lora_rank: int = typer.Option(RL["ar_lora_rank"], help="AR LoRA rank; 0 trains blocks 0..K fully."),
-    kl_coef: float = typer.Option(RL["kl_coef"], help="Weight of the KL to the SFT AV; 0 turns it off."),
-    kl_estimator: str = typer.Option(RL["kl_estimator"], help="k3 or k1 (the per-token KL in the loss)."),
-    clip: float = typer.Option(RL["clip"], help="Clip epsilon of the importance ratio."),
-    temperature: float = typer.Option(RL["temperature"], help="Sampling temperature of the rollouts."),
-    max_response_tokens: int = typer.Option(RL["max_response_tokens"], help="Longer samples are truncated: failures."),
-    reward: str = typer.Option(RL["reward"], help="mse (-MSE) or log_mse (-log MSE)."),
-    failure_reward: float = typer.Option(RL["failure_reward"], help="Reward of an untagged or truncated sample."),
-    length_penalty: float = typer.Option(RL["length_penalty"], help="Subtracted from the reward per token."),
-    checkpoint_every: int = typer.Option(RL["checkpoint_every"], help="Steps between resumable checkpoints."),
-    sample_every: int = typer.Option(RL["sample_every"], help="Steps between logged sample explanations."),
-    eval_every: int = typer.Option(RL["eval_every"], help="Steps between held-out FVE measurements."),
-    seed: int = typer.Option(RL["seed"]),
-    device: str = opt_device(EXTRACT["device"], "auto, cpu, cuda (under accelerate: one per process)."),
-    dtype: str = opt_dtype(),
-    overwrite: bool = typer.Option(False, help="Start over, replacing a run in --out."),
-):
+@options_from(RLConfig, convert={"dtype": checked_dtype})
+def rl(cfg: RLConfig):
     """Improve an SFT NLA with GRPO: the AV is rewarded by the AR's reconstruction; a rerun resumes."""
-    check_out_folder(out)
+    check_out_folder(cfg.out)
     from nla.rl.run import rl as run_rl
 
-    result = run_rl(RLConfig(nla=nla, nla_av=nla_av, nla_ar=nla_ar, dtype=checked_dtype(dtype), data=data, out=out,
-                             eval_data=eval_data, eval_rows=eval_rows, steps=steps,
-                             batch_size=batch_size, group_size=group_size, av_lr=av_lr, ar_lr=ar_lr,
-                             lora_rank=lora_rank, ar_lora_rank=ar_lora_rank, kl_coef=kl_coef,
-                             kl_estimator=kl_estimator, clip=clip, temperature=temperature,
-                             max_response_tokens=max_response_tokens, reward=reward, failure_reward=failure_reward,
-                             length_penalty=length_penalty, checkpoint_every=checkpoint_every,
-                             sample_every=sample_every, eval_every=eval_every, seed=seed, device=device,
-                             overwrite=overwrite))
+    result = run_rl(cfg)
     if not result["trainer"].accelerator.is_main_process:  # under accelerate launch / torchrun, one reports
         return
     for step, evaluation in sorted(result["evaluations"].items()):

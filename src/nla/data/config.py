@@ -7,6 +7,7 @@ import json
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
+from nla.changes import setting
 from nla.data.corpus import DEFAULT_CORPUS
 from nla.data.sampling import SplitFractions
 from nla.errors import NLAError
@@ -17,23 +18,26 @@ from nla.models.presets import DEFAULT_MODEL
 class ExtractConfig:
     """Settings of one extraction run (written to OUT/config.yaml)."""
 
-    out: Path
-    model: str = DEFAULT_MODEL
-    corpus: str = DEFAULT_CORPUS
-    text_field: str = "text"  # field / column holding the text in .jsonl and .parquet corpora
-    layer: int | None = None  # None: floor(2L/3)
-    positions_per_doc: int = 8
-    min_position: int = 16  # early positions decode poorly and carry little context
-    max_doc_tokens: int = 512  # longer documents are cut before positions are sampled
-    max_docs: int | None = None  # use the first N documents of the corpus
-    seed: int = 42
-    splits: SplitFractions = field(default_factory=SplitFractions)
-    batch_tokens: int = 8192  # rows x longest row per forward pass
-    chunk_docs: int = 256  # documents per resumable chunk
-    device: str = "auto"
-    dtype: str = "auto"
-    trust_remote_code: bool = False  # only for hub models that need their own code
-    overwrite: bool = False
+    out: Path = setting(help="Output folder (one parquet + sidecar per split).")
+    model: str = setting(DEFAULT_MODEL, "Preset (smollm2-135m, gemma3-270m), local HF folder, .gguf file, or hub id.")
+    corpus: str = setting(DEFAULT_CORPUS, "'default' (embedded), 'default+personas', a .txt/.jsonl/.parquet file, "
+                          "or hf:NAME[:CONFIG][@SPLIT].")
+    text_field: str = setting("text", "Text field (.jsonl) or column (.parquet).")
+    layer: int | None = setting(None, "Layer K (output of block K); default floor(2L/3).")
+    positions_per_doc: int = setting(8, "Positions sampled per document.")
+    min_position: int = setting(16, "Earliest token position that may be sampled (early positions carry little "
+                                "context).")
+    max_doc_tokens: int = setting(512, "Cut longer documents to this many tokens (before positions are sampled).")
+    max_docs: int | None = setting(None, "Use only the first N documents.")
+    seed: int = setting(42, "Keys position sampling and splits (with the doc id).")
+    splits: SplitFractions = field(default_factory=SplitFractions)  # the command line: --validation, --test
+    batch_tokens: int = setting(8192, "Tokens per forward pass (rows x longest row).")
+    chunk_docs: int = setting(256, "Documents per resumable chunk.")
+    device: str = setting("auto", "auto, cpu, cuda, cuda:N.")
+    dtype: str = setting("auto", "auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16 or float16.")
+    trust_remote_code: bool = setting(False, "Run a hub model's own code (only if you trust it).")
+    overwrite: bool = setting(False, "Replace an existing extraction in --out, and what was made from it inside it "
+                              "(explanations-*/); the old one stays whole until the new is done.")
 
     def __post_init__(self):
         self.out = Path(self.out)

@@ -6,27 +6,35 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nla.autoencoder.decoding import MAX_NEW_TOKENS, TEMPERATURE
+from nla.changes import setting
 from nla.errors import NLAError
 
 
 @dataclass
 class EvalConfig:
-    nla: str | Path | None  # an nla folder (av/ + ar/) or a hub prefix; None with nla_av + nla_ar
-    out: Path
-    data: Path | None = None  # held-out split; default: the validation split of the NLA's dataset
-    max_rows: int | None = None  # a seeded sample of this many rows (all rows when None)
-    oracle_ar: Path | None = None  # AR trained on true contexts; its control is skipped when None
-    mean_from: Path | None = None  # default: ar_sft.parquet next to the held-out split
-    batch_size: int = 32
-    max_new_tokens: int = MAX_NEW_TOKENS
-    temperature: float = TEMPERATURE  # 0: greedy
-    seed: int = 0
-    buckets: int = 5  # position and norm buckets of the plots
-    device: str = "auto"
-    dtype: str = "auto"  # bf16 on CUDA, fp32 on CPU
-    nla_av: str | None = None  # the AV and AR as released folders or hub ids, instead of nla
-    nla_ar: str | None = None
-    overwrite: bool = False
+    out: Path = setting(help="Output folder: eval.json, rows.parquet, fve_by_*.png.")
+    nla: str | Path | None = setting(None, "The NLA (default: the one shipped in nla): an nla folder (av/ + ar/, or "
+                                     "their LoRA adapters), a registry name or a hub prefix. Or pass --nla-av and "
+                                     "--nla-ar.")
+    nla_av: str | None = setting(None, "The AV alone: a released AV folder or hub id (with --nla-ar).")
+    nla_ar: str | None = setting(None, "The AR alone: a released AR folder or hub id (with --nla-av).")
+    data: Path | None = setting(None, "Held-out split; default: the NLA's dataset validation split.")
+    max_rows: int | None = setting(None, "Evaluate a seeded sample of N rows (default: all).")
+    oracle_ar: Path | None = setting(None, "AR from nla train-ar --text-column detokenized_text_truncated: the "
+                                     "true-context ceiling (its control is skipped without it).")
+    mean_from: Path | None = setting(None, "Split whose mean activation is the predict-the-mean control; default: "
+                                     "ar_sft.parquet next to --data.")
+    batch_size: int = setting(32, "Activations explained together.")
+    max_new_tokens: int = setting(MAX_NEW_TOKENS, "Longest explanation, in tokens (the release: 200); one that "
+                                  "reaches it without its closing tag is reported as truncated.")
+    temperature: float = setting(TEMPERATURE, "0: greedy (the release's examples); above 0: sampled.")
+    seed: int = setting(0, "Keys the row sample and the shuffled-AV permutation.")
+    buckets: int = setting(5, "Position and norm buckets of the plots.")
+    device: str = setting("auto", "Where the target, AV and AR go: auto (the GPU; spread over all GPUs when there "
+                          "are several; else the CPU), cpu, cuda, cuda:N.")
+    dtype: str = setting("auto", "auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16 or float16.")
+    overwrite: bool = setting(False, "Replace a finished evaluation (explanations made with the same AV settings "
+                              "are reused).")
 
     def __post_init__(self):
         self.out = Path(self.out)

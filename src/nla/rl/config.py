@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from nla.changes import setting
 from nla.errors import NLAError
 
 REWARD_KINDS = ("mse", "log_mse")
@@ -13,37 +14,41 @@ KL_ESTIMATORS = ("k1", "k3")
 
 @dataclass
 class RLConfig:
-    nla: str | Path | None  # an SFT NLA folder (av/ + ar/ or adapters), or a hub prefix; None: nla_av + nla_ar
-    data: Path  # activations parquet (the dataset's rl split); explanations are not needed
-    out: Path  # run folder: rl_state/, rl_metrics.jsonl, rl_samples.jsonl, then av/ and ar/
-    eval_data: Path | None = None  # held-out activations (the validation split) for FVE during training
-    eval_rows: int = 32  # how many held-out activations the FVE is measured on (a fixed set)
-    steps: int = 50
-    batch_size: int = 4  # activations per step (across all processes); each gets group_size samples
-    group_size: int = 4  # GRPO group: explanations sampled per activation
-    av_lr: float = 1e-4  # LoRA on the AV (the reference's 1e-5 is for full fine-tuning)
-    ar_lr: float = 5e-5
-    lora_rank: int = 16  # AV LoRA rank; 0 trains every weight (and keeps a frozen reference copy if kl_coef > 0)
-    ar_lora_rank: int = 16  # AR LoRA rank on blocks 0..K; 0 trains those blocks fully
-    clip: float = 0.2  # PPO clip epsilon on the importance ratio
-    kl_coef: float = 0.01  # weight of the KL to the SFT AV; 0 skips the reference pass
-    kl_estimator: str = "k3"  # the per-token KL in the loss (both k1 and k3 are logged)
-    temperature: float = 1.0
-    max_response_tokens: int = 150  # a sample that reaches the cap without EOS is truncated: a failure
-    reward: str = "mse"  # "mse": -MSE; "log_mse": -log MSE (sharper near a perfect reconstruction)
-    failure_reward: float = -2.0  # untagged or truncated samples
-    length_penalty: float = 0.0  # subtracted from the reward per response token
-    max_grad_norm: float = 1.0
-    warmup_steps: int = 2
-    checkpoint_every: int = 10
-    sample_every: int = 10  # log a few explanations to rl_samples.jsonl every N steps
-    eval_every: int = 25  # held-out FVE every N steps (and before the first and after the last)
-    seed: int = 0
-    device: str = "auto"
-    dtype: str = "auto"  # bf16 on CUDA, fp32 on CPU
-    nla_av: str | None = None  # the AV and AR as released folders or hub ids, instead of nla
-    nla_ar: str | None = None
-    overwrite: bool = False
+    data: Path = setting(help="Activations to train on: the dataset's rl split (e.g. runs/acts/rl.parquet); "
+                         "explanations are not needed.")
+    out: Path = setting(help="Run folder: rl_metrics.jsonl, rl_samples.jsonl, rl_state/, then av_adapter/ and "
+                        "ar_adapter/ (av/, ar/ where the SFT NLA had no adapters).")
+    nla: str | Path | None = setting(None, "The SFT NLA folder (av/ + ar/ or their adapters), e.g. from train-ar + "
+                                     "train-av, or a hub prefix (its -av and -ar repositories).")
+    nla_av: str | None = setting(None, "The AV as a released folder or hub id (with --nla-ar), instead of --nla.")
+    nla_ar: str | None = setting(None, "The AR as a released folder or hub id (with --nla-av), instead of --nla.")
+    eval_data: Path | None = setting(None, "Held-out activations (validation split) for FVE.")
+    eval_rows: int = setting(32, "Held-out activations in the fixed FVE set.")
+    steps: int = setting(50)
+    batch_size: int = setting(4, "Activations per step, over all processes; each gets group-size samples.")
+    group_size: int = setting(4, "Explanations sampled per activation (GRPO group).")
+    av_lr: float = setting(1e-4, "AV (LoRA) learning rate (the reference's 1e-5 is for full fine-tuning).")
+    ar_lr: float = setting(5e-5, "AR learning rate; 0 keeps the AR fixed.")
+    lora_rank: int = setting(16, "AV LoRA rank; 0 trains every weight (and keeps a frozen reference copy if "
+                             "kl-coef > 0).")
+    ar_lora_rank: int = setting(16, "AR LoRA rank on blocks 0..K; 0 trains those blocks fully.")
+    clip: float = setting(0.2, "Clip epsilon of the importance ratio.")
+    kl_coef: float = setting(0.01, "Weight of the KL to the SFT AV; 0 turns it off (and skips the reference pass).")
+    kl_estimator: str = setting("k3", "k3 or k1 (the per-token KL in the loss; both are logged).")
+    temperature: float = setting(1.0, "Sampling temperature of the rollouts.")
+    max_response_tokens: int = setting(150, "Longer samples are truncated: failures.")
+    reward: str = setting("mse", "mse (-MSE) or log_mse (-log MSE: sharper near a perfect reconstruction).")
+    failure_reward: float = setting(-2.0, "Reward of an untagged or truncated sample.")
+    length_penalty: float = setting(0.0, "Subtracted from the reward per response token.")
+    max_grad_norm: float = setting(1.0, "Gradient clipping norm.")
+    warmup_steps: int = setting(2, "Learning-rate warmup steps.")
+    checkpoint_every: int = setting(10, "Steps between resumable checkpoints.")
+    sample_every: int = setting(10, "Steps between logged sample explanations (rl_samples.jsonl).")
+    eval_every: int = setting(25, "Steps between held-out FVE measurements (and before the first, after the last).")
+    seed: int = setting(0)
+    device: str = setting("auto", "auto, cpu, cuda (under accelerate: one per process).")
+    dtype: str = setting("auto", "auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16 or float16.")
+    overwrite: bool = setting(False, "Start over, replacing a run in --out.")
 
     def __post_init__(self):
         self.data, self.out = Path(self.data), Path(self.out)

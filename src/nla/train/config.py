@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from nla.changes import setting
 from nla.errors import NLAError
 
 
@@ -12,24 +13,25 @@ from nla.errors import NLAError
 class SFTConfig:
     """What every supervised stage shares."""
 
-    data: Path  # parquet with `explanation` and `activation_vector` (nla explain-data output)
-    out: Path  # run folder; AR and AV may share one (their state and metrics are named by stage)
-    model: str | None = None  # default: the dataset's base_model
-    layer: int | None = None  # default: the dataset's layer
-    lora_rank: int = 16  # 0: full fine-tuning
-    lr: float = 3e-4
-    batch_size: int = 16
-    epochs: float = 1.0
-    warmup_fraction: float = 0.05
-    max_grad_norm: float = 1.0
-    checkpoint_every: int = 50
-    seed: int = 0
-    device: str = "auto"
-    dtype: str = "auto"  # bf16 on CUDA, fp32 on CPU
-    overwrite: bool = False
-    # LoRA runs write their adapter (megabytes); export also writes the merged released folder (a full copy
-    # of the model, what the reference client reads). `nla export RUN` writes it later from the adapter.
-    export: bool = False
+    data: Path = setting(help="Explanations parquet from nla explain-data (e.g. .../ar_sft.parquet).")
+    out: Path = setting(help="Run folder; the AR and AV may share one (their state and metrics are named by stage).")
+    model: str | None = setting(None, "Default: the dataset's model. Preset (smollm2-135m, gemma3-270m), local HF "
+                                "folder, .gguf file, or hub id.")
+    layer: int | None = setting(None, "Default: the dataset's layer.")
+    lora_rank: int = setting(16, "LoRA rank; 0 trains fully.")
+    lr: float = setting(3e-4, "Peak learning rate (warmup, then cosine to 10%).")
+    batch_size: int = setting(16)
+    epochs: float = setting(1.0)
+    warmup_fraction: float = setting(0.05, "Share of the steps spent warming the learning rate up.")
+    max_grad_norm: float = setting(1.0, "Gradient clipping norm.")
+    checkpoint_every: int = setting(50, "Steps between resumable checkpoints.")
+    seed: int = setting(0)
+    device: str = setting("auto", "auto (the GPU, else the CPU), cpu, cuda, cuda:N.")
+    dtype: str = setting("auto", "auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16 or float16.")
+    overwrite: bool = setting(False, "Start over, replacing a run in --out.")
+    export: bool = setting(False, "With LoRA, also write the merged released folder (a full copy of the model, what "
+                           "the reference client reads; nla export RUN writes it later). Without it the run keeps "
+                           "its adapter only, which everything in nla reads.")
 
     def __post_init__(self):
         self.data, self.out = Path(self.data), Path(self.out)
@@ -43,9 +45,10 @@ class SFTConfig:
 class ARTrainConfig(SFTConfig):
     """The reconstructor: LoRA on blocks 0..K (lora_rank 0 trains those blocks fully) plus the head."""
 
-    # The text the AR reads. "detokenized_text_truncated" trains the text-oracle AR that `nla eval`
-    # uses as a ceiling: it sees the true context instead of an explanation of it.
-    text_column: str = "explanation"
+    out: Path = setting(help="Run folder (may be shared with train-av): ar_metrics.jsonl, ar_state/, ar_adapter/ "
+                        "(LoRA) or ar/.")
+    text_column: str = setting("explanation", "Column the AR reads; detokenized_text_truncated trains the "
+                               "text-oracle AR for nla eval --oracle-ar (it sees the true context).")
 
     def __post_init__(self):
         super().__post_init__()
@@ -57,19 +60,20 @@ class ARTrainConfig(SFTConfig):
 class AVTrainConfig(SFTConfig):
     """The verbalizer: LoRA on every linear layer (lora_rank 0 trains every weight)."""
 
-    batch_size: int = 8  # sequences are prompt + response, longer than the AR's
-    injection_scale: float | None = None  # default: a round number just above the data's mean norm
-    shuffle_activations: bool = False  # the control: pair each explanation with another row's activation
-    max_response_tokens: int = 150
-    # embedding: the released site (the marker's token embedding); residual: block K's output at the marker,
-    # which the AV's later blocks already know how to read (see autoencoder/injection.py)
-    injection: str = "embedding"
-    # residual only: the block whose output takes the vector (default K, the layer it was read at); an
-    # earlier block gives the AV more blocks to decode it with (patchscopes read token identity best early)
-    injection_layer: int | None = None
-    # A warm start: an NLA folder (or "default", the shipped one) whose AV adapter this run starts from and
-    # keeps training (its rank, injection site and scale come with it). None: a fresh adapter.
-    init_from: str | None = None
+    data: Path = setting(help="Explanations parquet from nla explain-data (e.g. .../av_sft.parquet).")
+    out: Path = setting(help="Run folder (may be shared with train-ar): av_metrics.jsonl, av_state/, av_adapter/ "
+                        "(LoRA) or av/.")
+    batch_size: int = setting(8, "Sequences per step (prompt + response, longer than the AR's).")
+    injection_scale: float | None = setting(None, "Default: a round number just above the data's mean norm.")
+    shuffle_activations: bool = setting(False, "Control run: pair each explanation with another row's activation.")
+    max_response_tokens: int = setting(150, "Longer explanations are cut to this many tokens for training.")
+    # embedding: the released site; residual: block K's output at the marker (see autoencoder/injection.py)
+    injection: str = setting("embedding", "embedding (the released site: the marker's token embedding) or residual "
+                             "(block K's output at the marker, which the AV's later blocks already read; faster).")
+    injection_layer: int | None = setting(None, "Residual only: the block whose output takes the vector, 0..K "
+                                          "(default K; an earlier block gives the AV more blocks to decode it).")
+    init_from: str | None = setting(None, "Warm start: an NLA folder (or default) whose AV adapter this run keeps "
+                                    "training (its rank, injection site and scale come with it).")
 
     def __post_init__(self):
         super().__post_init__()
