@@ -35,7 +35,7 @@ from nla.layout import ACTIVATION_COLUMN, sidecar_path
 
 ACTIVATIONS = "an activation split written by nla extract (e.g. runs/acts/validation.parquet)"
 EXPLANATIONS = "a parquet written by nla explain-data (e.g. runs/acts/explanations-offline/ar_sft.parquet)"
-VECTOR_COLUMN = "activation_vector"
+VECTOR_COLUMN = ACTIVATION_COLUMN
 # What reading a damaged, cut-short or foreign file raises (pyarrow's ArrowInvalid is a ValueError,
 # safetensors' header errors are their own type, a bad JSON config is a ValueError). Caught only around
 # the read itself, so a programming error elsewhere is not mistaken for a bad file.

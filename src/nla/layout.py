@@ -21,6 +21,9 @@ CONFIG = "config.yaml"
 SUMMARY = "summary.json"
 SIDECAR_SUFFIX = ".nla_meta.yaml"  # beside each split's parquet: SPLIT.parquet.nla_meta.yaml
 
+# An `nla eval` folder: eval.json (written last), its rows and the AV's explanations.
+EVAL_JSON, ROWS_FILE, EXPLANATIONS_FILE = "eval.json", "rows.parquet", "explanations.jsonl"
+
 # An `nla train` run folder.
 TRAIN_CONFIG_FILE, STAGES_FILE = "train_config.yaml", "stages.json"
 

@@ -35,7 +35,7 @@ from nla.autoencoder.reconstructor import VALUE_HEAD_FILE, Reconstructor, load_r
 from nla.autoencoder.templates import check_ar_suffix, check_ar_template
 from nla.autoencoder.verbalizer import Verbalizer
 from nla.errors import NLAError
-from nla.layout import ADAPTER_DIRS, CALIBRATION_FILE
+from nla.layout import ADAPTER_DIRS, CALIBRATION_FILE, META_FILE
 
 RELEASED_DIRS = {"av": AV_DIR, "ar": AR_DIR}
 ROLES = ("target", "av", "ar")
@@ -43,7 +43,7 @@ ROLES = ("target", "av", "ar")
 
 def trained(run: Path, role: str) -> bool:
     """Whether RUN holds a trained AV or AR: its adapter or its released folder (what a trainer writes last)."""
-    return any((Path(run) / name / "nla_meta.yaml").exists() for name in (ADAPTER_DIRS[role], RELEASED_DIRS[role]))
+    return any((Path(run) / name / META_FILE).exists() for name in (ADAPTER_DIRS[role], RELEASED_DIRS[role]))
 
 
 def is_adapter(folder: Path) -> bool:
@@ -52,7 +52,7 @@ def is_adapter(folder: Path) -> bool:
 
 
 def has_adapters(run: Path) -> bool:
-    return all((Path(run) / d / "nla_meta.yaml").exists() for d in ADAPTER_DIRS.values())
+    return all((Path(run) / d / META_FILE).exists() for d in ADAPTER_DIRS.values())
 
 
 def use_role(model: nn.Module, role: str) -> None:
@@ -190,7 +190,7 @@ def export_role(run: Path, role: str, out: Path, *, dtype: str = "float32", adap
     from nla.models import load_target
 
     folder = Path(adapter) if adapter else Path(run) / ADAPTER_DIRS[role]
-    if not (folder / "nla_meta.yaml").exists():
+    if not (folder / META_FILE).exists():
         raise NLAError(f"{folder} not found; export needs a run trained with LoRA (train-ar / train-av)")
     meta = read_model_meta(folder)
     target = load_target(meta.base_checkpoint, device="cpu", dtype=dtype)
@@ -247,7 +247,7 @@ def export_nla(run: Path, out: Path | None = None, *, overwrite: bool = False, d
     An av/ or ar/ already in OUT is replaced only with overwrite."""
     run = Path(run)
     out = Path(out) if out else run
-    roles = [role for role, name in ADAPTER_DIRS.items() if (run / name / "nla_meta.yaml").exists()]
+    roles = [role for role, name in ADAPTER_DIRS.items() if (run / name / META_FILE).exists()]
     if not roles:
         raise NLAError(f"{run} has no av_adapter/ or ar_adapter/; export needs a run trained with LoRA")
     taken = [f"{out / RELEASED_DIRS[r]}/" for r in roles if (out / RELEASED_DIRS[r]).exists()]

@@ -20,10 +20,11 @@ from importlib import resources
 from pathlib import Path
 
 from nla.errors import NLAError
+from nla.layout import ADAPTER_DIRS, CALIBRATION_FILE, EVAL_JSON, META_FILE, STAGES_FILE, TRAIN_CONFIG_FILE
 
 DEFAULT = "default"
-REPORT_FILES = ("eval/eval.json", "eval/fve_by_position.png", "eval/fve_by_norm.png", "train_config.yaml",
-                "stages.json")
+REPORT_FILES = (f"eval/{EVAL_JSON}", "eval/fve_by_position.png", "eval/fve_by_norm.png", TRAIN_CONFIG_FILE,
+                STAGES_FILE)
 
 
 def run_paths(run: Path) -> re.Pattern:
@@ -60,7 +61,7 @@ def resolve(spec) -> Path:
     if spec is not None and not is_default(spec):
         return Path(spec)
     folder = default_dir()
-    if not (folder / "av_adapter" / "nla_meta.yaml").exists():
+    if not (folder / ADAPTER_DIRS["av"] / META_FILE).exists():
         raise NLAError("this install of nla has no shipped default NLA (nla/default_nla/ is missing); "
                        "reinstall nla, or pass --nla with an NLA folder")
     return folder
@@ -71,9 +72,9 @@ def last_nla(run: Path) -> Path:
     else sft/; the package ships LoRA adapters only (megabytes), never merged folders."""
     for stage in ("rl", "refit", "sft"):
         folder = run / stage
-        if (folder / "av" / "nla_meta.yaml").exists() or (folder / "ar" / "nla_meta.yaml").exists():
+        if (folder / "av" / META_FILE).exists() or (folder / "ar" / META_FILE).exists():
             raise NLAError(f"{folder} holds merged folders (av/, ar/); the package ships LoRA adapters only")
-        if all((folder / f"{role}_adapter" / "nla_meta.yaml").exists() for role in ("av", "ar")):
+        if all((folder / ADAPTER_DIRS[role] / META_FILE).exists() for role in ("av", "ar")):
             return folder
     raise NLAError(f"{run} holds no finished NLA (rl/, refit/ or sft/ with av_adapter/ and ar_adapter/); "
                    "ship a finished LoRA run of nla train")
@@ -90,8 +91,8 @@ def ship(run: Path, dest: Path | None = None) -> Path:
         (tmp / role).mkdir(parents=True)
         for path in source.iterdir():
             _copy(path, tmp / role / path.name, run_path)
-    if (nla_dir / "calibration.json").exists():  # nla calibrate's output: the score thresholds readers show
-        _copy(nla_dir / "calibration.json", tmp / "calibration.json", run_path)
+    if (nla_dir / CALIBRATION_FILE).exists():  # nla calibrate's output: the score thresholds readers show
+        _copy(nla_dir / CALIBRATION_FILE, tmp / CALIBRATION_FILE, run_path)
     for name in REPORT_FILES:
         if (run / name).exists():
             (tmp / name).parent.mkdir(parents=True, exist_ok=True)

@@ -20,9 +20,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from nla.atomic import write_yaml
-from nla.layout import sidecar_path
+from nla.layout import ACTIVATION_COLUMN, CONTEXT_COLUMN, sidecar_path
 
-STRING_COLUMNS = ("doc_id", "token", "detokenized_text_truncated", "source", "genre", "topic", "split")
+STRING_COLUMNS = ("doc_id", "token", CONTEXT_COLUMN, "source", "genre", "topic", "split")
 INT_COLUMNS = {"position": pa.int32(), "n_raw_tokens": pa.int32(), "activation_layer": pa.int16(),
                "token_id": pa.int32()}
 # Splits map to the reference's dataset stages; held-out splits are plain extractions.
@@ -30,7 +30,7 @@ STAGE_OF_SPLIT = {"ar_sft": "ar_sft", "av_sft": "av_sft", "rl": "rl", "validatio
 
 
 def schema(d_model: int) -> pa.Schema:
-    fields = [pa.field("activation_vector", pa.list_(pa.float32(), d_model))]
+    fields = [pa.field(ACTIVATION_COLUMN, pa.list_(pa.float32(), d_model))]
     fields += [pa.field(name, kind) for name, kind in INT_COLUMNS.items()]
     fields += [pa.field(name, pa.string()) for name in STRING_COLUMNS]
     return pa.schema(fields)

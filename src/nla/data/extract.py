@@ -42,7 +42,7 @@ from nla.data.norms import norm_stats, suggest_injection_scale
 from nla.data.sampling import SPLITS, assign_split, sample_positions
 from nla.errors import NLAError
 from nla.inputs import vectors_of
-from nla.layout import CONFIG, SUMMARY
+from nla.layout import CONFIG, CONTEXT_COLUMN, SUMMARY
 from nla.models import Target, load_target
 from nla.models.activations import batched_residual_stream
 
@@ -94,7 +94,7 @@ def extract_chunk(target: Target, chunk: list[PlannedDocument], layer: int, batc
             on_batch(sum(len(chunk[i].token_ids) for i in indices))
     columns: dict[str, list] = {name: [] for name in (
         "doc_id", "position", "n_raw_tokens", "activation_layer", "token_id", "token",
-        "detokenized_text_truncated", "source", "genre", "topic", "split")}
+        CONTEXT_COLUMN, "source", "genre", "topic", "split")}
     decode = target.tokenizer.decode
     for i, p in enumerate(chunk):
         for pos in p.positions:
@@ -104,7 +104,7 @@ def extract_chunk(target: Target, chunk: list[PlannedDocument], layer: int, batc
             columns["activation_layer"].append(layer)
             columns["token_id"].append(p.token_ids[pos])
             columns["token"].append(decode([p.token_ids[pos]]))
-            columns["detokenized_text_truncated"].append(decode(p.token_ids[: pos + 1]))
+            columns[CONTEXT_COLUMN].append(decode(p.token_ids[: pos + 1]))
             columns["source"].append(p.doc.source)
             columns["genre"].append(p.doc.genre)
             columns["topic"].append(p.doc.topic)

@@ -46,11 +46,10 @@ from nla.eval.breakdown import fve_by_bucket, fve_by_genre, readability, write_p
 from nla.eval.config import EvalConfig
 from nla.eval.metrics import baseline, summary
 from nla.inputs import open_dataset, vectors_of
-from nla.layout import CONTEXT_COLUMN
+from nla.layout import ACTIVATION_COLUMN, CONFIG, CONTEXT_COLUMN, EVAL_JSON, EXPLANATIONS_FILE, META_FILE, ROWS_FILE
 from nla.record_log import RecordLog
 
-EVAL_JSON, ROWS_FILE, EXPLANATIONS_FILE = "eval.json", "rows.parquet", "explanations.jsonl"
-REQUIRED_COLUMNS = ("activation_vector", "doc_id", "position", "token")
+REQUIRED_COLUMNS = (ACTIVATION_COLUMN, "doc_id", "position", "token")
 
 
 # ---------------------------------------------------------------- inputs
@@ -60,7 +59,7 @@ def default_heldout(nla: NLA) -> Path:
     """The validation split of the extraction the NLA was trained from (found via the sidecars' trained_on)."""
     for trained_on in nla.ar_meta.trained_on + nla.av_meta.trained_on:
         for folder in list(Path(str(trained_on)).parents)[:2]:  # the split's folder, or its explanations' parent
-            if (folder / "config.yaml").exists() and (folder / "validation.parquet").exists():
+            if (folder / CONFIG).exists() and (folder / "validation.parquet").exists():
                 return folder / "validation.parquet"
     raise NLAError(f"cannot find the dataset {nla.source.label} was trained on here; pass --data with a held-out "
                    "split extracted from its target at its layer (e.g. runs/acts/validation.parquet)")
@@ -92,7 +91,7 @@ def load_oracle(path: Path, nla: NLA, device: str, dtype: str = "auto"):
     """An oracle AR (its folder, its adapter, or a run folder holding ar/ or ar_adapter/) that reads the NLA's
     target, layer and width."""
     folder = role_folder(path, AR_DIR) or path
-    if not (folder / "nla_meta.yaml").exists():
+    if not (folder / META_FILE).exists():
         raise NLAError(f"{path} is not an AR folder; pass the --out of nla train-ar --text-column "
                        f"{CONTEXT_COLUMN} (or its ar/ or ar_adapter/ folder)")
     oracle, tokenizer, meta = load_ar_folder(folder, device=device, dtype=dtype)

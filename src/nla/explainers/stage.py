@@ -40,13 +40,13 @@ from nla.explainers.base import Explainer, ExplainRequest
 from nla.explainers.offline import OfflineExplainer
 from nla.explainers.salient import SalientWords, system_words
 from nla.inputs import check_dataset_file, damaged_file, open_dataset
-from nla.layout import sidecar_path
+from nla.layout import CONTEXT_COLUMN, sidecar_path
 from nla.models import Target, load_target
 from nla.models.predictions import next_token_candidates
 
 log = logging.getLogger(__name__)
 # What each row's context is rebuilt from, and the keys of DATASET/config.yaml that rebuild it.
-CONTEXT_COLUMNS = ("doc_id", "position", "token_id", "token", "detokenized_text_truncated", "source", "genre",
+CONTEXT_COLUMNS = ("doc_id", "position", "token_id", "token", CONTEXT_COLUMN, "source", "genre",
                    "topic")
 EXTRACT_KEYS = ("model", "corpus", "text_field", "max_docs", "max_doc_tokens", "dtype")
 SPLIT_FILE = "a split written by nla extract (--splits names ar_sft, av_sft, rl, validation or test)"
@@ -150,7 +150,7 @@ def _requests(target: Target, table: pa.Table, docs: dict, cfg: ExplainDataConfi
             row = rows[i]
             end = row["position"] + 1
             quote = target.tokenizer.decode(quote_window(ids[:end], cfg.quote_tokens, target.special_ids))
-            context = row["detokenized_text_truncated"]
+            context = row[CONTEXT_COLUMN]
             requests[i] = ExplainRequest(
                 row_id=f"{doc_id}:{row['position']}", context=context, token=row["token"], source=row["source"],
                 genre=row["genre"], topic=row["topic"], next_tokens=tuple(top), quote=quote,

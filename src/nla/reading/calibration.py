@@ -37,7 +37,7 @@ from nla.autoencoder.nla import NLA
 from nla.errors import NLAError
 from nla.eval.metrics import baseline
 from nla.inputs import damaged_file
-from nla.layout import CALIBRATION_FILE
+from nla.layout import CALIBRATION_FILE, CONTEXT_COLUMN, EVAL_JSON, EXPLANATIONS_FILE, ROWS_FILE
 from nla.models.target import Target
 from nla.reading.claims import check_claims, claims_report
 from nla.record_log import saved_settings
@@ -140,7 +140,6 @@ def _evaluated(folder: Path) -> dict:
     """What a finished `nla eval` folder read: its rows (data, max_rows, seed) and the AV that explained them.
     The explanation cache's header records the resolved AV folder and data, and the AV's training time; an
     eval.json alone gives them as they were typed."""
-    from nla.eval.evaluate import EVAL_JSON, EXPLANATIONS_FILE
 
     path, cache = folder / EVAL_JSON, folder / EXPLANATIONS_FILE
     if not path.is_file():
@@ -172,7 +171,6 @@ def _eval_texts(folder: Path, table) -> list[str | None]:
     """The evaluation's explanations of `table`'s rows, checked row by row against it."""
     import pyarrow.parquet as pq
 
-    from nla.eval.evaluate import ROWS_FILE
 
     path = folder / ROWS_FILE
     with damaged_file(path, "a parquet file", "rerun nla eval"):
@@ -274,7 +272,7 @@ def calibrate(nla_path: str | Path, data: str | Path | None = None, *, max_rows:
     """`nla calibrate`: calibrate an NLA on held-out activations (default: the validation split of the
     dataset it was trained on) and write NLA/calibration.json. `from_eval`: an `nla eval` folder of this
     NLA, whose rows and explanations are used instead of explaining again (data and max_rows come from it)."""
-    from nla.eval.evaluate import CONTEXT_COLUMN, default_heldout, read_heldout
+    from nla.eval.evaluate import default_heldout, read_heldout
 
     out = calibration_path(nla_path)
     if out.exists() and not overwrite:

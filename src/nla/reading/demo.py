@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from nla.atomic import write_text
+from nla.layout import CONTEXT_COLUMN, EVAL_JSON
 from nla.reading.config import TraceSettings
 from nla.reading.prompt import Prompt
 
@@ -62,7 +63,7 @@ def held_out_report(nla) -> list[str]:
 
     from nla.autoencoder.shipped import default_dir, is_default
 
-    report = default_dir() / "eval" / "eval.json"
+    report = default_dir() / "eval" / EVAL_JSON
     if not is_default(nla) or not report.exists():
         return []
     result = json.loads(report.read_text())
@@ -123,8 +124,8 @@ def extraction_demo(out: Path, *, echo=print, max_docs: int = 240) -> dict:
     norms = (vectors_of(table) ** 2).sum(axis=1) ** 0.5
     echo("\nA few held-out activations (context ... [token] -> norm):")
     for i in range(0, table.num_rows, max(1, table.num_rows // 5))[:5]:
-        row = {k: table.column(k)[i].as_py() for k in ("detokenized_text_truncated", "token", "genre", "source")}
-        context = row["detokenized_text_truncated"].removesuffix(row["token"]).replace("\n", " ")
+        row = {k: table.column(k)[i].as_py() for k in (CONTEXT_COLUMN, "token", "genre", "source")}
+        context = row[CONTEXT_COLUMN].removesuffix(row["token"]).replace("\n", " ")
         snippet = textwrap.shorten(context[-90:], 90, placeholder="...")
         echo(f"  [{row['source']}/{row['genre']}] ...{snippet}[{row['token']}] -> {norms[i]:.1f}")
     echo("\nNext: nla train --preset smollm2-135m --out runs/smol trains an NLA on these (see README).")

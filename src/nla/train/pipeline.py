@@ -42,7 +42,7 @@ from pathlib import Path
 from nla.atomic import read_yaml_mapping, write_json, write_yaml
 from nla.changes import describe_changes
 from nla.errors import NLAError
-from nla.layout import CONTEXT_COLUMN, STAGES_FILE, TRAIN_CONFIG_FILE
+from nla.layout import CALIBRATION_FILE, CONTEXT_COLUMN, EVAL_JSON, STAGES_FILE, SUMMARY, TRAIN_CONFIG_FILE
 
 # What a YAML value may be for a setting annotated with each type (a path is written as a string). Other
 # annotations (tuple[str, ...], SplitFractions) are left to the stage config's own checks.
@@ -181,8 +181,8 @@ def finished(stage: str, config) -> bool:
         # LoRA: the adapter folder, renamed in last (after the merged folder, with export); else the released
         # one. RL writes its AR after its AV.
         return trained(out, "av" if stage == "sft-av" else "ar")
-    marker = {"extract": out / "summary.json", "explain": out / "summary.json", "refit": out / "refit.json",
-              "eval": out / "eval.json", "calibrate": out / "calibration.json"}[stage]
+    marker = {"extract": out / SUMMARY, "explain": out / SUMMARY, "refit": out / "refit.json",
+              "eval": out / EVAL_JSON, "calibrate": out / CALIBRATION_FILE}[stage]
     return marker.exists()
 
 
@@ -257,4 +257,4 @@ def run_pipeline(cfg: PipelineConfig, out: Path, *, echo=print) -> dict:
         write_json(out / STAGES_FILE, record)
         echo(f"{where}: done in {record[stage]['wall_seconds'] / 60:.1f} min "
              f"(total this call {(time.perf_counter() - started) / 60:.1f} min)")
-    return {"stages": record, "eval": json.loads((configs["eval"].out / "eval.json").read_text())}
+    return {"stages": record, "eval": json.loads((configs["eval"].out / EVAL_JSON).read_text())}

@@ -31,7 +31,7 @@ import torch
 from nla.atomic import atomic_path, write_json
 from nla.errors import NLAError
 from nla.inputs import EXPLANATIONS, damaged_file, vectors_of
-from nla.layout import sidecar_path
+from nla.layout import META_FILE, sidecar_path
 
 TEXTS_FILE, PAIRS_FILE, DONE_FILE = "av_texts.jsonl", "pairs.parquet", "refit.json"
 
@@ -107,7 +107,7 @@ def copy_av(cfg: RefitConfig) -> Path:
     """The SFT AV beside the new AR (the adapter when there is one: megabytes, not the merged model)."""
     for name in ("av_adapter", "av"):
         source = cfg.nla / name
-        if (source / "nla_meta.yaml").exists():
+        if (source / META_FILE).exists():
             with atomic_path(cfg.out / name) as tmp:
                 shutil.copytree(source, tmp)
                 shutil.rmtree(cfg.out / name, ignore_errors=True)  # a copy left by a killed run: replaced whole
