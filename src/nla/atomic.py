@@ -16,6 +16,8 @@ from typing import Iterator
 
 import yaml
 
+from nla.errors import NLAError
+
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
@@ -65,7 +67,6 @@ def write_yaml(path: str | Path, data: dict) -> None:
 
 def read_yaml_mapping(path: str | Path, fix: str) -> dict:
     """A YAML file holding a mapping (empty: {}), or a one-line NLAError naming the file and `fix`."""
-    from nla.errors import NLAError
 
     try:
         raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}

@@ -35,7 +35,7 @@ def test_corpus_build_resumes_after_a_kill_mid_append(tmp_path, monkeypatch):
     partial = tmp_path / "corpus.jsonl.gz.partial.jsonl"
     jobs = generation_jobs()[:2]
     _cut_after(partial, [{**job, "answer": "An answer."} for job in jobs])
-    monkeypatch.setattr("nla.models.load_target", lambda *a, **k: (_ for _ in ()).throw(AssertionError("ran")))
+    monkeypatch.setattr("nla.data.build_corpus.load_target", lambda *a, **k: (_ for _ in ()).throw(AssertionError("ran")))
     generate_documents(BuildConfig(out=tmp_path / "corpus.jsonl.gz", limit=2), partial)  # both done: no model
     assert [r["id"] for r in complete_records(partial)] == [j["id"] for j in jobs]
 

@@ -21,6 +21,7 @@ from nla.autoencoder.verbalizer import Verbalizer
 from nla.autoencoder.verbalizer_prompt import InjectionSite, injection_site, prompt_ids
 from nla.errors import NLAError
 from nla.inputs import damaged_file
+from nla.models.loading import load_causal_lm
 
 AV_DIR, AR_DIR = "av", "ar"
 
@@ -65,8 +66,6 @@ def check_site(tokenizer, meta: ModelMeta, folder: Path) -> tuple[list[int], Inj
 def load_verbalizer(folder: str | Path, *, device: str | torch.device = "cpu", dtype: str | torch.dtype = "auto",
                     spread: bool = False) -> tuple[Verbalizer, ModelMeta]:
     from transformers import AutoTokenizer
-
-    from nla.models.loading import load_causal_lm
 
     folder = Path(folder)
     meta = read_model_meta(folder)

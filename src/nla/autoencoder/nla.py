@@ -35,6 +35,7 @@ from nla.autoencoder.shared import has_adapters, load_ar_folder, load_av_folder,
 from nla.autoencoder.templates import fill_ar_template
 from nla.autoencoder.verbalizer import Explanation, Verbalizer, check_vectors
 from nla.errors import NLAError
+from nla.models import load_target
 from nla.models.activations import pad_right, residual_stream
 from nla.models.adapters import adapter_for
 from nla.models.loading import check_dtype_name, input_device, pad_id_of
@@ -118,7 +119,6 @@ class NLA:
             raise NLAError(f"this NLA's adapters sit on {self._target.name}, which is also its target; "
                            f"drop --model {spec} (or load the merged folders to read another copy of it)")
         if self._target is None:
-            from nla.models import load_target
 
             base = spec or self.av_meta.base_checkpoint
             if not base:

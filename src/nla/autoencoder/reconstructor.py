@@ -33,6 +33,7 @@ from nla.inputs import damaged_file
 from nla.layout import VALUE_HEAD_FILE
 from nla.models.activations import hidden_at_layer
 from nla.models.adapters import FamilyAdapter, adapter_for, text_config
+from nla.models.loading import load_causal_lm
 
 _LAYER_KEY = re.compile(r"\.layers\.(\d+)\.")
 
@@ -153,8 +154,6 @@ def load_reconstructor(folder: str | Path, *, device: str | torch.device = "cpu"
                        spread: bool = False) -> tuple[Reconstructor, object, ModelMeta]:
     """Load an AR folder in the released layout: (reconstructor, tokenizer, sidecar)."""
     from transformers import AutoTokenizer
-
-    from nla.models.loading import load_causal_lm
 
     folder = Path(folder)
     meta = read_model_meta(folder)

@@ -29,13 +29,14 @@ from torch import nn
 from nla.atomic import atomic_path
 from nla.autoencoder.checkpoint import AR_DIR, AV_DIR, check_pair, check_site, load_verbalizer
 from nla.autoencoder.injection import Injection
-from nla.autoencoder.lora import load_adapter, lora_layers, merge_lora, save_adapter
+from nla.autoencoder.lora import ADAPTER_WEIGHTS, load_adapter, lora_layers, merge_lora, save_adapter, stacked_adapter
 from nla.autoencoder.meta import ModelMeta, read_model_meta, write_model_meta
 from nla.autoencoder.reconstructor import VALUE_HEAD_FILE, Reconstructor, load_reconstructor, read_value_head
 from nla.autoencoder.templates import check_ar_suffix, check_ar_template
 from nla.autoencoder.verbalizer import Verbalizer
 from nla.errors import NLAError
 from nla.layout import ADAPTER_DIRS, CALIBRATION_FILE, META_FILE
+from nla.models import load_target
 
 RELEASED_DIRS = {"av": AV_DIR, "ar": AR_DIR}
 ROLES = ("target", "av", "ar")
@@ -70,7 +71,6 @@ def use_role(model: nn.Module, role: str) -> None:
 
 def _load_base(meta: ModelMeta, where: Path, *, device: str, dtype: str, spread: bool):
     """The target an adapter was trained on (its sidecar's base_checkpoint), checked against the sidecar."""
-    from nla.models import load_target
 
     if not meta.base_checkpoint:
         raise NLAError(f"{where}/nla_meta.yaml names no base_checkpoint; an adapter needs the model it was trained on")
@@ -165,7 +165,6 @@ def write_stacked(run: Path, role: str, model: nn.Module, adapter_name: str, par
     """RUN/{role}_adapter holding `parent`'s adapter and the model's LoRA trained on top of it (RL) as one
     adapter, so the run stays megabytes and loads on the shared base; None (nothing written) when the two
     do not stack, and the caller writes the merged folder instead."""
-    from nla.autoencoder.lora import ADAPTER_WEIGHTS, stacked_adapter
 
     stacked = stacked_adapter(model, adapter_name, parent)
     if stacked is None:
@@ -187,7 +186,6 @@ def write_stacked(run: Path, role: str, model: nn.Module, adapter_name: str, par
 def export_role(run: Path, role: str, out: Path, *, dtype: str = "float32", adapter: Path | None = None) -> Path:
     """Merge RUN/{role}_adapter (or the `adapter` folder given) into a fresh copy of its base and write
     OUT/{av|ar} in the released layout."""
-    from nla.models import load_target
 
     folder = Path(adapter) if adapter else Path(run) / ADAPTER_DIRS[role]
     if not (folder / META_FILE).exists():

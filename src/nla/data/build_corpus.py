@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from nla.atomic import atomic_path
 from nla.errors import NLAError
+from nla.models import load_target
 from nla.models.loading import pad_id_of
 from nla.record_log import append_records, complete_records
 
@@ -174,7 +175,6 @@ def _generate_batch(target, prompts: list[str], cfg: BuildConfig, seed: int) -> 
 
 def generate_documents(cfg: BuildConfig, partial: Path) -> None:
     """Append generated documents to `partial` (JSON lines), skipping those already there."""
-    from nla.models import load_target
 
     done = {row["id"] for row in complete_records(partial)}  # a kill mid-append leaves a line cut short
     jobs = [j for j in generation_jobs()[: cfg.limit] if j["id"] not in done]

@@ -47,6 +47,7 @@ from nla.eval.config import EvalConfig
 from nla.eval.metrics import baseline, summary
 from nla.inputs import open_dataset, vectors_of
 from nla.layout import ACTIVATION_COLUMN, CONFIG, CONTEXT_COLUMN, EVAL_JSON, EXPLANATIONS_FILE, META_FILE, ROWS_FILE
+from nla.models.loading import pick_device
 from nla.record_log import RecordLog
 
 REQUIRED_COLUMNS = (ACTIVATION_COLUMN, "doc_id", "position", "token")
@@ -165,8 +166,6 @@ def explanation_stats(records: list[dict]) -> dict:
 
 
 def evaluate(cfg: EvalConfig, *, progress: bool = True) -> dict:
-    from nla.models.loading import pick_device
-
     if (cfg.out / EVAL_JSON).exists() and not cfg.overwrite:
         raise NLAError(f"{cfg.out} already holds an evaluation; pass --overwrite or another --out")
     started = time.time()

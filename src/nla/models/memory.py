@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
+from nla.errors import NLAError
+
 
 @dataclass(frozen=True)
 class Released:
@@ -168,7 +170,6 @@ def check_batch_fits(per_row: int, rows: int, fixed: int, device, *, processes: 
     """Refuse, in one line naming `flag`, a step of `rows` rows (over all processes, `per_row` bytes each, plus
     `fixed` per process) that needs more than the memory free on `device`. Processes on the CPU share its
     RAM; on GPUs each holds its own share of the rows."""
-    from nla.errors import NLAError
 
     available = available_memory(device)
     if torch.device(device).type == "cpu":

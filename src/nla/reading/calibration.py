@@ -34,10 +34,17 @@ from tqdm import tqdm
 from nla.atomic import write_json
 from nla.autoencoder.decoding import MAX_NEW_TOKENS
 from nla.autoencoder.nla import NLA
+from nla.autoencoder.shipped import resolve
+from nla.data.config import ExtractConfig
+from nla.data.corpus import load_corpus
+from nla.data.extract import encode_document
+from nla.data.sampling import sample_positions
 from nla.errors import NLAError
+from nla.eval.evaluate import default_heldout, read_heldout
 from nla.eval.metrics import baseline
 from nla.inputs import damaged_file
 from nla.layout import CALIBRATION_FILE, CONTEXT_COLUMN, EVAL_JSON, EXPLANATIONS_FILE, ROWS_FILE
+from nla.models.presets import cache_dir
 from nla.models.target import Target
 from nla.reading.claims import check_claims, claims_report
 from nla.record_log import saved_settings
@@ -171,7 +178,6 @@ def _eval_texts(folder: Path, table) -> list[str | None]:
     """The evaluation's explanations of `table`'s rows, checked row by row against it."""
     import pyarrow.parquet as pq
 
-
     path = folder / ROWS_FILE
     with damaged_file(path, "a parquet file", "rerun nla eval"):
         rows = pq.read_table(path, columns=["doc_id", "position", "explanation"])
@@ -203,10 +209,6 @@ def builtin_sample(nla: NLA, target: Target, rows: int = BUILTIN_ROWS) -> tuple[
     """(rows, d) activations of the embedded default corpus through the NLA's target, and each one's
     context text. Documents are taken evenly across the corpus (chat, prose, docs), two positions each,
     placed as `nla extract` places them."""
-    from nla.data.config import ExtractConfig
-    from nla.data.corpus import load_corpus
-    from nla.data.extract import encode_document
-    from nla.data.sampling import sample_positions
 
     cfg, per_doc = ExtractConfig(out=Path(".")), 2
     docs = load_corpus("default")
@@ -228,8 +230,6 @@ def builtin_sample(nla: NLA, target: Target, rows: int = BUILTIN_ROWS) -> tuple[
 
 
 def _cache_path(nla: NLA, folder: Path, max_new_tokens: int) -> Path:
-    from nla.models.presets import cache_dir
-
     identity = json.dumps([str(folder.resolve()), nla.av_meta.created_at, nla.ar_meta.created_at, nla.layer,
                            max_new_tokens])
     return cache_dir() / "calibrations" / f"{hashlib.sha256(identity.encode()).hexdigest()[:16]}.json"
@@ -256,7 +256,6 @@ def calibration_for(nla: NLA, folder: Path, target: Target, *, max_new_tokens: i
 
 def calibration_path(nla_path: str | Path) -> Path:
     """Where `nla calibrate` writes: inside the NLA's own folder (`default`: the shipped one)."""
-    from nla.autoencoder.shipped import resolve
 
     folder = resolve(nla_path).expanduser()
     if not folder.is_dir():  # a hub prefix: there is no folder of its own to write into
@@ -272,7 +271,6 @@ def calibrate(nla_path: str | Path, data: str | Path | None = None, *, max_rows:
     """`nla calibrate`: calibrate an NLA on held-out activations (default: the validation split of the
     dataset it was trained on) and write NLA/calibration.json. `from_eval`: an `nla eval` folder of this
     NLA, whose rows and explanations are used instead of explaining again (data and max_rows come from it)."""
-    from nla.eval.evaluate import default_heldout, read_heldout
 
     out = calibration_path(nla_path)
     if out.exists() and not overwrite:

@@ -14,9 +14,16 @@ import time
 from pathlib import Path
 
 from nla.atomic import write_text
+from nla.autoencoder.shipped import default_dir, is_default
+from nla.data.config import ExtractConfig
+from nla.data.dataset import read_dataset
+from nla.data.extract import SUMMARY, extract
+from nla.data.info import format_summary
+from nla.inputs import vectors_of
 from nla.layout import CONTEXT_COLUMN, EVAL_JSON
 from nla.reading.config import TraceSettings
 from nla.reading.prompt import Prompt
+from nla.reading.trace import Reader
 
 TEXTS = {
     "rivers": Prompt(text="Rivers carry water from the mountains to the sea, shaping valleys and feeding the farms "
@@ -61,8 +68,6 @@ def held_out_report(nla) -> list[str]:
     """The shipped NLA's held-out figures, when its evaluation report is there (ours always is)."""
     import json
 
-    from nla.autoencoder.shipped import default_dir, is_default
-
     report = default_dir() / "eval" / EVAL_JSON
     if not is_default(nla) or not report.exists():
         return []
@@ -78,8 +83,6 @@ def held_out_report(nla) -> list[str]:
 
 
 def run_demo(out: Path, *, nla="default", echo=print, device: str = "auto") -> dict:
-    from nla.reading.trace import Reader
-
     started = time.perf_counter()
     reader = Reader.load(nla, device=device)
     echo(f"loaded {reader.name} (layer {reader.nla.layer}) in {time.perf_counter() - started:.0f} s")
@@ -107,12 +110,6 @@ def extraction_demo(out: Path, *, echo=print, max_docs: int = 240) -> dict:
     layer-20 activations of the embedded corpus, with their statistics and a few held-out contexts."""
     import json
     import textwrap
-
-    from nla.data.config import ExtractConfig
-    from nla.data.dataset import read_dataset
-    from nla.data.extract import SUMMARY, extract
-    from nla.data.info import format_summary
-    from nla.inputs import vectors_of
 
     if (out / SUMMARY).exists():
         echo(f"reusing the finished extraction in {out}/ (delete it to run again)")

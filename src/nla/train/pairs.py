@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from nla.autoencoder.meta import META_FILE, read_model_meta
+from nla.autoencoder.shared import trained
 from nla.errors import NLAError
 from nla.inputs import ACTIVATIONS, EXPLANATIONS, Dataset, check_match, open_dataset
 
@@ -57,7 +59,6 @@ def sft_layer(layer: int | None, model: str | None, data: Dataset) -> int:
 def check_partner(out: Path, role: str, *, layer: int, d_model: int | None, target: str | None) -> None:
     """train-ar and train-av share a run folder: the other half already in it (`role`, merged or adapter)
     must read the same layer, width and target as the half being trained, or the pair is unusable."""
-    from nla.autoencoder.meta import META_FILE, read_model_meta
 
     for folder in (out / role, out / f"{role}_adapter"):
         if (folder / META_FILE).exists():
@@ -73,7 +74,6 @@ def sft_inputs(cfg, role: str, text_column: str = "explanation") -> tuple[list[s
     """What train-ar and train-av check before any work: the pairs, the target (--model, else the data's),
     the layer (sft_layer), the other half already in --out (check_partner), and no finished `role` there
     unless --overwrite. Returns (texts, activations, target, layer)."""
-    from nla.autoencoder.shared import trained
 
     texts, golds, data = read_pairs(cfg.data, text_column)
     model_spec = cfg.model or data.model

@@ -29,9 +29,14 @@ import pyarrow.parquet as pq
 import torch
 
 from nla.atomic import atomic_path, write_json
+from nla.autoencoder.nla import NLA
+from nla.autoencoder.shared import trained
 from nla.errors import NLAError
+from nla.eval.evaluate import explain_all
 from nla.inputs import EXPLANATIONS, damaged_file, vectors_of
 from nla.layout import META_FILE, sidecar_path
+from nla.train.ar import train_ar
+from nla.train.config import ARTrainConfig
 
 TEXTS_FILE, PAIRS_FILE, DONE_FILE = "av_texts.jsonl", "pairs.parquet", "refit.json"
 
@@ -69,8 +74,6 @@ class _Generation:
 def av_texts(cfg: RefitConfig, table: pa.Table, progress: bool) -> tuple[list[str | None], str, int]:
     """The SFT AV's greedy explanation of every row (None where it wrote no closing tag), resumable; and the
     SFT NLA's target and layer, which the new AR keeps."""
-    from nla.autoencoder.nla import NLA
-    from nla.eval.evaluate import explain_all
 
     nla = NLA.load(cfg.nla, device=cfg.device, dtype=cfg.dtype)
     golds = torch.from_numpy(vectors_of(table).copy())
@@ -116,10 +119,6 @@ def copy_av(cfg: RefitConfig) -> Path:
 
 
 def refit_ar(cfg: RefitConfig, *, progress: bool = True) -> dict:
-    from nla.autoencoder.shared import trained
-    from nla.train.ar import train_ar
-    from nla.train.config import ARTrainConfig
-
     if (cfg.out / DONE_FILE).exists() and not cfg.overwrite:
         raise NLAError(f"{cfg.out} already holds a re-fitted AR; pass overwrite or another out")
     if not cfg.data.exists():
