@@ -273,6 +273,15 @@ CASES["explain/--max-new-tokens 0"] = lambda w: ["explain", "Rivers.", "--nla", 
                                                  "--max-new-tokens", "0"]
 CASES["explain/--model nosuch/model"] = lambda w: ["explain", "Rivers.", "--nla", str(w["nla"]), "--model",
                                                    "nosuch/model", "--device", "cpu"]
+CASES["explain/--positions x"] = lambda w: ["explain", "Rivers.", "--nla", str(w["nla"]), "--positions", "x"]
+CASES["explain/--positions past the text"] = lambda w: ["explain", "Rivers.", "--nla", str(w["nla"]), "--model",
+                                                        str(w["model"]), "--positions", "99", "--device", "cpu"]
+CASES["info/--nla unknown"] = lambda w: ["info", "--nla", str(w["root"] / "nosuch")]
+CASES["explain-data/--salient-words -1"] = lambda w: ["explain-data", "--dataset", str(w["acts"]), "--salient-words",
+                                                      "-1", "--out", str(w["root"] / "new-explained")]
+CASES["train-av/--init-from a folder with no AV"] = lambda w: ["train-av", "--data", str(w["pairs"]), "--out",
+                                                               str(w["root"] / "new-av"), "--init-from",
+                                                               str(w["acts"]), "--model", str(w["model"])]
 for bad in ("rl_cut", "rl_empty", "rl_foreign", "missing"):
     CASES[f"plot/{bad}"] = lambda w, b=bad: ["plot", str(w[b])]
 CASES["export/cut adapter"] = lambda w: ["export", str(w["lora_cut"]), "--out", str(w["root"] / "new-export")]

@@ -62,6 +62,8 @@ def explain(
     nla_ar: Optional[str] = opt_nla_ar(),
     model: Optional[str] = typer.Option(None, help="The target; default: the AV's base_checkpoint. " + MODEL_HELP),
     min_position: int = typer.Option(0, help="Skip earlier tokens."),
+    positions: Optional[str] = typer.Option(None, help="Only these token positions, comma-separated (negative: from "
+                                            "the end; -1 is the last), as /api/explain's positions."),
     max_tokens: int = typer.Option(EXPLAIN_MAX_TOKENS, help="Refuse a longer text (each token is one explanation "
                                    "to write; nla trace reads long texts resumably)."),
     max_new_tokens: int = opt_max_new_tokens(MAX_NEW_TOKENS),
@@ -76,6 +78,7 @@ def explain(
         raise NLAError(f"--max-new-tokens {max_new_tokens} leaves no room for an explanation; pass 1 or more")
     if max_tokens < 1:
         raise NLAError(f"--max-tokens {max_tokens} lets no token be read; pass 1 or more")
+    wanted = parse_positions(positions)
     from nla.autoencoder.shipped import resolve as resolve_shipped
     from nla.reading.calibration import CALIBRATION_FILE, read_calibration
     from nla.reading.transcript import explain_text, format_readings
@@ -87,8 +90,20 @@ def explain(
     loaded = load_nla(nla, nla_av, nla_ar, device=device, dtype=dtype)
     target = loaded.target(model)
     readings = explain_text(loaded, text, target=target, min_position=min_position, max_new_tokens=max_new_tokens,
-                            temperature=temperature, max_tokens=max_tokens, progress=True)
+                            temperature=temperature, max_tokens=max_tokens, progress=True, positions=wanted)
     typer.echo(format_readings(readings, calibration))
+
+
+def parse_positions(positions: str | None) -> list[int] | None:
+    if positions is None:
+        return None
+    try:
+        found = [int(p) for p in positions.split(",") if p.strip()]
+    except ValueError:
+        raise NLAError(f"--positions {positions!r} is not a list of whole numbers; e.g. 3,7,-1") from None
+    if not found:
+        raise NLAError("--positions names no position; e.g. --positions -1 for the last token")
+    return found
 
 
 @app.command()

@@ -97,3 +97,11 @@ def check_length(target: Target, tokens: int, *, max_tokens: int | None = None, 
     if max_tokens is not None and tokens > max_tokens:
         raise NLAError(f"{what} has {tokens} tokens, more than --max-tokens {max_tokens} (each token is one "
                        "explanation to write); shorten it, or raise --max-tokens")
+
+
+def token_positions(positions: list[int], tokens: int) -> list[int]:
+    """Positions in a text of `tokens` tokens, negative ones counted from the end (-1: the last)."""
+    for p in positions:
+        if not -tokens <= p < tokens:
+            raise NLAError(f"position {p} is outside the text's {tokens} tokens")
+    return [p % tokens for p in positions]

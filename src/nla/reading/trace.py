@@ -33,7 +33,7 @@ from nla.reading.calibration import FAILED, LABELS, Calibration, calibration_for
 from nla.reading.claims import check_claims, claims_report
 from nla.reading.config import TraceSettings
 from nla.reading.document import PARTIAL_LOG, SCHEMA, SCHEMA_VERSION, Trace, check_output
-from nla.reading.prompt import Prompt, check_length
+from nla.reading.prompt import Prompt, check_length, token_positions
 from nla.record_log import RecordLog
 
 NEXT_TOKENS = 5  # the target's likeliest next tokens stored per traced token, against which predictions are checked
@@ -210,11 +210,7 @@ class Reader:
     def explain(self, prompt: Prompt, positions: list[int] | None, settings: TraceSettings) -> dict:
         """Readings of a few positions of a text (default: its last token), for the explain API."""
         ids, prompt_tokens = self.encode(prompt, settings)
-        wanted = []
-        for p in positions if positions else [-1]:
-            if not -len(ids) <= p < len(ids):
-                raise NLAError(f"position {p} is outside the text's {len(ids)} tokens")
-            wanted.append(p % len(ids))
+        wanted = token_positions(positions or [-1], len(ids))
         readings = self.read(ids, sorted(set(wanted)), settings)
         rows = {r["position"]: r for r in self.token_rows(ids, prompt_tokens, readings)}
         return {"nla": self.describe(), "calibration": self.calibration.to_dict(), "tokens_in_text": len(ids),

@@ -20,7 +20,7 @@ from nla.autoencoder.nla import NLA
 from nla.errors import NLAError
 from nla.models.target import Target
 from nla.reading.config import TraceSettings
-from nla.reading.prompt import check_length
+from nla.reading.prompt import check_length, token_positions
 from nla.reading.trace import Reader
 
 
@@ -35,7 +35,8 @@ class TokenReading:
 
 def explain_text(nla: NLA, text: str, *, target: Target | None = None, min_position: int = 0,
                  max_new_tokens: int = MAX_NEW_TOKENS, temperature: float = 0.0, batch_size: int = 16,
-                 max_tokens: int | None = None, progress: bool = False) -> list[TokenReading]:
+                 max_tokens: int | None = None, progress: bool = False,
+                 positions: list[int] | None = None) -> list[TokenReading]:
     """One reading per token at or after min_position, through the one reading path (Reader.read) without
     claim checks. The target defaults to the NLA's own (its shared base). A text past the target's context or
     max_tokens is refused; `progress` shows a bar."""
@@ -46,8 +47,8 @@ def explain_text(nla: NLA, text: str, *, target: Target | None = None, min_posit
         raise NLAError(f"the text has {len(ids)} tokens, none at or after --min-position {min_position}")
     settings = TraceSettings(max_new_tokens=max_new_tokens, batch_size=batch_size, temperature=temperature,
                              claims=False)
-    readings = Reader(nla, target, None, "").read(ids, list(range(min_position, len(ids))), settings,
-                                                  progress=progress, desc="explain")
+    wanted = range(min_position, len(ids)) if positions is None else sorted(set(token_positions(positions, len(ids))))
+    readings = Reader(nla, target, None, "").read(ids, list(wanted), settings, progress=progress, desc="explain")
     return [TokenReading(p, target.token_text(ids[p]), r["explanation"], r["mse"], r["truncated"])
             for p, r in sorted(readings.items())]
 
