@@ -159,8 +159,7 @@ def _requests(target: Target, table: pa.Table, docs: dict, cfg: ExplainDataConfi
 
 
 def _explain_split(cfg: ExplainDataConfig, split: str, target: Target, docs: dict, explainer: Explainer,
-                   extract_cfg: dict, progress: bool) -> dict:
-    salient = SalientWords(document_text(d) for d in docs.values()) if cfg.salient_words else None
+                   extract_cfg: dict, progress: bool, salient: SalientWords | None = None) -> dict:
     source = cfg.dataset / f"{split}.parquet"
     data = open_dataset(source, flag="--dataset", expect=SPLIT_FILE, columns=CONTEXT_COLUMNS,
                         against=f"{cfg.dataset / CONFIG}", layer=extract_cfg.get("resolved_layer"),
@@ -232,6 +231,8 @@ def explain_data(cfg: ExplainDataConfig, *, progress: bool = True) -> dict:
         for split in {*old_splits, *cfg.splits}:
             sidecar_path(cfg.out / f"{split}.parquet").unlink(missing_ok=True)
             (cfg.out / f"{split}.parquet").unlink(missing_ok=True)
+    # the corpus's document frequencies, counted once for every split
+    salient = SalientWords(document_text(d) for d in docs.values()) if cfg.salient_words else None
     counts = {}
     for number, split in enumerate(cfg.splits, start=1):
         log.info(f"explaining split {number}/{len(cfg.splits)}: {split} ({cfg.explainer})")
@@ -239,7 +240,7 @@ def explain_data(cfg: ExplainDataConfig, *, progress: bool = True) -> dict:
         if done.exists() and sidecar_path(done).exists() and not cfg.overwrite:
             counts[split] = {"rows": pq.read_metadata(done).num_rows, "resumed": True}
             continue  # finished before a kill
-        counts[split] = _explain_split(cfg, split, target, docs, explainer, extract_cfg, progress)
+        counts[split] = _explain_split(cfg, split, target, docs, explainer, extract_cfg, progress, salient)
     summary = {"dataset": str(cfg.dataset), "explainer": cfg.explainer, "splits": counts,
                "config": {**asdict(cfg), "dataset": str(cfg.dataset), "out": str(cfg.out)}}
     write_json(cfg.out / SUMMARY, json.loads(json.dumps(summary)))
