@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import build_tiny_nla
+from nla.autoencoder.decoding import MAX_NEW_TOKENS
 from nla.reading.config import IndexSettings
 from nla.reading.document import TRACE_HTML
 from nla.reading.index import build_index
@@ -124,7 +125,7 @@ def test_trace_a_prompt_click_a_token_and_read_its_claims(site, browser, shots):
     page.keyboard.press("Escape")  # unlocks; the next token the mouse enters shows
     page.mouse.move(0, 0)
     page.locator(f'.tokens .tok[data-position="{failed["position"]}"]').hover()
-    expect(detail.locator(".failed-note")).to_contain_text("cut at the 150-token cap")
+    expect(detail.locator(".failed-note")).to_contain_text(f"cut at the {MAX_NEW_TOKENS}-token cap")
     expect(detail.locator("pre.raw")).to_have_text(FAILED_ANSWER)
     page.screenshot(path=str(shots / "viewer-failed-token.png"))
     assert page.errors == [] and all(u.startswith(site["url"]) for u in page.requests), page.requests

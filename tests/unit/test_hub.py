@@ -128,7 +128,7 @@ def test_bad_nla_options_are_one_line(pair, tmp_path, monkeypatch):
         (["--nla-av", ar, "--nla-ar", ar], "holds an AR, not an AV"),
         (["--nla-av", av, "--nla-ar", ar, "--dtype", "fp8"], "unknown dtype 'fp8'"),
         (["--nla-av", av, "--nla-ar", ar, "--device", "cuda:7"], "device 'cuda:7' is not available"),
-        (["--nla-av", av, "--nla-ar", ar, "--temperature", "-1"], "temperature at least 0"),
+        (["--nla-av", av, "--nla-ar", ar, "--temperature", "-1"], "temperature must be at least 0"),
     ]
     for args, message in cases:
         result = CliRunner().invoke(app, ["explain", "Rivers carry water.", *args])

@@ -24,7 +24,19 @@ def add_lora(model: nn.Module, rank: int, layers: list[int] | None = None, adapt
 
     config = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=LORA_MODULES, layers_to_transform=layers,
                         lora_dropout=0.0)
-    return inject_adapter_in_model(config, model, adapter_name=adapter_name)
+    return lora_weights_in_fp32(inject_adapter_in_model(config, model, adapter_name=adapter_name))
+
+
+def lora_weights_in_fp32(model: nn.Module) -> nn.Module:
+    """Keep LoRA weights in fp32 on a bf16/fp16 base: they are the trained (master) weights, and a bf16
+    weight loses AdamW's small updates; the format stores adapters in fp32. peft casts each layer's input to
+    its adapter's dtype and the sum back, as its own autocast_adapter_dtype does for get_peft_model."""
+    import torch
+
+    for name, weight in model.named_parameters():
+        if "lora_" in name and weight.dtype in (torch.bfloat16, torch.float16):
+            weight.data = weight.data.float()
+    return model
 
 
 def lora_layers(model: nn.Module) -> list:
@@ -53,7 +65,7 @@ def load_adapter(model: nn.Module, folder: Path, adapter_name: str) -> nn.Module
                       f"{ADAPTER_WEIGHTS}), or rerun the command that wrote it"):
         config = LoraConfig.from_pretrained(folder)
         weights = load_file(folder / ADAPTER_WEIGHTS)
-    model = inject_adapter_in_model(config, model, adapter_name=adapter_name)
+    model = lora_weights_in_fp32(inject_adapter_in_model(config, model, adapter_name=adapter_name))
     result = set_peft_model_state_dict(model, weights, adapter_name=adapter_name)
     if result.unexpected_keys:  # e.g. an adapter of another model copied into the run folder
         raise NLAError(f"the adapter in {folder} does not fit its base model (unexpected weights such as "
