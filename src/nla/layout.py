@@ -24,6 +24,9 @@ SIDECAR_SUFFIX = ".nla_meta.yaml"  # beside each split's parquet: SPLIT.parquet.
 # An `nla eval` folder: eval.json (written last), its rows and the AV's explanations.
 EVAL_JSON, ROWS_FILE, EXPLANATIONS_FILE = "eval.json", "rows.parquet", "explanations.jsonl"
 
+# An `nla steer` folder: steer.json (written last) and its page.
+STEER_JSON, STEER_HTML = "steer.json", "steer.html"
+
 # An `nla train` run folder.
 TRAIN_CONFIG_FILE, STAGES_FILE = "train_config.yaml", "stages.json"
 

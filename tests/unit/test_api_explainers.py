@@ -26,6 +26,8 @@ from nla.explainers.base import ExplainRequest
 from nla.explainers.stage import ExplainDataConfig, explain_data
 from nla.layout import sidecar_path
 
+pytestmark = pytest.mark.slow  # a fake API server in a thread, retries with backoff
+
 KEY = "sk-test-secret-0123456789"
 BACKENDS = ["anthropic", "openai"]
 

@@ -29,6 +29,8 @@ from conftest import TOY_WORDS, build_tiny_nla, write_toy_pairs
 from nla.cli import app
 from nla.layout import sidecar_path
 
+pytestmark = pytest.mark.slow  # every command once per bad input, some in subprocesses
+
 SRC = Path(__file__).resolve().parents[2] / "src"
 CORPUS = [f"Document {i}: the quick brown fox jumps over the lazy dog near the river bank, again and again."
           for i in range(30)]

@@ -23,6 +23,8 @@ from nla.train.ar import train_ar
 from nla.train.av import train_av
 from nla.train.config import ARTrainConfig, AVTrainConfig
 
+pytestmark = pytest.mark.slow  # its fixture trains an AR for 12 epochs
+
 WORDS = ["river", "python", "music", "bread"]
 D = 32
 
@@ -268,3 +270,18 @@ def test_a_split_of_another_layer_is_refused_before_any_work(trained, tmp_path):
     with pytest.raises(NLAError, match=r"layer2.parquet has layer 2 but the NLA .* has layer 1"):
         run(nla, data, tmp_path / "eval", data=other)
     assert not (tmp_path / "eval").exists()
+
+
+def test_robustness_scores_each_rewrite_beside_its_control_and_the_fresh_ar(trained, tmp_path, reading_av):
+    nla, data = trained
+    result = run(nla, data, tmp_path / "eval", robustness=True, fresh_ar=nla)
+    robust = result["robustness"]
+    # The reading AV writes "about WORD": one sentence, no quotes, no fixed phrase. What leaves it unchanged keeps
+    # all of its FVE; quotes only leaves nothing to read (every row a failure).
+    for name in ("shuffled_sentences", "no_quotes", "paraphrase"):
+        assert robust[name]["changed"] == 0 and robust[name]["kept"] == pytest.approx(1.0), name
+        assert robust[name]["shuffled_av"] < robust[name]["nla"] - 0.3, name
+    assert robust["quotes_only"]["changed"] == 1 and robust["quotes_only"]["kept"] < 0.2
+    assert "API backend" in robust["translation"]["skipped"]
+    assert robust["fresh_ar"]["kept"] == pytest.approx(1.0)  # the NLA's own AR, read as if fresh
+    assert all(math.isfinite(r["nla"]) for r in robust.values() if "nla" in r)

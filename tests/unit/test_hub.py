@@ -83,6 +83,7 @@ def test_a_missing_repository_offline_is_one_line(pair, offline_cache):
     assert f"{PREFIX}-ar is not in the Hugging Face cache and HF_HUB_OFFLINE is set" in errors_of(result)[0]
 
 
+@pytest.mark.slow  # a fresh process
 def test_a_missing_hub_id_offline_fails_fast_in_a_fresh_process(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "PYTHONPATH": str(SRC)}
     started = time.monotonic()

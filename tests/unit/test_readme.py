@@ -20,6 +20,7 @@ def python_section() -> str:
     return blocks[0]
 
 
+@pytest.mark.slow  # the README's whole Python block: every reading of a text, calibration included
 def test_the_python_section_runs(tmp_path, tiny_llama, monkeypatch, capsys):
     nla = build_tiny_nla(tmp_path / "runs" / "nla", tiny_llama)
     for role in ("av", "ar"):  # its target is the tiny model, as a real NLA's is the model it was trained on

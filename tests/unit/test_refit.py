@@ -12,6 +12,8 @@ from nla.errors import NLAError
 from nla.inputs import vectors_of
 from nla.train.refit import DONE_FILE, PAIRS_FILE, RefitConfig, refit_ar
 
+pytestmark = pytest.mark.slow  # trains ARs and AVs
+
 
 @pytest.fixture(scope="module")
 def refitted(tmp_path_factory, tiny_llama):

@@ -17,6 +17,8 @@ from nla.rl.run import rl
 from nla.rl.trainer import Trainer
 from nla.train.loop import start_processes
 
+pytestmark = pytest.mark.slow  # RL steps on tiny models, many runs
+
 
 @pytest.fixture(scope="module")
 def sft(tmp_path_factory, tiny_llama):

@@ -18,6 +18,8 @@ from nla.train.ar import train_ar
 from nla.train.av import train_av
 from nla.train.config import ARTrainConfig, AVTrainConfig
 
+pytestmark = pytest.mark.slow  # trains LoRA runs of three families
+
 WORDS = ["river", "bread", "music", "stone"]
 TEXT = "Rivers carry water from the mountains to the sea."
 

@@ -13,6 +13,8 @@ from nla.train import loop as loop_module
 from nla.train.ar import AR_TEMPLATE, train_ar
 from nla.train.config import ARTrainConfig
 
+pytestmark = pytest.mark.slow  # trains ARs
+
 WORDS = ["river", "python", "music", "bread", "chess", "volcano", "garden", "planet"]
 
 

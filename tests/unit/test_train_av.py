@@ -13,6 +13,8 @@ from nla.train.ar import train_ar
 from nla.train.av import av_batch, build_verbalizer, response_ids, response_loss, train_av
 from nla.train.config import ARTrainConfig, AVTrainConfig
 
+pytestmark = pytest.mark.slow  # trains AVs
+
 WORDS = ["river", "python", "music", "bread"]
 
 

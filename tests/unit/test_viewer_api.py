@@ -175,6 +175,7 @@ def test_no_pickle_in_the_reader_or_the_viewer():
         assert "pickle" not in text and "torch.load" not in text, path
 
 
+@pytest.mark.slow  # a subprocess
 def test_the_viewer_stays_out_of_the_core_import_graph():
     code = ("import sys, nla, nla.cli, nla.reading.trace, nla.reading.render; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('fastapi', 'uvicorn', 'starlette') "

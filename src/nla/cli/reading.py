@@ -1,4 +1,4 @@
-"""Reader commands: trace, serve, calibrate."""
+"""Reader commands: trace, steer, serve, calibrate."""
 
 from __future__ import annotations
 
@@ -77,6 +77,72 @@ def trace(
                "5 likeliest next tokens)")
     typer.echo(f"calibration: {result.document['calibration']['note']}")
     typer.echo(f"wrote {out}/trace.json and {out}/{TRACE_HTML} (open it in a browser)")
+
+
+STEER_HELP = "FROM=>TO: replace FROM with TO in the explanation (every occurrence)."
+
+
+@app.command("steer")
+@user_errors
+def steer(
+    text: Optional[str] = typer.Argument(None, help="The text the target continues (or use --file / --chat)."),
+    out: Path = typer.Option(..., help="Output folder: steer.json and steer.html."),
+    edit: Optional[str] = typer.Option(None, help=STEER_HELP),
+    explanation_file: Optional[Path] = typer.Option(None, help="A UTF-8 file with the whole edited explanation."),
+    nla: Optional[str] = opt_nla(),
+    nla_av: Optional[str] = opt_nla_av(),
+    nla_ar: Optional[str] = opt_nla_ar(),
+    file: Optional[Path] = typer.Option(None, "--file", help="Continue a UTF-8 text file."),
+    chat: Optional[Path] = typer.Option(None, "--chat", help="Continue a chat (JSON list of {role, content})."),
+    position: int = typer.Option(-1, help="The token whose explanation is edited (negative: from the end)."),
+    alpha: str = typer.Option("0.5,1,2,4", help="Steering strengths, comma-separated (the vector has the "
+                              "activation's norm at 1)."),
+    all_positions: bool = typer.Option(False, help="Add the vector at every later position too (default: at the "
+                                       "read token only)."),
+    max_new_tokens: int = typer.Option(24, help="Tokens the target writes per continuation."),
+    temperature: float = typer.Option(0.8, help="The sampled continuation's temperature (greedy is written too)."),
+    seed: int = typer.Option(0, help="Seed of the sampled continuations."),
+    model: Optional[str] = typer.Option(None, help="The target; default: the NLA's. " + MODEL_HELP),
+    device: str = typer.Option(EXTRACT["device"], help="auto, cpu, cuda, cuda:N."),
+    dtype: str = opt_dtype(),
+    overwrite: bool = typer.Option(False, help="Replace a steer.json already in --out."),
+):
+    """Edit a token's explanation and steer the target with AR(edited) - AR(original): continuations before and
+    after for each alpha -> OUT/steer.json + steer.html."""
+    from nla.atomic import write_json, write_text
+    from nla.layout import STEER_HTML, STEER_JSON
+    from nla.reading.prompt import Prompt
+    from nla.reading.steer import Edit, SteerSettings, steer_page
+    from nla.reading.steer import steer as steer_text
+    from nla.reading.trace import Reader
+
+    if sum(x is not None for x in (text, file, chat)) != 1:
+        raise NLAError("give exactly one of: TEXT, --file F, --chat F.json")
+    if (edit is None) == (explanation_file is None):
+        raise NLAError("give exactly one of --edit FROM=>TO and --explanation-file F")
+    try:
+        alphas = tuple(float(a) for a in alpha.split(","))
+    except ValueError:
+        raise NLAError(f"--alpha {alpha!r} is not a comma-separated list of numbers (e.g. 0.5,1,2,4)") from None
+    settings = SteerSettings(alphas=alphas, position=position, all_positions=all_positions,
+                             max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
+    change = {"edit": Edit.parse(edit)} if edit else {"explanation": Prompt.from_file(explanation_file).text}
+    prompt = Prompt(text=text) if text is not None else Prompt.from_file(file) if file else Prompt.from_chat_file(chat)
+    if out.exists() and not out.is_dir():
+        raise NLAError(f"{out} is a file; pass a folder to --out")
+    if (out / STEER_JSON).exists() and not overwrite:
+        raise NLAError(f"{out} already holds a steering run; pass --overwrite or another --out")
+    reader = Reader.load(nla, av=nla_av, ar=nla_ar, model=model, device=device, dtype=checked_dtype(dtype))
+    doc = steer_text(reader, prompt, settings, **change)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / STEER_JSON).unlink(missing_ok=True)  # steer.json, written last, marks a finished run
+    write_text(out / STEER_HTML, steer_page(doc))
+    write_json(out / STEER_JSON, doc)
+    typer.echo(f"read at position {doc['position']} ({doc['token']!r}): {doc['explanation']}")
+    typer.echo(f"edited: {doc['edited']}")
+    for run in doc["runs"]:
+        typer.echo(f"alpha {run['alpha']:g}: {run['greedy']['text']!r} (ppl {run['greedy']['perplexity']})")
+    typer.echo(f"wrote {out}/{STEER_JSON} and {out}/{STEER_HTML}")
 
 
 def _share(value: float | None) -> str:

@@ -22,6 +22,10 @@ class EvalConfig:
     max_rows: int | None = setting(None, "Evaluate a seeded sample of N rows (default: all).")
     oracle_ar: Path | None = setting(None, "AR from nla train-ar --text-column detokenized_text_truncated: the "
                                      "true-context ceiling (its control is skipped without it).")
+    robustness: bool = setting(False, "Also score each explanation rewritten without changing its meaning (sentences "
+                               "shuffled, quotes removed, prose removed, paraphrased): the share of FVE kept.")
+    fresh_ar: Path | None = setting(None, "With --robustness: an AR trained apart from this NLA on its AV's "
+                                    "explanations; the FVE it gets from them.")
     mean_from: Path | None = setting(None, "Split whose mean activation is the predict-the-mean control; default: "
                                      "ar_sft.parquet next to --data.")
     batch_size: int = setting(32, "Activations explained together.")
@@ -38,8 +42,10 @@ class EvalConfig:
 
     def __post_init__(self):
         self.out = Path(self.out)
-        self.data, self.oracle_ar, self.mean_from = (Path(p) if p is not None else None
-                                                     for p in (self.data, self.oracle_ar, self.mean_from))
+        self.data, self.oracle_ar, self.mean_from, self.fresh_ar = (
+            Path(p) if p is not None else None for p in (self.data, self.oracle_ar, self.mean_from, self.fresh_ar))
+        if self.fresh_ar is not None and not self.robustness:
+            raise NLAError("--fresh-ar is part of --robustness; add --robustness")
         if self.max_rows is not None and self.max_rows < 2:
             raise NLAError("max-rows must be at least 2 (the shuffled control needs another row to read)")
         if self.batch_size < 1 or self.max_new_tokens < 1 or self.buckets < 1:

@@ -45,6 +45,7 @@ from nla.errors import NLAError
 from nla.eval.breakdown import fve_by_bucket, fve_by_genre, readability, write_plots, write_rows
 from nla.eval.config import EvalConfig
 from nla.eval.metrics import baseline, summary
+from nla.eval.robustness import fresh_ar_fve, robustness
 from nla.inputs import open_dataset, vectors_of
 from nla.layout import ACTIVATION_COLUMN, CONFIG, CONTEXT_COLUMN, EVAL_JSON, EXPLANATIONS_FILE, META_FILE, ROWS_FILE
 from nla.models.loading import pick_device
@@ -88,20 +89,20 @@ def derangement(n: int, seed: int) -> np.ndarray:
     return order
 
 
-def load_oracle(path: Path, nla: NLA, device: str, dtype: str = "auto"):
-    """An oracle AR (its folder, its adapter, or a run folder holding ar/ or ar_adapter/) that reads the NLA's
-    target, layer and width."""
+def load_other_ar(path: Path, nla: NLA, device: str, dtype: str = "auto", what: str = "oracle AR"):
+    """Another AR than the NLA's (its folder, its adapter, or a run folder holding ar/ or ar_adapter/) that
+    reads the NLA's target, layer and width: the oracle AR, or the fresh AR of --robustness."""
     folder = role_folder(path, AR_DIR) or path
     if not (folder / META_FILE).exists():
-        raise NLAError(f"{path} is not an AR folder; pass the --out of nla train-ar --text-column "
-                       f"{CONTEXT_COLUMN} (or its ar/ or ar_adapter/ folder)")
+        raise NLAError(f"{path} is not an AR folder; pass the --out of nla train-ar (or its ar/ or ar_adapter/ "
+                       "folder)")
     oracle, tokenizer, meta = load_ar_folder(folder, device=device, dtype=dtype)
     for name, ours in (("base_checkpoint", nla.ar_meta.base_checkpoint), ("d_model", nla.d_model),
                        ("extraction_layer_index", nla.layer)):
         theirs = getattr(meta, name)
         if ours is not None and theirs is not None and theirs != ours:
-            raise NLAError(f"the oracle AR {folder} has {name} {theirs} but the NLA has {ours}; "
-                           "train the oracle on the same target and layer as the NLA")
+            raise NLAError(f"the {what} {folder} has {name} {theirs} but the NLA has {ours}; "
+                           "train it on the same target and layer as the NLA")
     return oracle.eval(), tokenizer, meta
 
 
@@ -162,6 +163,13 @@ def explanation_stats(records: list[dict]) -> dict:
 # ---------------------------------------------------------------- outputs
 
 
+def robustness_report(nla: NLA, explained: dict, golds, reference, fresh, cfg: EvalConfig, fve: float) -> dict:
+    report = robustness(nla, explained, golds, reference, seed=cfg.seed, base_fve=fve)
+    report["fresh_ar"] = fresh_ar_fve(fresh, explained["nla"], golds, reference, fve, cfg.batch_size) if fresh \
+        else {"skipped": "no --fresh-ar given; pass an AR trained on this AV's explanations apart from it"}
+    return report
+
+
 # ---------------------------------------------------------------- the stage
 
 
@@ -172,7 +180,9 @@ def evaluate(cfg: EvalConfig, *, progress: bool = True) -> dict:
     nla = NLA.load(cfg.nla, av=cfg.nla_av, ar=cfg.nla_ar, device=cfg.device, dtype=cfg.dtype)
     data = cfg.data or default_heldout(nla)
     table, golds = read_heldout(data, nla, cfg.max_rows, cfg.seed)
-    oracle = load_oracle(cfg.oracle_ar, nla, str(pick_device(cfg.device)), cfg.dtype) if cfg.oracle_ar else None
+    device = str(pick_device(cfg.device))
+    oracle = load_other_ar(cfg.oracle_ar, nla, device, cfg.dtype) if cfg.oracle_ar else None
+    fresh = load_other_ar(cfg.fresh_ar, nla, device, cfg.dtype, "fresh AR") if cfg.fresh_ar else None
     if oracle and CONTEXT_COLUMN not in table.column_names:
         raise NLAError(f"{data} has no {CONTEXT_COLUMN} column, which the oracle AR reads; "
                        "pass a split written by nla extract")
@@ -210,6 +220,8 @@ def evaluate(cfg: EvalConfig, *, progress: bool = True) -> dict:
     else:
         controls["mean"] = {"skipped": f"no ar_sft.parquet next to {data}; pass --mean-from with a training split"}
 
+    fve = summary(errors["nla"], reference)["fve"]
+    robust = robustness_report(nla, explained, golds, reference, fresh, cfg, fve) if cfg.robustness else None
     readable = readability(nla, explained["nla"], table)
     norms = golds.norm(dim=1).numpy()
     by = {"position": fve_by_bucket(table.column("position").to_numpy().astype(float), errors, reference, cfg.buckets),
@@ -219,11 +231,11 @@ def evaluate(cfg: EvalConfig, *, progress: bool = True) -> dict:
     result = {
         "nla": nla.source.label, "data": str(data), "rows": len(golds), "d_model": nla.d_model, "layer": nla.layer,
         "baseline_denominator": reference.denominator,
-        "fve": summary(errors["nla"], reference)["fve"], "mse": float(errors["nla"].mean()),
+        "fve": fve, "mse": float(errors["nla"].mean()),
         "cosine": summary(errors["nla"], reference)["cosine"], **explanation_stats(explained["nla"]),
         "failed_mse": FAILED_MSE, "controls": controls, "readability": readable,
         "by_position": by["position"], "by_norm": by["norm"], "by_genre": fve_by_genre(table, errors, reference),
-        "plots": write_plots(cfg.out, by, len(golds)),
+        "plots": write_plots(cfg.out, by, len(golds)), **({"robustness": robust} if robust else {}),
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items() if k != "overwrite"},
         "seconds": round(time.time() - started, 1),
     }
@@ -242,6 +254,11 @@ def format_result(result: dict) -> str:
     for name, c in result["controls"].items():
         lines.append(f"  {name:>12}: " + (f"skipped ({c['skipped']})" if "skipped" in c else
                                           f"FVE {c['fve']:+.3f}  MSE {c['mse']:.3f}  cos {c['cosine']:.3f}"))
+    for name, r in result.get("robustness", {}).items():
+        kept = "" if r.get("kept") is None else f" ({r['kept']:.0%} kept)"
+        lines.append(f"  {name:>18}: " + (f"skipped ({r['skipped']})" if "skipped" in r else
+                                          f"FVE {r['fve' if 'fve' in r else 'nla']:+.3f}{kept}" +
+                                          (f"  control {r['shuffled_av']:+.3f}" if "shuffled_av" in r else "")))
     plots = result["plots"]
     lines.append(f"  plots: {plots['skipped']}" if "skipped" in plots else f"  plots: {', '.join(plots.values())}")
     return "\n".join(lines)

@@ -1,0 +1,112 @@
+"""`nla eval --robustness`: does an explanation's meaning carry the activation, or its exact wording?
+
+Each explanation is rewritten without changing what it says and the AR reads the rewrite; the share of
+FVE kept (the rewrite's FVE over the unmodified FVE, same rows) says how much of the reconstruction rides
+on the meaning. An AV that hid the vector in its wording, order or punctuation (steganography) would lose
+it to these rewrites:
+
+    shuffled_sentences  the explanation's sentences in a seeded random order
+    no_quotes           every quoted span removed: the prose alone
+    quotes_only         the quoted spans alone: the prose removed
+    paraphrase          offline, a deterministic rewrite: each fixed phrase of the warm-start format
+                        reworded by PARAPHRASES (no model is asked; `changed` is the share it changed)
+    translation         needs an API backend: not run offline, and the report says so
+
+Each rewrite has its control: the same rewrite of the shuffled-AV control's explanations (another row's
+activation), scored against the true one. `fresh_ar` (when given) reads the unmodified explanations with an
+AR trained apart from this AV, e.g. a refit AR of another run: does a new reader get as much out of them?
+"""
+
+from __future__ import annotations
+
+import random
+import re
+
+import numpy as np
+
+from nla.autoencoder.nla import NLA, reconstruct_texts
+from nla.autoencoder.reconstructor import reconstruction_mse
+from nla.autoencoder.verbalizer import FAILED_MSE
+from nla.eval.claim_text import quote_spans, split_claims
+from nla.eval.metrics import summary
+
+# The warm-start format's fixed phrases, each with a wording of the same meaning (explainers/offline.py).
+PARAPHRASES = (
+    ("Next it expects", "What probably comes next is"),
+    ("The text so far ends:", "The passage up to here finishes with:"),
+    ("A chat asking for", "A conversation that requests"),
+    ("Its system prompt mentions", "The system message talks about"),
+    ("It mentions", "It brings up"),
+    ("A reference page", "An encyclopedia-style page"),
+    (" about ", " on the subject of "),
+)
+
+
+def shuffled_sentences(text: str, rng: random.Random) -> str:
+    """The claims in another order; each ends with a full stop, so a last claim without one still ends there."""
+    claims = [c.text if c.text.endswith((".", "!", "?")) else c.text + "." for c in split_claims(text)]
+    if len(claims) < 2:
+        return text
+    rng.shuffle(claims)
+    return " ".join(claims)
+
+
+def no_quotes(text: str) -> str:
+    spans = quote_spans(text)
+    for start, end in reversed(spans):  # the content and its two quote marks
+        text = text[: start - 1] + text[end + 1 :]
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def quotes_only(text: str) -> str:
+    return " ".join(f'"{text[start:end]}"' for start, end in quote_spans(text))
+
+
+def paraphrase(text: str) -> str:
+    for phrase, reworded in PARAPHRASES:
+        text = text.replace(phrase, reworded)
+    return text
+
+
+def rewrites(seed: int) -> dict:
+    rng = random.Random(seed)
+    return {"shuffled_sentences": lambda t: shuffled_sentences(t, rng), "no_quotes": no_quotes,
+            "quotes_only": quotes_only, "paraphrase": paraphrase}
+
+
+def rewritten_mse(nla: NLA, texts: list[str | None], golds) -> np.ndarray:
+    """MSE of the AR's reading of each text; FAILED_MSE where there is none (a failed or emptied explanation)."""
+    present = [i for i, t in enumerate(texts) if t]
+    errors = np.full(len(texts), FAILED_MSE)
+    if present:
+        errors[present] = nla.mse(golds[present], [texts[i] for i in present])
+    return errors
+
+
+def robustness(nla: NLA, explained: dict[str, list[dict]], golds, reference, *, seed: int, base_fve: float) -> dict:
+    """Each rewrite's FVE on the NLA's explanations and on the shuffled-AV control's, and the share kept."""
+    report = {}
+    for name, rewrite in rewrites(seed).items():
+        row = {}
+        for arm in ("nla", "shuffled_av"):
+            texts = [rewrite(r["text"]) if r["text"] else None for r in explained[arm]]
+            row[arm] = summary(rewritten_mse(nla, texts, golds), reference)["fve"]
+            if arm == "nla":
+                row["changed"] = float(np.mean([t != r["text"] for t, r in zip(texts, explained[arm]) if r["text"]]))
+        row["kept"] = row["nla"] / base_fve if base_fve > 0 else None
+        report[name] = row
+    report["translation"] = {"skipped": "a translation needs an API backend; offline nla rewrites no language"}
+    return report
+
+
+def fresh_ar_fve(fresh, explained: list[dict], golds, reference, base_fve: float, batch_size: int) -> dict:
+    """FVE of the NLA's own explanations read by another AR (`fresh`: load_other_ar's triple)."""
+    ar, tokenizer, meta = fresh
+    present = [i for i, r in enumerate(explained) if r["text"] is not None]
+    errors = np.full(len(explained), FAILED_MSE)
+    if present:
+        predicted = reconstruct_texts(ar, tokenizer, meta.prompt_templates["ar"],
+                                      [explained[i]["text"] for i in present], batch_size=batch_size)
+        errors[present] = reconstruction_mse(predicted, golds[present]).numpy()
+    fve = summary(errors, reference)["fve"]
+    return {"fve": fve, "kept": fve / base_fve if base_fve > 0 else None}
