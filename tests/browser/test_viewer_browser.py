@@ -21,7 +21,7 @@ from nla.reading.prompt import Prompt
 from nla.reading.trace import trace_to_folder
 from reading_helpers import FAILED_ANSWER, SCRIPT, TEXT, scripted_reader, serving
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]  # a live server and a real browser
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]

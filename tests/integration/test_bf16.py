@@ -16,7 +16,7 @@ from nla.reading.index import build_index, load_index_reader
 from nla.reading.index_store import open_index
 from nla.reading.search import SearchQuery, index_nla, search
 from nla.reading.trace import Reader
-from nla.train.pipeline import load_config, run_pipeline
+from nla.pipeline.train import load_config, run_pipeline
 
 pytestmark = [pytest.mark.bf16, pytest.mark.slow]
 BF16 = "bfloat16"

@@ -21,7 +21,7 @@ def layer_of(parts: tuple[str, ...]) -> int | None:
         return None
     if parts[0] in GROUND:
         return -1
-    head = "pipeline" if parts[:2] in (("train", "pipeline"), ("train", "presets")) else parts[0]
+    head = parts[0]
     return next((i for i, names in enumerate(ORDER) if head in names), None)
 
 

@@ -5,7 +5,7 @@ import yaml
 
 from nla.changes import changed_settings, describe_changes
 from nla.errors import NLAError
-from nla.train.pipeline import TRAIN_PRESETS, load_config, preset_path, run_pipeline, stage_configs
+from nla.pipeline.train import TRAIN_PRESETS, load_config, preset_path, run_pipeline, stage_configs
 
 
 def write(tmp_path, data) -> object:
@@ -100,7 +100,7 @@ def test_changes_are_named_with_old_and_new_values():
 
 
 def test_sft_stages_are_finished_by_their_adapter_or_an_older_runs_merged_folder(tmp_path):
-    from nla.train.pipeline import finished
+    from nla.pipeline.train import finished
 
     configs = stage_configs(load_config(preset_path("smollm2-135m")), tmp_path / "run")
     sft = tmp_path / "run" / "sft"

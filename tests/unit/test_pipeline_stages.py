@@ -5,8 +5,8 @@ import os
 import time
 from pathlib import Path
 
-import nla.train.pipeline as pipeline
-from nla.train.pipeline import PipelineConfig, run_pipeline
+import nla.pipeline.train as pipeline
+from nla.pipeline.train import PipelineConfig, run_pipeline
 
 
 def test_a_killed_stage_keeps_the_time_it_spent_before_the_kill(tmp_path, monkeypatch):

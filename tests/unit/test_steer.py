@@ -85,6 +85,7 @@ def test_steer_writes_continuations_per_alpha_reproducibly(reader):
     assert all(r[k]["perplexity"] > 0 for r in first["runs"] for k in ("greedy", "sampled"))
 
 
+@pytest.mark.slow  # six cases x three directions x two alphas of generation
 def test_the_effect_is_measured_for_the_edit_and_both_controls(reader):
     texts = [TEXT[:n] for n in (20, 30, 40, 50, 60, 70)]
     cases = [SteerCase(kind="topic", text=t, topic="music", to=["music", "song"]) for t in texts]

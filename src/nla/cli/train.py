@@ -102,13 +102,13 @@ def train(
     out: Path = typer.Option(..., help="Run folder: acts/, sft/, refit/, rl/, eval/, train_config.yaml, "
                              "stages.json."),
     preset: Optional[str] = typer.Option(None, help="smollm2-135m (the shipped default's recipe) or gemma3-270m."),
-    config: Optional[Path] = typer.Option(None, help="A YAML config (see src/nla/train/presets/ for the keys)."),
+    config: Optional[Path] = typer.Option(None, help="A YAML config (see src/nla/pipeline/presets/ for the keys)."),
 ):
     """The whole pipeline from one config: extract, explain, SFT of AR and AV, RL, eval; a rerun resumes."""
     check_out_folder(out)
     from nla.errors import NLAError
     from nla.eval.evaluate import format_result
-    from nla.train.pipeline import load_config, preset_path, run_pipeline
+    from nla.pipeline.train import load_config, preset_path, run_pipeline
 
     if (preset is None) == (config is None):
         raise NLAError("pass exactly one of --preset NAME or --config FILE")

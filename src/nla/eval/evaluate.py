@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
@@ -107,8 +108,12 @@ def load_other_ar(path: Path, nla: NLA, device: str, dtype: str = "auto", what: 
 
 
 def default_mean_source(data: Path) -> Path | None:
+    """ar_sft.parquet beside the held-out split, unless it is that split or empty (an extraction of held-out
+    documents only): then the control is skipped, not the evaluation refused."""
     candidate = data.parent / "ar_sft.parquet"
-    return candidate if candidate.exists() and candidate.resolve() != data.resolve() else None
+    if not candidate.exists() or candidate.resolve() == data.resolve():
+        return None
+    return candidate if pq.ParquetFile(candidate).metadata.num_rows else None
 
 
 # ---------------------------------------------------------------- the AV, resumable
@@ -218,7 +223,7 @@ def evaluate(cfg: EvalConfig, *, progress: bool = True) -> dict:
         controls["mean"] = {**summary(errors["mean"], reference), "mean_from": str(mean_source),
                             "mean_rows": source.num_rows, "what": "every row predicted as the mean activation"}
     else:
-        controls["mean"] = {"skipped": f"no ar_sft.parquet next to {data}; pass --mean-from with a training split"}
+        controls["mean"] = {"skipped": f"no ar_sft.parquet with rows next to {data}; pass --mean-from with a training split"}
 
     fve = summary(errors["nla"], reference)["fve"]
     robust = robustness_report(nla, explained, golds, reference, fresh, cfg, fve) if cfg.robustness else None

@@ -72,7 +72,7 @@ class PipelineConfig:
 def preset_path(name: str) -> Path:
     if name not in TRAIN_PRESETS:
         raise NLAError(f"unknown preset '{name}'; choose one of: {', '.join(TRAIN_PRESETS)} (or pass --config FILE)")
-    return Path(str(resources.files("nla.train") / "presets" / f"{name}.yaml"))
+    return Path(str(resources.files("nla.pipeline") / "presets" / f"{name}.yaml"))
 
 
 def load_config(path: Path) -> PipelineConfig:
@@ -192,7 +192,7 @@ STAGE_FUNCTIONS = {"extract": ("nla.data.extract", "extract"), "explain": ("nla.
                    "refit": ("nla.train.refit", "refit_ar"),
                    "rl": ("nla.rl.run", "rl"), "oracle": ("nla.train.ar", "train_ar"),
                    "eval": ("nla.eval.evaluate", "evaluate"),
-                   "calibrate": ("nla.train.pipeline", "calibrate_stage")}
+                   "calibrate": ("nla.pipeline.train", "calibrate_stage")}
 
 
 def run_stage(stage: str, config) -> None:
