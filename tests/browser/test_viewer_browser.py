@@ -132,6 +132,37 @@ def test_trace_a_prompt_click_a_token_and_read_its_claims(site, browser, shots):
     page.close()
 
 
+def test_edit_a_tokens_explanation_and_steer_from_the_panel(site, browser, shots):
+    from playwright.sync_api import expect
+
+    from nla.reading.steer import SteerSettings, steer
+
+    tokens = site["reader"].trace(Prompt(text=TEXT)).document["tokens"]
+    token = next(t for t in tokens if t["status"] == "ok" and not t["sink"])
+    edited = "A text about music and songs."
+    expected = steer(site["reader"], Prompt(text=TEXT), SteerSettings(alphas=(3.0,), position=token["position"]),
+                     explanation=edited)["runs"]
+    page = open_page(browser, site["url"])
+    page.fill("#prompt", TEXT)
+    page.click("#trace-button")
+    expect(page.locator("#status")).to_contain_text("traced", timeout=TIMEOUT_MS)
+    page.locator(f'.tokens .tok[data-position="{token["position"]}"]').click()
+    panel = page.locator(".detail .steer")
+    expect(panel.locator("textarea.steer-edit")).to_have_value(token["explanation"])
+    panel.locator("textarea.steer-edit").fill(edited)
+    panel.locator(".steer-alpha").fill("3")
+    panel.locator(".steer-button").click()
+    expect(panel.locator(".steer-run")).to_have_count(2, timeout=TIMEOUT_MS)
+    expect(panel.locator(".steer-run").first).to_contain_text("before: " + expected[0]["greedy"]["text"])
+    expect(panel.locator(".steer-run").last).to_contain_text("after, α 3: " + expected[1]["greedy"]["text"])
+    page.screenshot(path=str(shots / "viewer-steer.png"), full_page=True)
+    panel.locator(".steer-alpha").fill("99")
+    panel.locator(".steer-button").click()
+    expect(panel.locator(".steer-out")).to_contain_text("error: --alpha")
+    assert page.errors == [] and all(u.startswith(site["url"]) for u in page.requests), page.requests
+    page.close()
+
+
 def test_a_chat_traces_and_a_refused_input_shows_its_error(site, browser):
     from playwright.sync_api import expect
 

@@ -223,3 +223,21 @@ def test_text_that_is_not_valid_unicode_is_a_400_not_a_500(client, path, body):
     raw = json.dumps(body)  # escapes the surrogate as \\ud800, as a client's JSON would
     response = client.post(path, content=raw, headers={"content-type": "application/json"})
     assert response.status_code == 400 and "not valid Unicode" in response.json()["error"]
+
+
+def test_steer_answers_as_the_library_does_and_refuses_bad_input(client, served):
+    from nla.reading.prompt import Prompt
+    from nla.reading.steer import SteerSettings, steer
+
+    body = {"text": TEXT, "position": 4, "explanation": "A text about music.", "alphas": [2.0], "max_new_tokens": 4}
+    answer = client.post("/api/steer", json=body)
+    assert answer.status_code == 200, answer.text
+    expected = steer(served[0], Prompt(text=TEXT), SteerSettings(alphas=(2.0,), position=4, max_new_tokens=4),
+                     explanation="A text about music.")
+    assert answer.json()["runs"] == expected["runs"] and answer.json()["edited"] == "A text about music."
+    for change, status, message in (({"alphas": [99.0]}, 400, "--alpha"), ({"alphas": []}, 422, "alphas"),
+                                    ({"edit": "zebra=>mouse", "explanation": None}, 400, "FROM 'zebra'"),
+                                    ({"edit": "rivers"}, 400, "is not FROM=>TO"),
+                                    ({"max_new_tokens": 500}, 400, "at most"), ({"position": 999}, 400, "outside")):
+        refused = client.post("/api/steer", json={**body, **change})
+        assert refused.status_code == status and message in refused.json()["error"], (change, refused.text)

@@ -132,7 +132,7 @@ def steer(reader: Reader, prompt: Prompt, settings: SteerSettings, *, edit: Edit
           explanation: str | None = None) -> dict:
     """The steering document: the reading, its edit, and the continuations per α (α 0: unsteered)."""
     if (edit is None) == (explanation is None):
-        raise NLAError("give exactly one of --edit FROM=>TO and --explanation-file F")
+        raise NLAError("give exactly one of an edit (FROM=>TO) and an edited explanation")
     ids = encode(reader, prompt, settings.max_new_tokens)
     position = token_positions([settings.position], len(ids))[0]
     reading = reader.read(ids, [position], TraceSettings(max_new_tokens=settings.explanation_tokens,

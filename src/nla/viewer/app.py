@@ -4,6 +4,8 @@
     GET  /api/health        the NLA, its calibration, the queue and the limits
     POST /api/trace         {text | messages, continue_tokens, min_position} -> a trace (nla.reading.trace schema)
     POST /api/explain       {text | messages, positions} -> readings of a few tokens (default: the last one)
+    POST /api/steer         {text | messages, position, explanation | edit, alphas} -> continuations before and
+                            after steering with the edited explanation (reading/steer.py)
     GET  /api/traces        saved trace.json files under the folder the server was started with
     GET  /api/traces/{path} one of them
     GET  /api/docs          the API described from /api/openapi.json (served here: no CDN)
@@ -37,6 +39,7 @@ from nla.reading.document import TRACE_JSON, read_trace
 from nla.reading.index_store import Index
 from nla.reading.prompt import Prompt
 from nla.reading.render import page_asset
+from nla.reading.steer import Edit, SteerSettings, steer
 from nla.reading.trace import Reader, TraceSettings, display_name
 from nla.viewer.middleware import BodyLimit, HostCheck, ModelWorker, SecurityHeaders
 from nla.viewer.search import add_search_routes
@@ -85,7 +88,20 @@ class ExplainBody(BaseModel):
     positions: list[int] | None = Field(None, description="Token positions (negative: from the end); default [-1].")
 
 
-def checked_prompt(body: TraceBody | ExplainBody, limits: ServeLimits) -> Prompt:
+class SteerBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text: str | None = Field(None, description="The text the target continues; give this or messages.")
+    messages: list[Message] | None = Field(None, description="A chat; the assistant's turn is opened after it.")
+    template_system_prompt: bool = Field(False, description="As in /api/trace.")
+    position: int = Field(-1, description="The token whose explanation is edited (negative: from the end).")
+    explanation: str | None = Field(None, max_length=4000, description="The edited explanation, whole.")
+    edit: str | None = Field(None, max_length=400, description="Or FROM=>TO, applied to the AV's explanation.")
+    alphas: list[float] = Field([2.0], min_length=1, max_length=4, description="Steering strengths.")
+    all_positions: bool = Field(False, description="Add the vector at every later position too.")
+    max_new_tokens: int = Field(24, ge=1, description="Tokens written per continuation.")
+
+
+def checked_prompt(body: TraceBody | ExplainBody | SteerBody, limits: ServeLimits) -> Prompt:
     """The request's text or chat as a Prompt, within the character limit; NLAError (400) otherwise."""
     chars = len(body.text or "") + sum(len(m.content) for m in body.messages or [])
     if chars > limits.max_chars:
@@ -209,6 +225,16 @@ def create_app(reader: Reader, traces: Path, *, limits: ServeLimits = ServeLimit
         if body.positions is not None and not 1 <= len(body.positions) <= limits.max_positions:
             raise NLAError(f"ask for 1 to {limits.max_positions} positions per request, not {len(body.positions)}")
         return await worker.run(reader.explain, checked_prompt(body, limits), body.positions, settings)
+
+    @app.post("/api/steer", summary="Steer the target with an edited explanation: continuations before and after")
+    async def steer_route(body: SteerBody):
+        if body.max_new_tokens > limits.max_continue:
+            raise NLAError(f"max_new_tokens is {body.max_new_tokens}; at most {limits.max_continue} per request")
+        steer_settings = SteerSettings(alphas=tuple(body.alphas), position=body.position,
+                                       all_positions=body.all_positions, max_new_tokens=body.max_new_tokens)
+        edit = Edit.parse(body.edit) if body.edit is not None else None
+        prompt = checked_prompt(body, limits)
+        return await worker.run(lambda: steer(reader, prompt, steer_settings, edit=edit, explanation=body.explanation))
 
     @app.get("/api/traces", summary="Saved trace.json files under the server's traces folder")
     async def list_traces():

@@ -145,7 +145,8 @@ var NLAViewer = (function () {
       "Published NLAs ground only ~27–51% of their claims in the text: read claims as hypotheses."));
   }
 
-  function render(root, trace) {
+  // options.onDetail(panel, token): called after a token's reading is shown (nla serve adds its steer panel).
+  function render(root, trace, options) {
     root.textContent = "";
     var page = el("div", "nla-page");
     page.appendChild(header(trace));
@@ -159,7 +160,10 @@ var NLAViewer = (function () {
       return node;
     });
     var locked = null;
-    function show(i) { detail(panel, trace.tokens[i]); }
+    function show(i) {
+      detail(panel, trace.tokens[i]);
+      if (options && options.onDetail) options.onDetail(panel, trace.tokens[i], trace);
+    }
     function lock(i) {
       if (locked !== null) chips[locked].classList.remove("locked");
       locked = (locked === i) ? null : i;

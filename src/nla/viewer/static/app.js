@@ -1,4 +1,5 @@
-// The `nla serve` page: send a prompt or chat to /api/trace, render the trace; list and open saved traces.
+// The `nla serve` page: send a prompt or chat to /api/trace, render the trace (with a steer panel under each
+// reading); list and open saved traces.
 "use strict";
 (function () {
   var viewer = document.getElementById("viewer");
@@ -33,6 +34,58 @@
     return { text: input };
   }
 
+  // The steer panel under a token's reading: edit its explanation, steer the target at that token, and read
+  // what the target writes before and after (POST /api/steer, greedy).
+  function inputOf(trace) {
+    return trace.input.messages ? { messages: trace.input.messages } : { text: trace.input.text };
+  }
+
+  function steerPanel(panel, token, trace) {
+    if (!token.traced || token.status !== "ok") return;
+    var box = panel.appendChild(document.createElement("section"));
+    box.className = "steer";
+    box.appendChild(document.createElement("h3")).textContent = "Steer with an edited explanation";
+    if (token.generated) {
+      box.appendChild(document.createElement("p")).textContent = "Steering reads the input's tokens, not the ones the target wrote.";
+      return;
+    }
+    var edit = box.appendChild(document.createElement("textarea"));
+    edit.className = "steer-edit";
+    edit.value = token.explanation;
+    var row = box.appendChild(document.createElement("div"));
+    row.className = "row";
+    var label = row.appendChild(document.createElement("label"));
+    label.textContent = "α ";
+    var alpha = label.appendChild(document.createElement("input"));
+    alpha.type = "number"; alpha.step = "0.5"; alpha.value = "2"; alpha.className = "steer-alpha";
+    var go = row.appendChild(document.createElement("button"));
+    go.type = "button"; go.textContent = "Steer"; go.className = "steer-button";
+    var out = box.appendChild(document.createElement("div"));
+    out.className = "steer-out";
+    go.addEventListener("click", function () {
+      var body = inputOf(trace);
+      body.position = token.position;
+      body.explanation = edit.value;
+      body.alphas = [parseFloat(alpha.value)];
+      go.disabled = true;
+      out.textContent = "steering…";
+      getJSON("/api/steer", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) })
+        .then(function (result) {
+          out.textContent = "";
+          result.runs.forEach(function (run) {
+            var line = out.appendChild(document.createElement("p"));
+            line.className = "steer-run";
+            line.textContent = (run.alpha ? "after, α " + run.alpha : "before") + ": " + run.greedy.text +
+              " (perplexity " + run.greedy.perplexity + ")";
+          });
+        })
+        .catch(function (err) { out.textContent = "error: " + err.message; })
+        .then(function () { go.disabled = false; });
+    });
+  }
+
+  function show(trace) { NLAViewer.render(viewer, trace, { onDetail: steerPanel }); }
+
   document.getElementById("trace-form").addEventListener("submit", function (event) {
     event.preventDefault();
     var input = document.getElementById("prompt").value;
@@ -44,7 +97,7 @@
     var started = Date.now();
     getJSON("/api/trace", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) })
       .then(function (trace) {
-        NLAViewer.render(viewer, trace);
+        show(trace);
         say("traced " + trace.summary.traced + " tokens in " + ((Date.now() - started) / 1000).toFixed(1) + " s");
       })
       .catch(function (err) { say("error: " + err.message, true); })
@@ -54,7 +107,7 @@
   function openSaved(name) {
     say("opening " + name + "…");
     getJSON("/api/traces/" + name.split("/").map(encodeURIComponent).join("/"))
-      .then(function (trace) { NLAViewer.render(viewer, trace); say("opened " + name); })
+      .then(function (trace) { show(trace); say("opened " + name); })
       .catch(function (err) { say("error: " + err.message, true); });
   }
 
