@@ -284,6 +284,19 @@ CASES["explain-data/--salient-words -1"] = lambda w: ["explain-data", "--dataset
 CASES["train-av/--init-from a folder with no AV"] = lambda w: ["train-av", "--data", str(w["pairs"]), "--out",
                                                                str(w["root"] / "new-av"), "--init-from",
                                                                str(w["acts"]), "--model", str(w["model"])]
+def steering(*args):
+    return lambda w: ["steer", "Rivers carry water.", "--nla", str(w["nla"]), "--model", str(w["model"]), "--out",
+                      str(w["root"] / "new-steer"), "--device", "cpu", *args]
+
+
+CASES["steer/--edit without =>"] = steering("--edit", "rivers")
+CASES["steer/--alpha out of range"] = steering("--edit", "a=>b", "--alpha", "0.5,40")
+CASES["steer/text past the context"] = steering("--edit", "a=>b", "--max-new-tokens", "5000")
+CASES["steer/a token whose explanation failed"] = steering("--edit", "a=>b", "--max-new-tokens", "2")
+CASES["steer/--explanation-file missing"] = steering("--explanation-file", "nowhere.txt")
+CASES["eval/--rewrite-backend without --robustness"] = lambda w: [*evaluate()(w), "--rewrite-backend", "openai"]
+CASES["eval/--rewrite-backend with no key"] = lambda w: [*evaluate()(w), "--robustness", "--rewrite-backend",
+                                                         "openai", "--api-key-env", "NLA_NO_SUCH_KEY"]
 for bad in ("rl_cut", "rl_empty", "rl_foreign", "missing"):
     CASES[f"plot/{bad}"] = lambda w, b=bad: ["plot", str(w[b])]
 CASES["export/cut adapter"] = lambda w: ["export", str(w["lora_cut"]), "--out", str(w["root"] / "new-export")]

@@ -285,3 +285,28 @@ def test_robustness_scores_each_rewrite_beside_its_control_and_the_fresh_ar(trai
     assert "API backend" in robust["translation"]["skipped"]
     assert robust["fresh_ar"]["kept"] == pytest.approx(1.0)  # the NLA's own AR, read as if fresh
     assert all(math.isfinite(r["nla"]) for r in robust.values() if "nla" in r)
+
+
+def test_an_api_backend_adds_a_model_paraphrase_and_a_translation(trained, tmp_path, reading_av, monkeypatch):
+    pytest.importorskip("openai")
+    from fake_api_server import FakeAPI
+
+    nla, data = trained
+    # The fake model answers with the text it was given (the part after the instruction), in upper case.
+    with FakeAPI(answer=lambda prompt: prompt.split("\n\n", 1)[1].upper()) as api:
+        result = run(nla, data, tmp_path / "eval", robustness=True, rewrite_backend="openai",
+                     base_url=api.url + "/v1", api_key_env="none")
+        asked = len(api.requests)
+    robust = result["robustness"]
+    assert {"api_paraphrase", "translation"} <= set(robust) and "skipped" not in robust["translation"]
+    assert robust["translation"]["changed"] == 1 and math.isfinite(robust["translation"]["nla"])
+    assert 0 < asked <= 2 * len(WORDS)  # the distinct explanations of each arm, once per instruction
+    assert "Translate this description" in api.requests[-1].prompt or "Paraphrase" in api.requests[-1].prompt
+
+
+def test_a_rewrite_backend_without_its_key_is_refused_before_any_model_work(tmp_path, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(NLAError, match=r"needs an API key in \$OPENAI_API_KEY"):
+        evaluate(EvalConfig(out=tmp_path / "eval", nla=str(tmp_path / "nowhere"), robustness=True,
+                            rewrite_backend="openai"), progress=False)
+    assert not (tmp_path / "eval").exists()

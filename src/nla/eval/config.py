@@ -26,6 +26,13 @@ class EvalConfig:
                                "shuffled, quotes removed, prose removed, paraphrased): the share of FVE kept.")
     fresh_ar: Path | None = setting(None, "With --robustness: an AR trained apart from this NLA on its AV's "
                                     "explanations; the FVE it gets from them.")
+    rewrite_backend: str | None = setting(None, "With --robustness: anthropic or openai, for a model paraphrase and "
+                                          "a French translation of each explanation (default: offline rewrites "
+                                          "only).")
+    rewrite_model: str | None = setting(None, "The rewrite backend's model (default: the explainer's default).")
+    base_url: str | None = setting(None, "The rewrite backend's URL (e.g. a local OpenAI-compatible server).")
+    api_key_env: str | None = setting(None, "The environment variable holding the rewrite backend's key (none: a "
+                                      "keyless local server).")
     mean_from: Path | None = setting(None, "Split whose mean activation is the predict-the-mean control; default: "
                                      "ar_sft.parquet next to --data.")
     batch_size: int = setting(32, "Activations explained together.")
@@ -44,8 +51,8 @@ class EvalConfig:
         self.out = Path(self.out)
         self.data, self.oracle_ar, self.mean_from, self.fresh_ar = (
             Path(p) if p is not None else None for p in (self.data, self.oracle_ar, self.mean_from, self.fresh_ar))
-        if self.fresh_ar is not None and not self.robustness:
-            raise NLAError("--fresh-ar is part of --robustness; add --robustness")
+        if (self.fresh_ar is not None or self.rewrite_backend is not None) and not self.robustness:
+            raise NLAError("--fresh-ar and --rewrite-backend are part of --robustness; add --robustness")
         if self.max_rows is not None and self.max_rows < 2:
             raise NLAError("max-rows must be at least 2 (the shuffled control needs another row to read)")
         if self.batch_size < 1 or self.max_new_tokens < 1 or self.buckets < 1:

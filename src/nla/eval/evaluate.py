@@ -47,6 +47,7 @@ from nla.eval.breakdown import fve_by_bucket, fve_by_genre, readability, write_p
 from nla.eval.config import EvalConfig
 from nla.eval.metrics import baseline, summary
 from nla.eval.robustness import fresh_ar_fve, robustness
+from nla.explainers.api import ApiExplainer
 from nla.inputs import open_dataset, vectors_of
 from nla.layout import ACTIVATION_COLUMN, CONFIG, CONTEXT_COLUMN, EVAL_JSON, EXPLANATIONS_FILE, META_FILE, ROWS_FILE
 from nla.models.loading import pick_device
@@ -168,8 +169,14 @@ def explanation_stats(records: list[dict]) -> dict:
 # ---------------------------------------------------------------- outputs
 
 
-def robustness_report(nla: NLA, explained: dict, golds, reference, fresh, cfg: EvalConfig, fve: float) -> dict:
-    report = robustness(nla, explained, golds, reference, seed=cfg.seed, base_fve=fve)
+def rewrite_api(cfg: EvalConfig):
+    """The API client of --rewrite-backend, its answers cached in OUT/.cache (a rerun asks nothing again)."""
+    return ApiExplainer(cfg.rewrite_backend, model=cfg.rewrite_model, base_url=cfg.base_url,
+                        api_key_env=cfg.api_key_env, cache_path=cfg.out / ".cache" / "rewrites.jsonl", progress=False)
+
+
+def robustness_report(nla: NLA, explained: dict, golds, reference, fresh, cfg: EvalConfig, fve: float, api) -> dict:
+    report = robustness(nla, explained, golds, reference, seed=cfg.seed, base_fve=fve, api=api)
     report["fresh_ar"] = fresh_ar_fve(fresh, explained["nla"], golds, reference, fve, cfg.batch_size) if fresh \
         else {"skipped": "no --fresh-ar given; pass an AR trained on this AV's explanations apart from it"}
     return report
@@ -182,6 +189,7 @@ def evaluate(cfg: EvalConfig, *, progress: bool = True) -> dict:
     if (cfg.out / EVAL_JSON).exists() and not cfg.overwrite:
         raise NLAError(f"{cfg.out} already holds an evaluation; pass --overwrite or another --out")
     started = time.time()
+    api = rewrite_api(cfg) if cfg.rewrite_backend else None  # its key is checked before any model loads
     nla = NLA.load(cfg.nla, av=cfg.nla_av, ar=cfg.nla_ar, device=cfg.device, dtype=cfg.dtype)
     data = cfg.data or default_heldout(nla)
     table, golds = read_heldout(data, nla, cfg.max_rows, cfg.seed)
@@ -226,7 +234,7 @@ def evaluate(cfg: EvalConfig, *, progress: bool = True) -> dict:
         controls["mean"] = {"skipped": f"no ar_sft.parquet with rows next to {data}; pass --mean-from with a training split"}
 
     fve = summary(errors["nla"], reference)["fve"]
-    robust = robustness_report(nla, explained, golds, reference, fresh, cfg, fve) if cfg.robustness else None
+    robust = robustness_report(nla, explained, golds, reference, fresh, cfg, fve, api) if cfg.robustness else None
     readable = readability(nla, explained["nla"], table)
     norms = golds.norm(dim=1).numpy()
     by = {"position": fve_by_bucket(table.column("position").to_numpy().astype(float), errors, reference, cfg.buckets),

@@ -10,7 +10,9 @@ it to these rewrites:
     quotes_only         the quoted spans alone: the prose removed
     paraphrase          offline, a deterministic rewrite: each fixed phrase of the warm-start format
                         reworded by PARAPHRASES (no model is asked; `changed` is the share it changed)
-    translation         needs an API backend: not run offline, and the report says so
+    api_paraphrase      with --rewrite-backend: the API model paraphrases, quotes kept
+    translation         with --rewrite-backend: the API model translates into French, quotes kept;
+                        without one, not run, and the report says so
 
 Each rewrite has its control: the same rewrite of the shuffled-AV control's explanations (another row's
 activation), scored against the true one. `fresh_ar` (when given) reads the unmodified explanations with an
@@ -68,10 +70,24 @@ def paraphrase(text: str) -> str:
     return text
 
 
-def rewrites(seed: int) -> dict:
+PARAPHRASE_INSTRUCTION = ("Paraphrase this description of a text in other words. Keep every fact and every quoted "
+                          "span exactly as it is; change only the wording around them. Answer with the paraphrase "
+                          "only.")
+TRANSLATION_INSTRUCTION = ("Translate this description of a text into French. Keep quoted spans exactly as they are. "
+                           "Answer with the translation only.")
+
+
+def rewrites(seed: int, api=None) -> dict:
+    """name -> a function from a list of texts to their rewrites (None where there is none). `api`: an
+    ApiExplainer (explainers/api.py) for the model paraphrase and the translation; None: offline rewrites only."""
     rng = random.Random(seed)
-    return {"shuffled_sentences": lambda t: shuffled_sentences(t, rng), "no_quotes": no_quotes,
-            "quotes_only": quotes_only, "paraphrase": paraphrase}
+    offline = {"shuffled_sentences": lambda t: shuffled_sentences(t, rng), "no_quotes": no_quotes,
+               "quotes_only": quotes_only, "paraphrase": paraphrase}
+    chosen = {name: (lambda texts, f=f: [f(t) for t in texts]) for name, f in offline.items()}
+    if api is not None:
+        chosen["api_paraphrase"] = lambda texts: api.rewrite(texts, PARAPHRASE_INSTRUCTION)
+        chosen["translation"] = lambda texts: api.rewrite(texts, TRANSLATION_INSTRUCTION)
+    return chosen
 
 
 def rewritten_mse(nla: NLA, texts: list[str | None], golds) -> np.ndarray:
@@ -83,19 +99,27 @@ def rewritten_mse(nla: NLA, texts: list[str | None], golds) -> np.ndarray:
     return errors
 
 
-def robustness(nla: NLA, explained: dict[str, list[dict]], golds, reference, *, seed: int, base_fve: float) -> dict:
-    """Each rewrite's FVE on the NLA's explanations and on the shuffled-AV control's, and the share kept."""
+def robustness(nla: NLA, explained: dict[str, list[dict]], golds, reference, *, seed: int, base_fve: float,
+               api=None) -> dict:
+    """Each rewrite's FVE on the NLA's explanations and on the shuffled-AV control's, the share kept, and the
+    share of explanations it changed."""
     report = {}
-    for name, rewrite in rewrites(seed).items():
+    for name, rewrite in rewrites(seed, api).items():
         row = {}
         for arm in ("nla", "shuffled_av"):
-            texts = [rewrite(r["text"]) if r["text"] else None for r in explained[arm]]
+            present = [i for i, r in enumerate(explained[arm]) if r["text"]]
+            texts: list[str | None] = [None] * len(explained[arm])
+            for i, text in zip(present, rewrite([explained[arm][i]["text"] for i in present])):
+                texts[i] = text
             row[arm] = summary(rewritten_mse(nla, texts, golds), reference)["fve"]
             if arm == "nla":
-                row["changed"] = float(np.mean([t != r["text"] for t, r in zip(texts, explained[arm]) if r["text"]]))
+                row["changed"] = float(np.mean([texts[i] != explained[arm][i]["text"] for i in present])) \
+                    if present else None
         row["kept"] = row["nla"] / base_fve if base_fve > 0 else None
         report[name] = row
-    report["translation"] = {"skipped": "a translation needs an API backend; offline nla rewrites no language"}
+    if api is None:
+        report["translation"] = {"skipped": "a translation needs an API backend (--rewrite-backend anthropic or "
+                                            "openai); offline nla rewrites no language"}
     return report
 
 

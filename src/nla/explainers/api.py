@@ -215,8 +215,18 @@ class ApiExplainer:
         return hashlib.sha256(json.dumps([self.name, self.model, INSTRUCTION_VERSION, prompt]).encode()).hexdigest()
 
     def explain(self, requests: list[ExplainRequest]) -> list[str | None]:
-        keys = [self.key(prompt_for(r)) for r in requests]
-        prompts = {k: prompt_for(r) for k, r in zip(keys, requests)}  # identical prompts are asked once
+        return [self._explanation(record) for record in self.answers([prompt_for(r) for r in requests])]
+
+    def rewrite(self, texts: list[str], instruction: str) -> list[str | None]:
+        """Each text rewritten as `instruction` asks (the prompt: the instruction, a blank line, the text); None
+        where the answer was cut at the token cap. Cached and retried as explanations are."""
+        records = self.answers([f"{instruction}\n\n{text}" for text in texts])
+        return [r["answer"].strip() or None if r["complete"] else None for r in records]
+
+    def answers(self, prompt_list: list[str]) -> list[dict]:
+        """The cached answer record of each prompt, asking the API (concurrently) for those not cached yet."""
+        keys = [self.key(p) for p in prompt_list]
+        prompts = dict(zip(keys, prompt_list))  # identical prompts are asked once
         missing = [k for k in prompts if k not in self.cache.answers]
         usage = {"api_requests": 0, "cache_hits": len(prompts) - len(missing), "retries": 0,
                  "input_tokens": 0, "output_tokens": 0}
@@ -242,7 +252,7 @@ class ApiExplainer:
                 self._stopping.set()
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
-        return [self._explanation(self.cache.answers[k]) for k in keys]
+        return [self.cache.answers[k] for k in keys]
 
     @staticmethod
     def _explanation(record: dict) -> str | None:
