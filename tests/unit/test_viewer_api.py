@@ -159,7 +159,7 @@ def test_pages_are_local_and_carry_no_secrets(client, caplog):
     assert SECRET not in caplog.text
     assert set(pages["/api/openapi.json"].json()["paths"]) == {"/api/health", "/api/trace", "/api/explain",
                                                               "/api/traces", "/api/traces/{name}", "/api/search",
-                                                              "/api/search/reading"}
+                                                              "/api/search/reading", "/api/steer"}
     assert client.get("/static/app.py").status_code == 404 and client.get("/docs").status_code == 404
 
 

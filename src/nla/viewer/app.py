@@ -176,6 +176,18 @@ def add_error_handlers(app: FastAPI) -> None:
         return JSONResponse({"error": "internal error; the server log has the details"}, status_code=500)
 
 
+def add_steer_route(app: FastAPI, reader: Reader, worker: ModelWorker, limits: ServeLimits) -> None:
+    @app.post("/api/steer", summary="Steer the target with an edited explanation: continuations before and after")
+    async def steer_route(body: SteerBody):
+        if body.max_new_tokens > limits.max_continue:
+            raise NLAError(f"max_new_tokens is {body.max_new_tokens}; at most {limits.max_continue} per request")
+        steer_settings = SteerSettings(alphas=tuple(body.alphas), position=body.position,
+                                       all_positions=body.all_positions, max_new_tokens=body.max_new_tokens)
+        edit = Edit.parse(body.edit) if body.edit is not None else None
+        prompt = checked_prompt(body, limits)
+        return await worker.run(lambda: steer(reader, prompt, steer_settings, edit=edit, explanation=body.explanation))
+
+
 def create_app(reader: Reader, traces: Path, *, limits: ServeLimits = ServeLimits(),
                settings: TraceSettings = TraceSettings(), allowed_hosts: tuple[str, ...] | None = LOOPBACK_HOSTS,
                index: Index | None = None) -> FastAPI:
@@ -226,15 +238,7 @@ def create_app(reader: Reader, traces: Path, *, limits: ServeLimits = ServeLimit
             raise NLAError(f"ask for 1 to {limits.max_positions} positions per request, not {len(body.positions)}")
         return await worker.run(reader.explain, checked_prompt(body, limits), body.positions, settings)
 
-    @app.post("/api/steer", summary="Steer the target with an edited explanation: continuations before and after")
-    async def steer_route(body: SteerBody):
-        if body.max_new_tokens > limits.max_continue:
-            raise NLAError(f"max_new_tokens is {body.max_new_tokens}; at most {limits.max_continue} per request")
-        steer_settings = SteerSettings(alphas=tuple(body.alphas), position=body.position,
-                                       all_positions=body.all_positions, max_new_tokens=body.max_new_tokens)
-        edit = Edit.parse(body.edit) if body.edit is not None else None
-        prompt = checked_prompt(body, limits)
-        return await worker.run(lambda: steer(reader, prompt, steer_settings, edit=edit, explanation=body.explanation))
+    add_steer_route(app, reader, worker, limits)
 
     @app.get("/api/traces", summary="Saved trace.json files under the server's traces folder")
     async def list_traces():
