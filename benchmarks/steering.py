@@ -47,11 +47,11 @@ def main() -> None:
                           "max_new_tokens": settings.max_new_tokens}
     print(f"{report['edited']} of {report['cases']} cases edited ({len(report['skipped'])} explanations held no "
           f"FROM); unsteered continuations already succeed in {fmt(report['unsteered_success'], '.0%')}")
-    print("alpha | " + " | ".join(f"{arm}: success, logP rise, ppl" for arm in ARMS))
+    print("alpha | " + " | ".join(f"{arm}: success, logP rise, ppl" for arm in ARMS) + " | edit beats random, unrelated")
     for row in report["table"]:
         print(f"{row['alpha']:g} | " + " | ".join(
             f"{fmt(row[a]['success'], '.0%')}, {fmt(row[a]['logprob_rise'], '+.3f')}, {fmt(row[a]['perplexity'], '.1f')}"
-            for a in ARMS))
+            for a in ARMS) + f" | {fmt(row['edit_beats']['random'], '.0%')}, {fmt(row['edit_beats']['unrelated'], '.0%')}")
     strongest = len(settings.alphas) - 1
     for result in sorted(report["results"], key=lambda r: -r["arms"]["edit"][strongest]["logprob_rise"])[:3]:
         print(f"\n{result['text']!r}\n  edited: {result['edited']}\n  unsteered: {result['baseline']!r}")

@@ -94,7 +94,7 @@ def test_the_effect_is_measured_for_the_edit_and_both_controls(reader):
     assert report["edited"] >= 2  # the scripted AV writes "about ..." in two of its three explanations
     assert all(s["explanation"] is None or "about " not in s["explanation"] for s in report["skipped"])
     for row in report["table"]:
-        assert set(row) == {"alpha", *ARMS}
+        assert set(row) == {"alpha", "edit_beats", *ARMS} and set(row["edit_beats"]) == {"random", "unrelated"}
         for arm in ARMS:
             assert 0 <= row[arm]["success"] <= 1 and row[arm]["perplexity"] > 0
     for result in report["results"]:

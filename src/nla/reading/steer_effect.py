@@ -163,7 +163,8 @@ def unrelated(usable: list[dict], i: int) -> dict | None:
 
 
 def table(results: list[dict], alphas: tuple[float, ...]) -> list[dict]:
-    """Per α: each arm's success rate, mean log-prob rise and median perplexity."""
+    """Per α: each arm's success rate, mean log-prob rise and median perplexity, and the share of cases where
+    the edit's rise beats each control's."""
     rows = []
     for k, alpha in enumerate(alphas):
         row = {"alpha": alpha}
@@ -173,6 +174,10 @@ def table(results: list[dict], alphas: tuple[float, ...]) -> list[dict]:
             row[arm] = {"success": sum(c["success"] for c in cells) / len(cells) if cells else None,
                         "logprob_rise": sum(c["logprob_rise"] for c in cells) / len(cells) if cells else None,
                         "perplexity": perplexities[len(perplexities) // 2] if perplexities else None}
+        # Paired per case: how often the edit's own direction raises its words more than each control does.
+        row["edit_beats"] = {arm: sum(r["arms"]["edit"][k]["logprob_rise"] > r["arms"][arm][k]["logprob_rise"]
+                                      for r in results) / len(results) if results else None
+                             for arm in ARMS[1:]}
         rows.append(row)
     return rows
 
