@@ -10,11 +10,13 @@ from typer.testing import CliRunner
 from nla.cli import app
 from nla.data.config import ExtractConfig
 from nla.eval.config import EvalConfig
+from nla.explainers.config import EXPLAINER_NAMES, ExplainDataConfig
+from nla.explainers.stage import EXPLAINERS
 from nla.rl.config import RLConfig
 from nla.train.config import ARTrainConfig, AVTrainConfig
 
 COMMANDS = {"train-ar": ARTrainConfig, "train-av": AVTrainConfig, "rl": RLConfig, "eval": EvalConfig,
-            "extract": ExtractConfig}
+            "extract": ExtractConfig, "explain-data": ExplainDataConfig}
 
 
 def options(command: str) -> dict:
@@ -26,12 +28,13 @@ def options(command: str) -> dict:
 def test_every_field_is_an_option_with_its_default_and_help(command):
     found = options(command)
     for field in dataclasses.fields(COMMANDS[command]):
-        if field.name == "splits":  # extract's --validation / --test
+        if field.name == "splits" and command == "extract":  # extract's --validation / --test
             continue
         assert field.name in found, f"{command} lacks --{field.name.replace('_', '-')}"
         option = found[field.name]
+        default = ",".join(field.default) if isinstance(field.default, tuple) else field.default  # comma-separated
         if field.default is not dataclasses.MISSING and not (command == "eval" and field.name == "out"):
-            assert option.default == field.default, field.name
+            assert option.default == default, field.name
         assert field.metadata.get("help") or field.name in ("steps", "seed", "batch_size", "epochs"), field.name
 
 
@@ -50,3 +53,14 @@ def test_the_command_runs_the_config_its_options_build(tmp_path, monkeypatch):
     assert wrong.exit_code == 2 and "unknown dtype 'fp8'" in wrong.output  # checked before the stage runs
     bad = CliRunner().invoke(app, ["train-av", "--data", "d", "--out", str(tmp_path / "o2"), "--epochs", "-1"])
     assert bad.exit_code == 2 and "must be positive" in bad.output  # the config's own check, one line
+
+
+def test_explain_data_splits_parse_from_one_comma_separated_option(tmp_path, monkeypatch):
+    seen = {}
+    monkeypatch.setattr("nla.explainers.stage.explain_data", lambda cfg: seen.setdefault("cfg", cfg) and
+                        {"splits": {}})
+    result = CliRunner().invoke(app, ["explain-data", "--dataset", str(tmp_path), "--splits", "ar_sft, rl",
+                                      "--salient-words", "3"])
+    assert result.exit_code == 0, result.output
+    assert seen["cfg"].splits == ("ar_sft", "rl") and seen["cfg"].salient_words == 3
+    assert set(EXPLAINERS) == set(EXPLAINER_NAMES)  # every name the config accepts has a backend

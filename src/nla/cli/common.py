@@ -141,7 +141,9 @@ def opt_temperature():
 
 def _option_type(hint):
     """The type typer parses an option as: a union with None becomes Optional of its first type (str before
-    Path, as `str | Path | None` takes hub ids too)."""
+    Path, as `str | Path | None` takes hub ids too); a tuple, one comma-separated str."""
+    if typing.get_origin(hint) is tuple:  # tuple[str, ...]: one comma-separated option (the config splits it)
+        return str
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         rest = [a for a in typing.get_args(hint) if a is not type(None)]
         return typing.Optional[str if str in rest else rest[0]]
@@ -161,7 +163,8 @@ def options_from(config_cls, *, skip: tuple[str, ...] = (), convert: dict | None
         fields = [f for f in dataclasses.fields(config_cls) if f.name not in skip]
         params = own + [inspect.Parameter(
             f.name, inspect.Parameter.KEYWORD_ONLY, annotation=_option_type(hints[f.name]),
-            default=typer.Option(... if f.default is dataclasses.MISSING else f.default,
+            default=typer.Option(... if f.default is dataclasses.MISSING else
+                                 ",".join(f.default) if isinstance(f.default, tuple) else f.default,
                                  help=f.metadata.get("help") or None)) for f in fields if f.name not in taken]
         names = {f.name for f in fields}
 

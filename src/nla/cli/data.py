@@ -23,8 +23,7 @@ from nla.cli.common import (
 )
 from nla.data.config import ExtractConfig
 from nla.data.sampling import SplitFractions
-from nla.explainers.api import DEFAULT_CONCURRENCY, DEFAULT_MAX_RETRIES
-from nla.explainers.api import DEFAULT_MODELS as DEFAULT_API_MODELS
+from nla.explainers.config import ExplainDataConfig
 from nla.inputs import check_out_folder
 
 
@@ -108,36 +107,12 @@ def extract(
 
 @app.command("explain-data")
 @user_errors
-def explain_data(
-    dataset: Path = typer.Option(..., help="A finished `nla extract` folder."),
-    out: Optional[Path] = typer.Option(None, help="Output folder (default: DATASET/explanations-EXPLAINER)."),
-    explainer: str = typer.Option("offline", help="Explanation backend: offline (facts only, no network), "
-                                  "anthropic, or openai (also vLLM, Ollama, any compatible server via --base-url)."),
-    splits: str = typer.Option("ar_sft,av_sft", help="Comma-separated splits to explain."),
-    top_k: int = typer.Option(3, help="The target's next-token candidates given to the explainer."),
-    quote_tokens: int = typer.Option(12, help="The last N tokens of each context, quoted exactly."),
-    salient_words: int = typer.Option(0, help="Name each context's K most distinctive content words (and up to 3 "
-                                      "of a chat's own system prompt); 0: none."),
-    api_model: Optional[str] = typer.Option(None, help="API model (default: " + ", ".join(
-        f"{k} {v}" for k, v in DEFAULT_API_MODELS.items()) + ")."),
-    base_url: Optional[str] = typer.Option(None, help="API base URL, e.g. http://localhost:8000/v1 for vLLM."),
-    api_key_env: Optional[str] = typer.Option(None, help="Environment variable holding the API key (default: "
-                                              "ANTHROPIC_API_KEY / OPENAI_API_KEY); none: a keyless local server."),
-    concurrency: int = typer.Option(DEFAULT_CONCURRENCY, help="API requests in flight."),
-    max_retries: int = typer.Option(DEFAULT_MAX_RETRIES, help="Retries per API request (429, 5xx, lost connection)."),
-    device: str = typer.Option(EXTRACT["device"], help="auto, cpu, cuda, cuda:N."),
-    overwrite: bool = typer.Option(False, help="Replace existing explanations in --out (API answers stay cached)."),
-):
+@options_from(ExplainDataConfig)
+def explain_data(cfg: ExplainDataConfig):
     """Write warm-start explanations for the SFT splits of an activation dataset."""
-    check_out_folder(out)
-    from nla.explainers.stage import ExplainDataConfig
+    check_out_folder(cfg.out)
     from nla.explainers.stage import explain_data as run_explain_data
 
-    cfg = ExplainDataConfig(dataset=dataset, out=out, explainer=explainer,
-                            splits=tuple(s.strip() for s in splits.split(",") if s.strip()), top_k=top_k,
-                            quote_tokens=quote_tokens, salient_words=salient_words, device=device,
-                            overwrite=overwrite, api_model=api_model, base_url=base_url,
-                            api_key_env=api_key_env, concurrency=concurrency, max_retries=max_retries)
     summary = run_explain_data(cfg)
     for split, counts in summary["splits"].items():
         typer.echo(f"{split}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))

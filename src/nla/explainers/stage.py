@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import pyarrow as pa
@@ -30,13 +30,11 @@ from nla.data.extract import CONFIG, SUMMARY, encode_document
 from nla.errors import NLAError
 from nla.explainers.api import (
     CACHE_FILE,
-    DEFAULT_CONCURRENCY,
-    DEFAULT_MAX_RETRIES,
-    DEFAULT_MODELS,
     INSTRUCTION_VERSION,
     ApiExplainer,
 )
 from nla.explainers.base import Explainer, ExplainRequest
+from nla.explainers.config import ExplainDataConfig
 from nla.explainers.offline import OfflineExplainer
 from nla.explainers.salient import SalientWords, system_words
 from nla.inputs import check_dataset_file, damaged_file, open_dataset
@@ -61,48 +59,6 @@ def _api_explainer(cfg: ExplainDataConfig, progress: bool) -> ApiExplainer:
 # name -> factory(cfg, progress); API backends need their settings, the offline one none.
 EXPLAINERS = {"offline": lambda cfg, progress: OfflineExplainer(), "anthropic": _api_explainer,
               "openai": _api_explainer}
-
-
-@dataclass
-class ExplainDataConfig:
-    dataset: Path  # a finished `nla extract` folder
-    out: Path | None = None  # default: DATASET/explanations-EXPLAINER
-    explainer: str = "offline"
-    splits: tuple[str, ...] = ("ar_sft", "av_sft")
-    top_k: int = 3  # next-token candidates shown to the explainer
-    quote_tokens: int = 12  # the last N tokens of the context, quoted exactly (docs/quality.md)
-    salient_words: int = 0  # the context's K most distinctive content words, named (0: none; explainers/salient.py)
-    batch_tokens: int = 8192
-    device: str = "auto"
-    overwrite: bool = False
-    # API backends (anthropic, openai) only:
-    api_model: str | None = None  # default: DEFAULT_MODELS[explainer]
-    base_url: str | None = None  # e.g. http://localhost:8000/v1 for vLLM; default: the provider's
-    api_key_env: str | None = None  # environment variable holding the key (the key itself is never stored)
-    concurrency: int = DEFAULT_CONCURRENCY  # requests in flight
-    max_retries: int = DEFAULT_MAX_RETRIES  # per request, on rate limits, server errors and lost connections
-
-    def __post_init__(self):
-        self.dataset = Path(self.dataset)
-        self.out = Path(self.out) if self.out else self.dataset / f"explanations-{self.explainer}"
-        if self.explainer not in EXPLAINERS:
-            raise NLAError(f"unknown explainer '{self.explainer}'; choose one of: {', '.join(EXPLAINERS)}")
-        if not self.splits:
-            raise NLAError("--splits names no split; pass e.g. --splits ar_sft,av_sft")
-        if self.top_k < 1:
-            raise NLAError("top-k must be at least 1")
-        if self.quote_tokens < 1:
-            raise NLAError("quote-tokens must be at least 1")
-        if self.salient_words < 0:
-            raise NLAError("salient-words must be 0 (none) or more")
-        if self.concurrency < 1:
-            raise NLAError("concurrency must be at least 1")
-        if self.max_retries < 0:
-            raise NLAError("max-retries must be 0 or more")
-        if self.base_url and not self.base_url.startswith(("http://", "https://")):
-            raise NLAError(f"base-url '{self.base_url}' is not an http(s) URL; e.g. http://localhost:8000/v1")
-        if self.explainer in DEFAULT_MODELS:
-            self.api_model = self.api_model or DEFAULT_MODELS[self.explainer]
 
 
 def quote_window(ids: list[int], quote_tokens: int, special: frozenset[int]) -> list[int]:

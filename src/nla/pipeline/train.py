@@ -119,7 +119,7 @@ def stage_configs(cfg: PipelineConfig, out: Path) -> dict:
     """Every stage's config object, built (and so validated) before any work starts."""
     from nla.data.config import ExtractConfig
     from nla.eval.config import EvalConfig
-    from nla.explainers.stage import ExplainDataConfig
+    from nla.explainers.config import ExplainDataConfig
     from nla.rl.config import RLConfig
     from nla.train.config import ARTrainConfig, AVTrainConfig
     from nla.train.refit import RefitConfig
