@@ -69,3 +69,14 @@ def test_mismatched_pair_is_refused(tiny_nla, tmp_path, tiny_llama):
 def test_not_an_nla_folder(tmp_path):
     with pytest.raises(NLAError, match="needs av/ and ar/"):
         NLA.load(tmp_path)
+
+
+def test_loading_reads_each_folders_sidecar_once(tiny_nla, monkeypatch):
+    """NLA.load reads each half's nla_meta.yaml once: one object, passed down, not re-read."""
+    import nla.autoencoder.meta as meta
+
+    reads = []
+    real = meta.read_yaml_mapping
+    monkeypatch.setattr(meta, "read_yaml_mapping", lambda path, *a: reads.append(path) or real(path, *a))
+    NLA.load(tiny_nla)
+    assert sorted(p.parent.name for p in reads) == ["ar", "av"]
