@@ -212,9 +212,10 @@ def test_the_api_page_lists_every_endpoint_without_a_cdn(site, browser, shots):
     from playwright.sync_api import expect
 
     page = open_page(browser, site["url"] + "/api/docs")
-    expect(page.locator("section h2")).to_have_count(8)  # seven endpoints (two of them search) and the Message schema
+    expect(page.locator("section h2")).to_have_count(9)  # eight endpoints (two of them search) and the Message schema
     expect(page.locator("#endpoints")).to_contain_text("/api/trace")
     expect(page.locator("#endpoints")).to_contain_text("continue_tokens")
+    expect(page.locator("#endpoints")).to_contain_text("/api/steer")
     page.screenshot(path=str(shots / "api-docs.png"), full_page=True)
     assert page.errors == [] and all(u.startswith(site["url"]) for u in page.requests), page.requests
     page.close()

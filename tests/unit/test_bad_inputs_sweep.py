@@ -380,7 +380,7 @@ def test_a_bad_input_is_one_line_exit_2_and_changes_nothing(case, world, offline
 def test_the_sweep_covers_every_command_that_reads_user_files():
     commands = {case.split("/")[0] for case in CASES}
     assert commands == {"train-ar", "train-av", "eval", "rl", "calibrate", "explain-data", "explain", "plot",
-                        "export", "info", "extract", "trace", "train", "demo", "serve", "index", "search"}
+                        "export", "info", "extract", "trace", "train", "demo", "serve", "index", "search", "steer"}
     assert len(CASES) >= 70
 
 

@@ -169,6 +169,29 @@ def explanation_stats(records: list[dict]) -> dict:
 # ---------------------------------------------------------------- outputs
 
 
+def oracle_control(oracle, cfg: EvalConfig, table, golds, reference) -> tuple[np.ndarray | None, dict]:
+    """(per-row MSE, report) of the text-oracle AR reading each row's true context; skipped without one."""
+    if not oracle:
+        return None, {"skipped": "no --oracle-ar given; train one with nla train-ar --text-column "
+                                 f"{CONTEXT_COLUMN} and pass its --out"}
+    ar, tokenizer, meta = oracle
+    predicted = reconstruct_texts(ar, tokenizer, meta.prompt_templates["ar"], table.column(CONTEXT_COLUMN).to_pylist(),
+                                  batch_size=cfg.batch_size)
+    error = reconstruction_mse(predicted, golds).numpy()
+    return error, {**summary(error, reference), "ar": str(cfg.oracle_ar),
+                   "what": "an AR trained on the true context reads the held-out context"}
+
+
+def mean_control(mean_from, mean_source, data: Path, golds, reference) -> tuple[np.ndarray | None, dict]:
+    """(per-row MSE, report) of predicting every row as a training split's mean activation."""
+    if not mean_from:
+        return None, {"skipped": f"no ar_sft.parquet with rows next to {data}; pass --mean-from with a training split"}
+    source, mean_golds = mean_from
+    error = reconstruction_mse(baseline(mean_golds).mean.expand_as(golds), golds).numpy()
+    return error, {**summary(error, reference), "mean_from": str(mean_source), "mean_rows": source.num_rows,
+                   "what": "every row predicted as the mean activation"}
+
+
 def rewrite_api(cfg: EvalConfig):
     """The API client of --rewrite-backend, its answers cached in OUT/.cache (a rerun asks nothing again)."""
     return ApiExplainer(cfg.rewrite_backend, model=cfg.rewrite_model, base_url=cfg.base_url,
@@ -214,24 +237,11 @@ def evaluate(cfg: EvalConfig, *, progress: bool = True) -> dict:
     controls: dict[str, dict] = {
         "shuffled_av": {**summary(errors["shuffled_av"], reference), **explanation_stats(explained["shuffled_av"]),
                         "what": "the AV reads another row's activation; scored against the true one"}}
-    if oracle:
-        ar, tokenizer, meta = oracle
-        predicted = reconstruct_texts(ar, tokenizer, meta.prompt_templates["ar"],
-                                      table.column(CONTEXT_COLUMN).to_pylist(), batch_size=cfg.batch_size)
-        errors["oracle_ar"] = reconstruction_mse(predicted, golds).numpy()
-        controls["oracle_ar"] = {**summary(errors["oracle_ar"], reference), "ar": str(cfg.oracle_ar),
-                                 "what": "an AR trained on the true context reads the held-out context"}
-    else:
-        controls["oracle_ar"] = {"skipped": "no --oracle-ar given; train one with nla train-ar --text-column "
-                                            f"{CONTEXT_COLUMN} and pass its --out"}
-    if mean_from:
-        source, mean_golds = mean_from
-        mu = baseline(mean_golds).mean
-        errors["mean"] = reconstruction_mse(mu.expand_as(golds), golds).numpy()
-        controls["mean"] = {**summary(errors["mean"], reference), "mean_from": str(mean_source),
-                            "mean_rows": source.num_rows, "what": "every row predicted as the mean activation"}
-    else:
-        controls["mean"] = {"skipped": f"no ar_sft.parquet with rows next to {data}; pass --mean-from with a training split"}
+    for name, (error, control) in (("oracle_ar", oracle_control(oracle, cfg, table, golds, reference)),
+                                   ("mean", mean_control(mean_from, mean_source, data, golds, reference))):
+        controls[name] = control
+        if error is not None:
+            errors[name] = error
 
     fve = summary(errors["nla"], reference)["fve"]
     robust = robustness_report(nla, explained, golds, reference, fresh, cfg, fve, api) if cfg.robustness else None

@@ -176,6 +176,24 @@ def add_error_handlers(app: FastAPI) -> None:
         return JSONResponse({"error": "internal error; the server log has the details"}, status_code=500)
 
 
+def add_page_routes(app: FastAPI) -> None:
+    """The viewer's page, the API's page and their static files."""
+    @app.get("/", include_in_schema=False)
+    async def page():
+        return HTMLResponse(static_asset("app.html"))
+
+    @app.get("/api/docs", include_in_schema=False)
+    async def api_page():
+        return HTMLResponse(static_asset("api.html"))
+
+    @app.get("/static/{name}", include_in_schema=False)
+    async def asset(name: str):
+        if name not in STATIC:
+            raise HTTPException(404, "no such file")
+        read, media = STATIC[name]
+        return Response(read(name), media_type=media)
+
+
 def add_steer_route(app: FastAPI, reader: Reader, worker: ModelWorker, limits: ServeLimits) -> None:
     @app.post("/api/steer", summary="Steer the target with an edited explanation: continuations before and after")
     async def steer_route(body: SteerBody):
@@ -203,20 +221,7 @@ def create_app(reader: Reader, traces: Path, *, limits: ServeLimits = ServeLimit
 
     add_error_handlers(app)
 
-    @app.get("/", include_in_schema=False)
-    async def page():
-        return HTMLResponse(static_asset("app.html"))
-
-    @app.get("/api/docs", include_in_schema=False)
-    async def api_page():
-        return HTMLResponse(static_asset("api.html"))
-
-    @app.get("/static/{name}", include_in_schema=False)
-    async def asset(name: str):
-        if name not in STATIC:
-            raise HTTPException(404, "no such file")
-        read, media = STATIC[name]
-        return Response(read(name), media_type=media)
+    add_page_routes(app)
 
     @app.get("/api/health", summary="The NLA being served, its calibration, the queue and the limits")
     async def health():
