@@ -8,6 +8,7 @@
     nla explain "some text" --nla runs/nla # every token's explanation and fidelity (cli/read.py)
     nla eval --nla runs/nla --out runs/eval  # held-out FVE next to its controls, JSON + PNGs
     nla trace "some text" --nla runs/nla --out runs/trace  # per-token scores and claim checks, JSON + HTML
+    nla steer "text" --edit "a=>b" --out runs/steer  # steer the target with an edited explanation
     nla serve --nla runs/nla       # the local web viewer and JSON API (the `serve` extra)
     nla build-corpus --out FILE   # regenerate the embedded default corpus
     nla index --corpus F --out runs/audit   # store many transcripts' activations (and readings)
@@ -15,7 +16,7 @@
 
 Groups: cli/data.py (info, extract, explain-data, build-corpus), cli/train.py (train-ar,
 train-av, rl, export, plot), cli/read.py (explain, eval, demo), cli/reading.py (trace,
-calibrate, serve), cli/audit.py (index, search). Each registers its commands on the one `app` defined in cli/common.py.
+steer, calibrate, serve), cli/audit.py (index, search). Each registers its commands on the one `app` defined in cli/common.py.
 """
 
 from nla.cli import audit, data, read, reading, train  # noqa: F401  (registers the commands)
