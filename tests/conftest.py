@@ -179,6 +179,22 @@ def build_tiny_nla(folder: Path, model_path: Path, layer: int = 1, base_checkpoi
 TOY_WORDS = ["river", "python", "music", "bread"]
 
 
+@pytest.fixture(scope="module")
+def nla_folder(tmp_path_factory, tiny_llama) -> Path:
+    """A tiny untrained NLA in the released layout, one per module (the reading tests read it through a
+    scripted AV; a module may define its own)."""
+    return build_tiny_nla(tmp_path_factory.mktemp("reading") / "nla", tiny_llama)
+
+
+@pytest.fixture()
+def reader(nla_folder, tiny_llama, tmp_path, monkeypatch):
+    """A Reader on `nla_folder` with the scripted AV of reading_helpers.py, its calibration cached in tmp_path."""
+    from reading_helpers import scripted_reader
+
+    monkeypatch.setenv("NLA_CACHE_DIR", str(tmp_path / "cache"))
+    return scripted_reader(nla_folder, tiny_llama)
+
+
 def build_sft_nla(root: Path, model: Path) -> tuple[Path, Path]:
     """A tiny NLA whose AV has learned the `<explanation>about WORD</explanation>` format (not perfectly):
     (its folder, the pairs it was trained on)."""

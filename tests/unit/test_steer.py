@@ -6,7 +6,6 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import build_tiny_nla
 from nla.autoencoder.nla import NLA
 from nla.cli import app
 from nla.errors import NLAError
@@ -17,23 +16,12 @@ from nla.models.target import load_target
 from nla.reading.prompt import Prompt
 from nla.reading.steer import Edit, SteerSettings, steer
 from nla.reading.steer_effect import ARMS, SteerCase, first_tokens, load_cases, mentions, steering_effect
-from reading_helpers import SCRIPT, TEXT, scripted_explain, scripted_reader
+from reading_helpers import SCRIPT, TEXT, scripted_explain
 
 
 @pytest.fixture(scope="module")
 def target(tiny_llama):
     return load_target(str(tiny_llama))
-
-
-@pytest.fixture(scope="module")
-def nla_folder(tmp_path_factory, tiny_llama):
-    return build_tiny_nla(tmp_path_factory.mktemp("steer") / "nla", tiny_llama)
-
-
-@pytest.fixture()
-def reader(nla_folder, tiny_llama, tmp_path, monkeypatch):
-    monkeypatch.setenv("NLA_CACHE_DIR", str(tmp_path / "cache"))
-    return scripted_reader(nla_folder, tiny_llama)
 
 
 def test_the_vector_is_added_at_the_token_or_from_it_on(target):

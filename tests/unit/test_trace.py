@@ -5,7 +5,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from conftest import CHATML, build_tiny_nla
+from conftest import CHATML
 from nla.autoencoder.nla import NLA
 from nla.cli import app
 from nla.errors import NLAError
@@ -14,20 +14,9 @@ from nla.reading.prompt import Prompt
 from nla.reading.render import trace_page
 from nla.reading.trace import TraceSettings, trace_to_folder
 from nla.record_log import RecordLog
-from reading_helpers import FAILED_ANSWER, TEXT, scripted_explain, scripted_reader
+from reading_helpers import FAILED_ANSWER, TEXT, scripted_explain
 
 CHAT = [{"role": "user", "content": "Where do rivers go?"}, {"role": "assistant", "content": "To the sea."}]
-
-
-@pytest.fixture(scope="module")
-def nla_folder(tmp_path_factory, tiny_llama):
-    return build_tiny_nla(tmp_path_factory.mktemp("trace") / "nla", tiny_llama)
-
-
-@pytest.fixture()
-def reader(nla_folder, tiny_llama, tmp_path, monkeypatch):
-    monkeypatch.setenv("NLA_CACHE_DIR", str(tmp_path / "cache"))
-    return scripted_reader(nla_folder, tiny_llama)
 
 
 def test_every_token_gets_its_score_label_and_claims(reader):

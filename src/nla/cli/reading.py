@@ -111,6 +111,7 @@ def steer(
     after for each alpha -> OUT/steer.json + steer.html."""
     from nla.atomic import write_json, write_text
     from nla.layout import STEER_HTML, STEER_JSON
+    from nla.reading.document import check_output
     from nla.reading.prompt import Prompt
     from nla.reading.steer import Edit, SteerSettings, steer_page
     from nla.reading.steer import steer as steer_text
@@ -128,10 +129,7 @@ def steer(
                              max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
     change = {"edit": Edit.parse(edit)} if edit else {"explanation": Prompt.from_file(explanation_file).text}
     prompt = Prompt(text=text) if text is not None else Prompt.from_file(file) if file else Prompt.from_chat_file(chat)
-    if out.exists() and not out.is_dir():
-        raise NLAError(f"{out} is a file; pass a folder to --out")
-    if (out / STEER_JSON).exists() and not overwrite:
-        raise NLAError(f"{out} already holds a steering run; pass --overwrite or another --out")
+    check_output(out, overwrite, STEER_JSON, "a steering run")  # before minutes of model loading
     reader = Reader.load(nla, av=nla_av, ar=nla_ar, model=model, device=device, dtype=checked_dtype(dtype))
     doc = steer_text(reader, prompt, settings, **change)
     out.mkdir(parents=True, exist_ok=True)

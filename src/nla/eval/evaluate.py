@@ -45,7 +45,7 @@ from nla.autoencoder.verbalizer import FAILED_MSE
 from nla.errors import NLAError
 from nla.eval.breakdown import fve_by_bucket, fve_by_genre, readability, write_plots, write_rows
 from nla.eval.config import EvalConfig
-from nla.eval.metrics import baseline, summary
+from nla.eval.metrics import baseline, summary, texts_mse
 from nla.eval.robustness import fresh_ar_fve, robustness
 from nla.explainers.api import ApiExplainer
 from nla.inputs import open_dataset, vectors_of
@@ -150,12 +150,7 @@ def explain_all(nla: NLA, vectors: dict[str, torch.Tensor], cfg: EvalConfig, cac
 
 def explanation_mse(nla: NLA, records: list[dict], golds: torch.Tensor, batch_size: int) -> np.ndarray:
     """Per-row MSE of the AR's reconstruction from each explanation; FAILED_MSE where the AV gave no text."""
-    mse = np.full(len(records), FAILED_MSE)
-    tagged = [i for i, r in enumerate(records) if r["text"] is not None]
-    if tagged:
-        predicted = nla.reconstruct([records[i]["text"] for i in tagged], batch_size=batch_size)
-        mse[tagged] = reconstruction_mse(predicted, golds[tagged]).numpy()
-    return mse
+    return texts_mse(lambda texts: nla.reconstruct(texts, batch_size=batch_size), [r["text"] for r in records], golds)
 
 
 def explanation_stats(records: list[dict]) -> dict:

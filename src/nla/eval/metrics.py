@@ -12,11 +12,14 @@ On low-variance layers cosine is ~0.99 for everything; FVE is the discriminating
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from nla.autoencoder.reconstructor import normalize, reconstruction_mse
+from nla.autoencoder.verbalizer import FAILED_MSE
 
 
 @dataclass(frozen=True)
@@ -45,3 +48,14 @@ def summary(mse, reference: Baseline) -> dict:
     """FVE, MSE and cosine of per-row errors; cos = 1 - mse/2 exactly under the 2(1 - cos) convention."""
     mean = float(mse.mean())
     return {"fve": 1.0 - mean / reference.denominator, "mse": mean, "cosine": 1.0 - mean / 2}
+
+
+def texts_mse(reconstruct: Callable[[list[str]], torch.Tensor], texts: list[str | None],
+              golds: torch.Tensor) -> np.ndarray:
+    """Per-row MSE of an AR's reading of each text against its gold activation (`reconstruct`: texts -> (n, d));
+    FAILED_MSE where there is no text (a failed explanation), the penalty RL gives it."""
+    mse = np.full(len(texts), FAILED_MSE)
+    present = [i for i, t in enumerate(texts) if t is not None]
+    if present:
+        mse[present] = reconstruction_mse(reconstruct([texts[i] for i in present]), golds[present]).numpy()
+    return mse

@@ -27,10 +27,8 @@ import re
 import numpy as np
 
 from nla.autoencoder.nla import NLA, reconstruct_texts
-from nla.autoencoder.reconstructor import reconstruction_mse
-from nla.autoencoder.verbalizer import FAILED_MSE
 from nla.eval.claim_text import quote_spans, split_claims
-from nla.eval.metrics import summary
+from nla.eval.metrics import summary, texts_mse
 
 # The warm-start format's fixed phrases, each with a wording of the same meaning (explainers/offline.py).
 PARAPHRASES = (
@@ -90,15 +88,6 @@ def rewrites(seed: int, api=None) -> dict:
     return chosen
 
 
-def rewritten_mse(nla: NLA, texts: list[str | None], golds) -> np.ndarray:
-    """MSE of the AR's reading of each text; FAILED_MSE where there is none (a failed or emptied explanation)."""
-    present = [i for i, t in enumerate(texts) if t]
-    errors = np.full(len(texts), FAILED_MSE)
-    if present:
-        errors[present] = nla.mse(golds[present], [texts[i] for i in present])
-    return errors
-
-
 def robustness(nla: NLA, explained: dict[str, list[dict]], golds, reference, *, seed: int, base_fve: float,
                api=None) -> dict:
     """Each rewrite's FVE on the NLA's explanations and on the shuffled-AV control's, the share kept, and the
@@ -110,8 +99,8 @@ def robustness(nla: NLA, explained: dict[str, list[dict]], golds, reference, *, 
             present = [i for i, r in enumerate(explained[arm]) if r["text"]]
             texts: list[str | None] = [None] * len(explained[arm])
             for i, text in zip(present, rewrite([explained[arm][i]["text"] for i in present])):
-                texts[i] = text
-            row[arm] = summary(rewritten_mse(nla, texts, golds), reference)["fve"]
+                texts[i] = text or None  # a rewrite that leaves nothing (quotes only, without quotes) fails
+            row[arm] = summary(texts_mse(nla.reconstruct, texts, golds), reference)["fve"]
             if arm == "nla":
                 row["changed"] = float(np.mean([texts[i] != explained[arm][i]["text"] for i in present])) \
                     if present else None
@@ -126,11 +115,7 @@ def robustness(nla: NLA, explained: dict[str, list[dict]], golds, reference, *, 
 def fresh_ar_fve(fresh, explained: list[dict], golds, reference, base_fve: float, batch_size: int) -> dict:
     """FVE of the NLA's own explanations read by another AR (`fresh`: load_other_ar's triple)."""
     ar, tokenizer, meta = fresh
-    present = [i for i, r in enumerate(explained) if r["text"] is not None]
-    errors = np.full(len(explained), FAILED_MSE)
-    if present:
-        predicted = reconstruct_texts(ar, tokenizer, meta.prompt_templates["ar"],
-                                      [explained[i]["text"] for i in present], batch_size=batch_size)
-        errors[present] = reconstruction_mse(predicted, golds[present]).numpy()
+    errors = texts_mse(lambda texts: reconstruct_texts(ar, tokenizer, meta.prompt_templates["ar"], texts,
+                                                       batch_size=batch_size), [r["text"] for r in explained], golds)
     fve = summary(errors, reference)["fve"]
     return {"fve": fve, "kept": fve / base_fve if base_fve > 0 else None}

@@ -122,12 +122,13 @@ class Trace:
         return f"Trace({s['traced']} of {s['tokens']} tokens traced, mean score {s['mean_score']})"
 
 
-def check_output(out: Path, overwrite: bool) -> None:
-    """Refuse to replace a finished trace unless asked (checked before any model is loaded)."""
+def check_output(out: Path, overwrite: bool, finished: str = TRACE_JSON, what: str = "a trace") -> None:
+    """Refuse to replace a finished output (its `finished` file marks it) unless asked; checked before any model
+    is loaded. nla trace's by default, nla steer's with steer.json."""
     if out.exists() and not out.is_dir():
         raise NLAError(f"{out} is a file; pass a folder to --out")
-    if (out / TRACE_JSON).exists() and not overwrite:
-        raise NLAError(f"{out} already holds a trace; pass --overwrite or another --out")
+    if (out / finished).exists() and not overwrite:
+        raise NLAError(f"{out} already holds {what}; pass --overwrite or another --out")
 
 
 def write_trace(trace: dict, out: Path) -> None:

@@ -99,10 +99,10 @@ def read_case(reader: Reader, case: SteerCase, settings: SteerSettings) -> dict 
     edit = case.edit_for(reading["explanation"]) if reading["explanation"] else None
     if edit is None:
         return {"case": case, "explanation": reading["explanation"], "skipped": True}
-    vector = steering_vector(reader, reading["explanation"], edit.apply(reading["explanation"], "of the case"),
-                             reading["norm"])
+    edited = edit.apply(reading["explanation"], "of the case")
     return {"case": case, "ids": ids, "position": position, "explanation": reading["explanation"],
-            "edited": edit.apply(reading["explanation"], "of the case"), "vector": vector, "skipped": False}
+            "edited": edited, "vector": steering_vector(reader, reading["explanation"], edited, reading["norm"]),
+            "skipped": False}
 
 
 def measure(reader: Reader, read: dict, directions: dict, settings: SteerSettings) -> dict:
