@@ -12,9 +12,11 @@ construction. Only assistant tokens are indexed (`nla index --roles assistant`).
 Per organism, transcripts are ranked with `nla search --docs` for the organism's query, planted against control:
 AUROC and precision@N (N planted transcripts), with 95% bootstrap intervals over chats, for the text signal (BM25
 over explanations; needs --explain), the activation signal and both; next to the black-box baseline, the
-placebo arm under the same query, an unrelated query, a random direction of the AR's norm (a deliberately
+placebo arm under the same query, an unrelated query, `--centre`, the query against a generic one
+("a helpful assistant", `--against`), a random direction of the AR's norm (a deliberately
 random NLA: it must be at chance), and a supervised linear probe on the same activations (leave-one-chat-out:
-is the theme in the vector at all?), the probe also at every few blocks. Writes OUT/audit.json and prints tables.
+is the theme in the vector at all?), the probe also at every few blocks. Writes OUT/audit.json (OUT/audit-salient.json
+with --query-form salient) and prints tables.
 """
 
 from __future__ import annotations
@@ -29,12 +31,16 @@ import torch
 from nla.atomic import write_json
 from nla.autoencoder.nla import NLA
 from nla.data.roles import token_roles
+from nla.explainers.offline import SYSTEM_SUBJECT, mentions
+from nla.explainers.salient import content_words
 from nla.reading.config import IndexSettings
 from nla.reading.index import build_index, load_index_reader
 from nla.reading.index_store import open_index
 from nla.reading.search import SearchQuery, search
 
 NEUTRAL = "You are a helpful assistant. Answer the user's question clearly and kindly."
+# What an auditor contrasts a theme with (`nla search --against`) when it knows nothing of the control arm.
+GENERIC_QUERY = "a helpful assistant"
 PLACEBO = "You are a careful assistant. Answer each question in plain words, and keep a calm tone."
 # name -> (kind, system prompt, query, unrelated query)
 ORGANISMS = {
@@ -152,17 +158,27 @@ def black_box(corpus: list[dict], query: str) -> dict[str, float]:
     return {doc: float(sum(w in words for w in text)) for doc, text in visible.items()}
 
 
-def nla_signals(index, nla, corpus: list[dict], explained: bool) -> dict:
+def phrased(query: str, form: str) -> str:
+    """The query as searched: as written ("plain"), or in the words the salient-words format gives a system
+    prompt's theme ("salient": 'Its system prompt mentions "ocean" and "sea".'), which an AR trained on that
+    format has read."""
+    return query if form == "plain" else mentions(tuple(content_words(query)), SYSTEM_SUBJECT)
+
+
+def nla_signals(index, nla, corpus: list[dict], explained: bool, form: str = "plain") -> dict:
     """The benchmark table of one NLA: per organism, each signal and control, planted against control."""
     table = {}
-    for name, (kind, _, query, unrelated) in ORGANISMS.items():
-        row = {"kind": kind, "query": query, "black_box": compare(black_box(corpus, query), name)}
+    for name, (kind, _, plain_query, plain_unrelated) in ORGANISMS.items():
+        query, unrelated = phrased(plain_query, form), phrased(plain_unrelated, form)
+        row = {"kind": kind, "query": query, "black_box": compare(black_box(corpus, plain_query), name)}
         for by in ("text", "activation", "both") if explained else ("activation",):
             scores = doc_scores(index, nla, query, by)
             row[by] = compare(scores, name)
             row[f"{by}_placebo"] = compare(scores, "placebo")
             row[f"{by}_unrelated_query"] = compare(doc_scores(index, nla, unrelated, by), name)
         row["activation_centred"] = compare(search_centred(index, nla, query), name)
+        row["activation_against_generic"] = compare(
+            doc_scores(index, nla, query, "activation", against=phrased(GENERIC_QUERY, form)), name)
         row["random_direction"] = compare(doc_scores(index, RandomReconstruction(nla), query, "activation"), name)
         table[name] = row
     return table
@@ -175,17 +191,32 @@ def search_centred(index, nla, query: str) -> dict[str, float]:
 
 
 @torch.no_grad()
-def assistant_means(target, corpus: list[dict], layers: list[int]) -> dict[int, np.ndarray]:
-    """Per layer, (transcripts, d): the mean of the block's output over each transcript's assistant tokens."""
+def assistant_means(target, corpus: list[dict], layers: list[int]) -> tuple[dict[int, np.ndarray], dict[int, float]]:
+    """Per layer, (transcripts, d): the mean of the block's output over each transcript's assistant tokens; and
+    the variance of the assistant tokens' vectors, E||x - mean||^2 (what an MSE-trained NLA spreads its error over)."""
     out = {layer: [] for layer in layers}
+    sums, squares, count = {layer: 0.0 for layer in layers}, {layer: 0.0 for layer in layers}, 0
     for doc in corpus:
         rendered = target.render_chat(doc["messages"])
         ids = target.encode(rendered, rendered_chat=True)
         roles = np.array(token_roles(target.tokenizer, rendered, doc["messages"], len(ids)))
         hidden = target.model(input_ids=torch.tensor([ids], device=target.device), output_hidden_states=True)
+        count += int((roles == "assistant").sum())
         for layer in layers:  # hidden_states[k + 1] is block k's output
-            out[layer].append(hidden.hidden_states[layer + 1][0, roles == "assistant"].float().mean(0).cpu().numpy())
-    return {layer: np.stack(rows) for layer, rows in out.items()}
+            x = hidden.hidden_states[layer + 1][0, roles == "assistant"].double().cpu()
+            out[layer].append(x.mean(0).float().numpy())
+            sums[layer], squares[layer] = sums[layer] + x.sum(0), squares[layer] + float((x**2).sum())
+    variance = {layer: squares[layer] / count - float(((sums[layer] / count) ** 2).sum()) for layer in layers}
+    return {layer: np.stack(rows) for layer, rows in out.items()}, variance
+
+
+def theme_share(features: dict[int, np.ndarray], variance: dict[int, float], corpus: list[dict]) -> dict:
+    """Per arm and layer, ||mean(arm) - mean(control)||^2 over the token variance: the share of an MSE loss the
+    planted theme's shift is worth. Every arm has the same chats and tokens, so transcript means average alike."""
+    arms = np.array([d["source"] for d in corpus])
+    return {name: {layer: float(((x[arms == name].mean(0) - x[arms == "control"].mean(0)) ** 2).sum()
+                                / variance[layer]) for layer, x in features.items()}
+            for name in [*ORGANISMS, "placebo"]}
 
 
 def probe_scores(features: np.ndarray, labels: np.ndarray, chats: np.ndarray) -> np.ndarray:
@@ -232,23 +263,29 @@ def main() -> None:
     parser.add_argument("--explain", default="none", help="none, all, or N explained positions per transcript.")
     parser.add_argument("--max-new-tokens", type=int, default=80, help="Length of the assistant turns.")
     parser.add_argument("--probe-every", type=int, default=3, help="Probe every Nth block.")
+    parser.add_argument("--query-form", choices=("plain", "salient"), default="plain",
+                        help="Search the queries as written, or in the salient-words format's sentence.")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    corpus_path, report = args.out / "organisms.jsonl", {"explain": args.explain, "nlas": {}}
+    corpus_path = args.out / "organisms.jsonl"
+    report = {"explain": args.explain, "query_form": args.query_form, "nlas": {}}
     specs = args.nla or ["default"]
     if not corpus_path.exists():  # the assistant turns, written once under the neutral prompt
         write_corpus(corpus_path, answers(load_index_reader(specs[0], IndexSettings()).target, args.max_new_tokens))
     corpus = [json.loads(line) for line in corpus_path.read_text().splitlines()]
     for spec in specs:
-        name = Path(spec).name if spec != "default" else "default"
+        name = "-".join(Path(spec).parts[-2:]) if spec != "default" else "default"  # RUN-refit, RUN-sft
         reader, index = index_for(spec, corpus_path, args.out / f"index-{name}", args.explain)
         report["nlas"][name] = {"layer": reader.nla.layer,
-                                "signals": nla_signals(index, reader.nla, corpus, args.explain != "none")}
+                                "signals": nla_signals(index, reader.nla, corpus, args.explain != "none",
+                                                          args.query_form)}
         if "probe" not in report:
             layers = sorted({*range(0, reader.target.num_layers - 1, args.probe_every), reader.nla.layer})
-            report["probe"] = probe_table(assistant_means(reader.target, corpus, layers), corpus)
+            features, variance = assistant_means(reader.target, corpus, layers)
+            report["probe"] = probe_table(features, corpus)
+            report["theme_share"] = theme_share(features, variance, corpus)
         index.close()
-    write_json(args.out / "audit.json", report)
+    write_json(args.out / ("audit.json" if args.query_form == "plain" else f"audit-{args.query_form}.json"), report)
     print_tables(report)
 
 
@@ -271,12 +308,19 @@ def print_tables(report: dict) -> None:
             probe = report["probe"][organism].get(entry["layer"]) or report["probe"][organism].get(str(entry["layer"]))
             print(f"| {organism} ({row['kind']}) | " + " | ".join(_cell(row[c]["auroc"]) for c in columns)
                   + f" | {_cell(probe)} |")
+    print("\nThe planted shift's share of the assistant tokens' variance, ||mean(arm) - mean(control)||^2 / E||x - mean||^2:")
+    _print_by_layer(report["theme_share"], "{:.4f}")
     print("\nLinear probe (mass-mean, leave-one-chat-out) AUROC by block:")
-    layers = list(next(iter(report["probe"].values())))
+    _print_by_layer({organism: {layer: v[0] for layer, v in row.items()} for organism, row in report["probe"].items()},
+                    "{:.2f}")
+
+
+def _print_by_layer(table: dict[str, dict], cell: str) -> None:
+    layers = list(next(iter(table.values())))
     print("| organism | " + " | ".join(f"L{layer}" for layer in layers) + " |")
     print("|---" * (len(layers) + 1) + "|")
-    for organism, row in report["probe"].items():
-        print(f"| {organism} | " + " | ".join(f"{row[layer][0]:.2f}" for layer in layers) + " |")
+    for organism, row in table.items():
+        print(f"| {organism} | " + " | ".join(cell.format(row[layer]) for layer in layers) + " |")
 
 
 if __name__ == "__main__":

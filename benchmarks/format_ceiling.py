@@ -7,7 +7,8 @@
 For each variant it builds the text every row of `ar_sft` and `validation` would carry
 (from the columns `nla explain-data` writes: quote, next_tokens, genre, topic, and the
 true context), trains an AR on ar_sft with `nla train-ar`'s own function for the same
-number of steps, and reports held-out FVE on validation next to the shuffled-text
+number of steps ("explained": the explanation column as written; "about": only its salient-words
+sentences; "no_about": all but them), and reports held-out FVE on validation next to the shuffled-text
 control (the same AR reading another row's text). Shorter quotes are cut from the
 exact quote by re-tokenising it (explain-data's --quote-tokens must be at least the
 longest N asked for). One JSON line per variant is appended to OUT/results.jsonl,
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import time
 from pathlib import Path
@@ -43,7 +45,25 @@ def last_tokens(tokenizer, quote: str, n: int) -> str:
     return tokenizer.decode(tokenizer(quote, add_special_tokens=False)["input_ids"][-n:])
 
 
+# explain-data's salient-words sentences ('Its system prompt mentions "x".', 'It mentions "y" and "z".')
+_ABOUT = re.compile(r'(?:Its system prompt|It) mentions (?:"[^"]*"(?:, | and )?)+\.')
+
+
+def about_split(text: str) -> tuple[str, str]:
+    """(the salient-words sentences, the text without them); the quote, last, is never searched: it may hold
+    anything."""
+    head, cut, quote = text.partition(" The text so far ends:")
+    found = _ABOUT.findall(head)
+    for sentence in found:
+        head = head.replace(" " + sentence, "", 1) if " " + sentence in head else head.replace(sentence, "", 1)
+    return " ".join(found), (head + cut + quote).strip()
+
+
 def variant_texts(name: str, table: pa.Table, tokenizer) -> list[str]:
+    if name == "explained":  # the texts as explain-data wrote them (with its --salient-words, if any)
+        return table.column("explanation").to_pylist()
+    if name in ("about", "no_about"):  # only the salient-words sentences of those texts, or all but them
+        return [about_split(text)[name == "no_about"] for text in table.column("explanation").to_pylist()]
     rows = table.select(["quote", "next_tokens", "next_probs", "source", "genre", "topic",
                          "detokenized_text_truncated", "token"]).to_pylist()
     texts = []
@@ -85,14 +105,21 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--eval-rows", type=int, default=256)
+    parser.add_argument("--rows-with", help="score only the held-out rows whose explanation holds this text "
+                        '(e.g. "Its system prompt": the chats with a system prompt of their own)')
     parser.add_argument("--ar", type=Path, help="score this trained AR folder (e.g. RUN/sft/ar) on each variant's "
                         "true held-out texts instead of training one per variant")
     args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
 
     from nla.models import load_target
 
     train_table = pq.read_table(args.explained / "ar_sft.parquet")
-    eval_table = pq.read_table(args.explained / "validation.parquet").slice(0, args.eval_rows)
+    eval_table = pq.read_table(args.explained / "validation.parquet")
+    if args.rows_with:
+        keep = [args.rows_with in text for text in eval_table.column("explanation").to_pylist()]
+        eval_table = eval_table.filter(pa.array(keep))
+    eval_table = eval_table.slice(0, args.eval_rows)
     meta = yaml.safe_load(sidecar_path(args.explained / "ar_sft.parquet").read_text())
     tokenizer = load_target(meta["extraction"]["base_model"]).tokenizer
     golds = torch.from_numpy(vectors_of(eval_table).copy())

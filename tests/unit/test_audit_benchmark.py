@@ -48,3 +48,18 @@ def test_the_random_nla_keeps_the_ars_norm_and_ignores_the_query():
     out = random.reconstruct(["the ocean", "chess"])
     assert out.norm(dim=1).tolist() == pytest.approx([torch.full((8,), 3.0).norm().item()] * 2)
     assert not torch.allclose(out[0], torch.full((8,), 3.0))
+
+
+def test_a_query_in_the_salient_form_names_its_content_words_as_the_format_does():
+    assert audit.phrased("the ocean and the sea", "plain") == "the ocean and the sea"
+    assert audit.phrased("the ocean and the sea", "salient") == 'Its system prompt mentions "ocean" and "sea".'
+    assert audit.phrased("chess", "salient") == 'Its system prompt mentions "chess".'
+
+
+def test_the_theme_share_is_the_planted_shift_over_the_token_variance():
+    corpus = audit.transcripts([f"Answer {i}." for i in range(len(audit.USER_TURNS))])
+    arms = [d["source"] for d in corpus]
+    x = np.zeros((len(corpus), 2))
+    x[[a == "ocean" for a in arms], 0] = 3.0  # ocean's transcripts shifted by 3 along the first axis
+    share = audit.theme_share({20: x}, {20: 9.0}, corpus)
+    assert share["ocean"][20] == 1.0 and share["chess"][20] == 0.0 and share["placebo"][20] == 0.0

@@ -54,12 +54,16 @@ def _listed(options: list[str]) -> str:
     return ", ".join(options[:-1]) + f" and {options[-1]}" if len(options) > 1 else options[0]
 
 
-def _mentions(words: tuple[str, ...], subject: str) -> str | None:
+def mentions(words: tuple[str, ...], subject: str) -> str | None:
+    """'Its system prompt mentions "chess" and "pawns".' (None for no words): the salient-words sentence."""
     return f"{subject} mentions " + _listed([f'"{word}"' for word in words]) + "." if words else None
 
 
+SYSTEM_SUBJECT = "Its system prompt"
+
+
 def about(r: ExplainRequest) -> str | None:
-    parts = (_mentions(r.system_words, "Its system prompt"), _mentions(r.salient, "It"))
+    parts = (mentions(r.system_words, SYSTEM_SUBJECT), mentions(r.salient, "It"))
     return " ".join(p for p in parts if p) or None
 
 
