@@ -14,7 +14,8 @@ AUROC and precision@N (N planted transcripts), with 95% bootstrap intervals over
 over explanations; needs --explain), the activation signal and both; next to the black-box baseline, the
 placebo arm under the same query, an unrelated query, `--centre`, the query against a generic one
 ("a helpful assistant", `--against`), a random direction of the AR's norm (a deliberately
-random NLA: it must be at chance), and a supervised linear probe on the same activations (leave-one-chat-out:
+random NLA: it must be at chance), the transcript-direction signal (each transcript's mean assistant vector,
+centred on all transcripts, against AR(query)), and a supervised linear probe on the same activations (leave-one-chat-out:
 is the theme in the vector at all?), the probe also at every few blocks. Writes OUT/audit.json (OUT/audit-salient.json
 with --query-form salient) and prints tables.
 """
@@ -165,8 +166,19 @@ def phrased(query: str, form: str) -> str:
     return query if form == "plain" else mentions(tuple(content_words(query)), SYSTEM_SUBJECT)
 
 
-def nla_signals(index, nla, corpus: list[dict], explained: bool, form: str = "plain") -> dict:
-    """The benchmark table of one NLA: per organism, each signal and control, planted against control."""
+def transcript_direction(nla, query: str, means: np.ndarray, corpus: list[dict]) -> dict[str, float]:
+    """Each transcript's mean assistant vector less the mean over all transcripts, scored by its cosine with
+    AR(query): a reading of the whole transcript, whose shared theme is a larger share of the variance than at
+    any one token (theme_share)."""
+    direction = nla.reconstruct([query])[0].double().numpy()
+    centred = means - means.mean(0)
+    cosine = centred @ direction / (np.linalg.norm(centred, axis=1) * np.linalg.norm(direction) + 1e-12)
+    return {d["id"]: float(c) for d, c in zip(corpus, cosine)}
+
+
+def nla_signals(index, nla, corpus: list[dict], explained: bool, form: str, means: np.ndarray) -> dict:
+    """The benchmark table of one NLA: per organism, each signal and control, planted against control; `means`
+    are the transcripts' mean assistant vectors at the NLA's layer."""
     table = {}
     for name, (kind, _, plain_query, plain_unrelated) in ORGANISMS.items():
         query, unrelated = phrased(plain_query, form), phrased(plain_unrelated, form)
@@ -179,6 +191,10 @@ def nla_signals(index, nla, corpus: list[dict], explained: bool, form: str = "pl
         row["activation_centred"] = compare(search_centred(index, nla, query), name)
         row["activation_against_generic"] = compare(
             doc_scores(index, nla, query, "activation", against=phrased(GENERIC_QUERY, form)), name)
+        scores = transcript_direction(nla, query, means, corpus)
+        row["transcript_direction"] = compare(scores, name)
+        row["transcript_direction_placebo"] = compare(scores, "placebo")
+        row["transcript_direction_unrelated_query"] = compare(transcript_direction(nla, unrelated, means, corpus), name)
         row["random_direction"] = compare(doc_scores(index, RandomReconstruction(nla), query, "activation"), name)
         table[name] = row
     return table
@@ -276,14 +292,16 @@ def main() -> None:
     for spec in specs:
         name = "-".join(Path(spec).parts[-2:]) if spec != "default" else "default"  # RUN-refit, RUN-sft
         reader, index = index_for(spec, corpus_path, args.out / f"index-{name}", args.explain)
-        report["nlas"][name] = {"layer": reader.nla.layer,
-                                "signals": nla_signals(index, reader.nla, corpus, args.explain != "none",
-                                                          args.query_form)}
         if "probe" not in report:
             layers = sorted({*range(0, reader.target.num_layers - 1, args.probe_every), reader.nla.layer})
             features, variance = assistant_means(reader.target, corpus, layers)
             report["probe"] = probe_table(features, corpus)
             report["theme_share"] = theme_share(features, variance, corpus)
+        if reader.nla.layer not in features:  # an NLA at a layer the probe skipped
+            features.update(assistant_means(reader.target, corpus, [reader.nla.layer])[0])
+        report["nlas"][name] = {"layer": reader.nla.layer,
+                                "signals": nla_signals(index, reader.nla, corpus, args.explain != "none",
+                                                       args.query_form, features[reader.nla.layer])}
         index.close()
     write_json(args.out / ("audit.json" if args.query_form == "plain" else f"audit-{args.query_form}.json"), report)
     print_tables(report)

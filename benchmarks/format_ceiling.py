@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import shutil
 import time
 from pathlib import Path
@@ -34,7 +33,7 @@ from nla.autoencoder.nla import reconstruct_texts
 from nla.autoencoder.shared import load_ar_folder
 from nla.eval.metrics import baseline, fidelity
 from nla.explainers.base import ExplainRequest
-from nla.explainers.offline import expectation, setting
+from nla.explainers.offline import expectation, setting, split_about
 from nla.inputs import vectors_of
 from nla.layout import sidecar_path
 from nla.train.ar import train_ar
@@ -45,25 +44,11 @@ def last_tokens(tokenizer, quote: str, n: int) -> str:
     return tokenizer.decode(tokenizer(quote, add_special_tokens=False)["input_ids"][-n:])
 
 
-# explain-data's salient-words sentences ('Its system prompt mentions "x".', 'It mentions "y" and "z".')
-_ABOUT = re.compile(r'(?:Its system prompt|It) mentions (?:"[^"]*"(?:, | and )?)+\.')
-
-
-def about_split(text: str) -> tuple[str, str]:
-    """(the salient-words sentences, the text without them); the quote, last, is never searched: it may hold
-    anything."""
-    head, cut, quote = text.partition(" The text so far ends:")
-    found = _ABOUT.findall(head)
-    for sentence in found:
-        head = head.replace(" " + sentence, "", 1) if " " + sentence in head else head.replace(sentence, "", 1)
-    return " ".join(found), (head + cut + quote).strip()
-
-
 def variant_texts(name: str, table: pa.Table, tokenizer) -> list[str]:
     if name == "explained":  # the texts as explain-data wrote them (with its --salient-words, if any)
         return table.column("explanation").to_pylist()
     if name in ("about", "no_about"):  # only the salient-words sentences of those texts, or all but them
-        return [about_split(text)[name == "no_about"] for text in table.column("explanation").to_pylist()]
+        return [split_about(text)[name == "no_about"] for text in table.column("explanation").to_pylist()]
     rows = table.select(["quote", "next_tokens", "next_probs", "source", "genre", "topic",
                          "detokenized_text_truncated", "token"]).to_pylist()
     texts = []

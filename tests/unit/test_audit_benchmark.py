@@ -63,3 +63,22 @@ def test_the_theme_share_is_the_planted_shift_over_the_token_variance():
     x[[a == "ocean" for a in arms], 0] = 3.0  # ocean's transcripts shifted by 3 along the first axis
     share = audit.theme_share({20: x}, {20: 9.0}, corpus)
     assert share["ocean"][20] == 1.0 and share["chess"][20] == 0.0 and share["placebo"][20] == 0.0
+
+
+class _FixedReconstruction:
+    def __init__(self, direction):
+        self.direction = torch.tensor([direction], dtype=torch.float32)
+
+    def reconstruct(self, texts):
+        return self.direction.repeat(len(texts), 1)
+
+
+def test_the_transcript_direction_finds_a_shift_along_the_ars_direction_and_only_that():
+    corpus = audit.transcripts([f"Answer {i}." for i in range(len(audit.USER_TURNS))])
+    rng = np.random.default_rng(0)
+    means = rng.normal(size=(len(corpus), 3)) * [0.1, 0.1, 1.0]
+    means[[d["source"] == "ocean" for d in corpus]] += [1.0, 0.0, 0.0]  # the theme shifts the first axis
+    along = audit.transcript_direction(_FixedReconstruction([1.0, 0.0, 0.0]), "the ocean", means, corpus)
+    across = audit.transcript_direction(_FixedReconstruction([0.0, 1.0, 0.0]), "the ocean", means, corpus)
+    assert audit.compare(along, "ocean")["auroc"][0] == 1.0
+    assert audit.compare(along, "placebo")["auroc"][0] < 0.8 and 0.2 < audit.compare(across, "ocean")["auroc"][0] < 0.8

@@ -25,6 +25,8 @@ reader (and `nla trace`'s claim checks) can verify it.
 
 from __future__ import annotations
 
+import re
+
 from nla.explainers.base import ExplainRequest
 
 
@@ -67,6 +69,20 @@ def about(r: ExplainRequest) -> str | None:
     return " ".join(p for p in parts if p) or None
 
 
+QUOTE_START = "The text so far ends:"
+_MENTIONS = re.compile(rf'(?:{SYSTEM_SUBJECT}|It) mentions (?:"[^"]*"(?:, | and )?)+\.')
+
+
+def split_about(text: str) -> tuple[str, str]:
+    """An offline explanation's salient-words sentences (what `about` wrote), and the text without them. The
+    quote, last, is never searched: it may hold anything."""
+    head, cut, quote = text.partition(" " + QUOTE_START)
+    found = _MENTIONS.findall(head)
+    for sentence in found:
+        head = head.replace(" " + sentence, "", 1) if " " + sentence in head else head.replace(sentence, "", 1)
+    return " ".join(found), (head + cut + quote).strip()
+
+
 def expectation(r: ExplainRequest) -> str | None:
     if not r.next_tokens:
         return None
@@ -78,7 +94,7 @@ def expectation(r: ExplainRequest) -> str | None:
 def recent(r: ExplainRequest) -> str:
     quote = r.quote if r.quote is not None else r.context[-40:]
     cut = "…" if len(quote) < len(r.context) else ""
-    return f'The text so far ends: "{cut}{quote}"'
+    return f'{QUOTE_START} "{cut}{quote}"'
 
 
 def offline_explanation(r: ExplainRequest) -> str:
