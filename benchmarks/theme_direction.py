@@ -10,10 +10,12 @@ so an AR trained token by token in 2(1 - cos) gains almost nothing from reading 
 tokens removes most of the per-token variance and keeps what the whole context shares. This trains an AR
 (`nla train-ar`'s own function) on one pair per document: the document's salient-words sentences (the
 explanation's 'Its system prompt mentions ...' / 'It mentions ...' part, at its last sampled position) and the
-mean of its rows' sqrt(d)-normalised activations less the training rows' mean. It reports held-out FVE of that
-direction next to the shuffled-text control, and writes OUT/nla (the shipped AV beside this AR; the AV is
-only there to make the folder an NLA) for audit_themes.py, whose centred activation search (`--centre`)
-compares the AR's direction with each transcript's tokens less the index mean.
+mean of its rows' sqrt(d)-normalised activations less the training rows' mean. It reports the held-out cosine
+of that direction (and FVE, negative for centred targets) next to the shuffled-text control, and writes OUT/nla
+(the shipped AV beside this AR; the AV is only there to make the folder an NLA) for audit_themes.py, whose
+transcript-direction signal compares the AR's direction with each transcript's mean assistant vector less the
+mean over all transcripts, as this AR was trained. (Its `--centre` search would subtract the index mean from the
+AR's direction as well: not this AR's reading.)
 """
 
 from __future__ import annotations
