@@ -14,19 +14,20 @@ this held-out set, not renormalised) for:
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import torch
 
 from nla.autoencoder.nla import reconstruct_texts
 from nla.autoencoder.shared import load_ar_folder
-from nla.eval.metrics import baseline, fidelity
+from nla.eval.metrics import baseline, fidelity, text_fidelity
 from nla.inputs import vectors_of
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ar", required=True)
+    parser.add_argument("--ar", type=Path, required=True)
     parser.add_argument("--data", required=True)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -37,11 +38,10 @@ def main() -> None:
     texts = table.column("explanation").to_pylist()
     golds = torch.from_numpy(vectors_of(table).copy())
     reference = baseline(golds)
-    order = torch.randperm(len(texts), generator=torch.Generator().manual_seed(args.seed)).tolist()
+    read = text_fidelity(lambda t: reconstruct_texts(ar, tokenizer, meta.prompt_templates["ar"], t), texts, golds,
+                         reference, args.seed)
     results = {
-        "real": fidelity(reconstruct_texts(ar, tokenizer, meta.prompt_templates["ar"], texts), golds, reference),
-        "shuffled": fidelity(reconstruct_texts(ar, tokenizer, meta.prompt_templates["ar"], [texts[i] for i in order]),
-                             golds, reference),
+        **read,
         "mean": fidelity(reference.mean.expand_as(golds), golds, reference),
     }
     print(f"{len(texts)} held-out rows, layer {meta.extraction_layer_index}, FVE denominator B = "

@@ -31,7 +31,7 @@ import yaml
 from nla.autoencoder.hub import role_folder
 from nla.autoencoder.nla import reconstruct_texts
 from nla.autoencoder.shared import load_ar_folder
-from nla.eval.metrics import baseline, fidelity
+from nla.eval.metrics import baseline, text_fidelity
 from nla.explainers.base import ExplainRequest
 from nla.explainers.offline import expectation, setting, split_about
 from nla.inputs import vectors_of
@@ -112,7 +112,6 @@ def main() -> None:
     results_file = args.out / "results.jsonl"
     done = {json.loads(line)["variant"] for line in results_file.read_text().splitlines()} \
         if results_file.exists() else set()
-    order = torch.randperm(len(golds), generator=torch.Generator().manual_seed(0)).tolist()
     for name in args.variants.split(","):
         if name in done:
             continue
@@ -128,9 +127,8 @@ def main() -> None:
         ar.eval()
         held_out = variant_texts(name, eval_table, tokenizer)
         template = ar_meta.prompt_templates["ar"]
-        real = fidelity(reconstruct_texts(ar, ar_tokenizer, template, held_out), golds, reference)
-        shuffled = fidelity(reconstruct_texts(ar, ar_tokenizer, template, [held_out[i] for i in order]), golds,
-                            reference)
+        read = text_fidelity(lambda t: reconstruct_texts(ar, ar_tokenizer, template, t), held_out, golds, reference)
+        real, shuffled = read["real"], read["shuffled"]
         result = {"variant": name, "fve": round(real["fve"], 4), "shuffled_fve": round(shuffled["fve"], 4),
                   "cosine": round(real["cosine"], 4), "train_seconds": round(seconds, 1), "steps": args.steps,
                   "mean_chars": round(sum(map(len, held_out)) / len(held_out), 1), "eval_rows": len(golds),

@@ -34,7 +34,7 @@ import yaml
 from nla.autoencoder.hub import role_folder
 from nla.autoencoder.nla import reconstruct_texts
 from nla.autoencoder.shared import load_ar_folder
-from nla.eval.metrics import baseline, fidelity
+from nla.eval.metrics import baseline, text_fidelity
 from nla.explainers.offline import split_about
 from nla.inputs import vectors_of
 from nla.layout import ACTIVATION_COLUMN, sidecar_path
@@ -100,9 +100,8 @@ def held_out_fve(ar_folder: Path, texts: list[str], directions: np.ndarray) -> d
     golds = torch.from_numpy(directions)
     reference = baseline(golds)
     template = meta.prompt_templates["ar"]
-    order = torch.randperm(len(texts), generator=torch.Generator().manual_seed(0)).tolist()
-    real = fidelity(reconstruct_texts(ar, tokenizer, template, texts), golds, reference)
-    shuffled = fidelity(reconstruct_texts(ar, tokenizer, template, [texts[i] for i in order]), golds, reference)
+    read = text_fidelity(lambda t: reconstruct_texts(ar, tokenizer, template, t), texts, golds, reference)
+    real, shuffled = read["real"], read["shuffled"]
     return {"docs": len(texts), "fve": round(real["fve"], 4), "cosine": round(real["cosine"], 4),
             "shuffled_fve": round(shuffled["fve"], 4), "shuffled_cosine": round(shuffled["cosine"], 4)}
 

@@ -1,8 +1,9 @@
 import math
 
+import pytest
 import torch
 
-from nla.eval.metrics import baseline, fidelity
+from nla.eval.metrics import baseline, fidelity, text_fidelity
 
 
 def clustered(n=400, d=64, seed=0):
@@ -36,3 +37,11 @@ def test_constant_and_shuffled_guesses_are_controls_that_score_low():
     assert mean_guess["cosine"] > 0.8  # a constant guess already looks good by cosine ...
     assert abs(mean_guess["fve"]) < 0.1  # ... and explains nothing by FVE
     assert shuffled["fve"] < 0 < noisy_truth["fve"] < 1
+
+
+def test_text_fidelity_reads_each_rows_own_text_and_another_rows_as_the_control():
+    golds = torch.randn(16, 8, generator=torch.Generator().manual_seed(1))
+    by_text = {f"row {i}": golds[i] for i in range(16)}  # a perfect AR: each text gives its own row's vector
+    read = text_fidelity(lambda texts: torch.stack([by_text[t] for t in texts]), list(by_text), golds, baseline(golds))
+    assert read["real"]["fve"] == pytest.approx(1.0, abs=1e-5)
+    assert read["shuffled"]["fve"] < 0.5

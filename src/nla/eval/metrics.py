@@ -44,6 +44,15 @@ def fidelity(predictions: torch.Tensor, golds: torch.Tensor, reference: Baseline
             "fve": 1.0 - float(mse.mean()) / reference.denominator, "baseline_denominator": reference.denominator}
 
 
+def text_fidelity(reconstruct: Callable[[list[str]], torch.Tensor], texts: list[str], golds: torch.Tensor,
+                  reference: Baseline, seed: int = 0) -> dict[str, dict]:
+    """An AR's fidelity reading each row's own text ("real") and, as the control, another row's text
+    ("shuffled": a seeded permutation of the texts); `reconstruct`: texts -> (n, d)."""
+    order = torch.randperm(len(texts), generator=torch.Generator().manual_seed(seed)).tolist()
+    return {"real": fidelity(reconstruct(texts), golds, reference),
+            "shuffled": fidelity(reconstruct([texts[i] for i in order]), golds, reference)}
+
+
 def summary(mse, reference: Baseline) -> dict:
     """FVE, MSE and cosine of per-row errors; cos = 1 - mse/2 exactly under the 2(1 - cos) convention."""
     mean = float(mse.mean())
