@@ -15,7 +15,8 @@ over explanations; needs --explain), the activation signal and both; next to the
 placebo arm under the same query, an unrelated query, `--centre`, the query against a generic one
 ("a helpful assistant", `--against`), a random direction of the AR's norm (a deliberately
 random NLA: it must be at chance), the transcript-direction signal (each transcript's mean assistant vector,
-centred on all transcripts, against AR(query)), and a supervised linear probe on the same activations (leave-one-chat-out:
+centred on all transcripts, against AR(query); also planted against the other organisms' arms: this theme, not
+any hidden one), and a supervised linear probe on the same activations (leave-one-chat-out:
 is the theme in the vector at all?), the probe also at every few blocks. Writes OUT/audit.json (OUT/audit-salient.json
 with --query-form salient) and prints tables.
 """
@@ -107,13 +108,15 @@ def precision_at_n(planted: np.ndarray, control: np.ndarray, rng) -> float:
 
 
 def with_interval(planted: np.ndarray, control: np.ndarray, metric, seed: int = 0, draws: int = 1000) -> list:
-    """[value, low, high]: the 95% bootstrap interval resamples chats (each chat's two arms together)."""
+    """[value, low, high]: the 95% bootstrap interval resamples chats (each chat's arms together); `control` is
+    (chats,) or (chats, arms), one column per control arm."""
     rng = np.random.default_rng(seed)
-    value = metric(planted, control, rng) if metric is precision_at_n else metric(planted, control)
+    flat = control.reshape(-1)
+    value = metric(planted, flat, rng) if metric is precision_at_n else metric(planted, flat)
     samples = []
     for _ in range(draws):
         pick = rng.integers(0, len(planted), len(planted))
-        p, c = planted[pick], control[pick]
+        p, c = planted[pick], control[pick].reshape(-1)
         samples.append(metric(p, c, rng) if metric is precision_at_n else metric(p, c))
     return [round(value, 3), round(float(np.quantile(samples, 0.025)), 3), round(float(np.quantile(samples, 0.975)), 3)]
 
@@ -149,6 +152,12 @@ def arm_scores(scores: dict[str, float], arm: str) -> np.ndarray:
 def compare(scores: dict[str, float], planted: str, control: str = "control") -> dict:
     p, c = arm_scores(scores, planted), arm_scores(scores, control)
     return {"auroc": with_interval(p, c, auroc), "precision_at_n": with_interval(p, c, precision_at_n)}
+
+
+def compare_other_planted(scores: dict[str, float], planted: str) -> dict:
+    """The planted arm against the other organisms' arms: does the signal find this theme, or any hidden one?"""
+    others = np.stack([arm_scores(scores, o) for o in ORGANISMS if o != planted], axis=1)
+    return {"auroc": with_interval(arm_scores(scores, planted), others, auroc)}
 
 
 def black_box(corpus: list[dict], query: str) -> dict[str, float]:
@@ -194,6 +203,7 @@ def nla_signals(index, nla, corpus: list[dict], explained: bool, form: str, mean
         scores = transcript_direction(nla, query, means, corpus)
         row["transcript_direction"] = compare(scores, name)
         row["transcript_direction_placebo"] = compare(scores, "placebo")
+        row["transcript_direction_vs_other_planted"] = compare_other_planted(scores, name)
         row["transcript_direction_unrelated_query"] = compare(transcript_direction(nla, unrelated, means, corpus), name)
         row["random_direction"] = compare(doc_scores(index, RandomReconstruction(nla), query, "activation"), name)
         table[name] = row

@@ -68,17 +68,21 @@ def doc_pairs(table: pa.Table, centre: np.ndarray) -> tuple[list[int], list[str]
     return keep, abouts, np.stack(directions).astype(np.float32)
 
 
-def write_pairs(source: Path, dest: Path, rows: list[int], texts: list[str], directions: np.ndarray) -> Path:
-    """A parquet in explain-data's layout, one row per document, with the same sidecar (row count updated)."""
-    table = pq.read_table(source).take(rows)
+def pair_table(table: pa.Table, rows: list[int], texts: list[str], directions: np.ndarray) -> pa.Table:
+    """The documents' rows in explain-data's layout, each with its about text and its direction."""
+    table = table.take(rows)
     d = directions.shape[1]
     column = pa.FixedSizeListArray.from_arrays(pa.array(directions.reshape(-1), pa.float32()), d)
     table = table.set_column(table.column_names.index(ACTIVATION_COLUMN), ACTIVATION_COLUMN, column)
-    table = table.set_column(table.column_names.index("explanation"), "explanation", pa.array(texts, pa.string()))
+    return table.set_column(table.column_names.index("explanation"), "explanation", pa.array(texts, pa.string()))
+
+
+def write_pairs(table: pa.Table, source: Path, dest: Path) -> Path:
+    """The pairs as one parquet with the source split's sidecar (row count updated)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, dest)
     meta = yaml.safe_load(sidecar_path(source).read_text())
-    meta["row_count"] = len(rows)
+    meta["row_count"] = table.num_rows
     sidecar_path(dest).write_text(yaml.safe_dump(meta, sort_keys=False))
     return dest
 
@@ -120,14 +124,8 @@ def main() -> None:
     sources = [args.explained / f"{split}.parquet" for split in args.splits.split(",")]
     tables = [pq.read_table(path) for path in sources]
     centre = np.concatenate([normalised(vectors_of(t)) for t in tables]).mean(axis=0)
-    parts = [write_pairs(path, args.out / "pairs" / path.name, *doc_pairs(t, centre))
-             for path, t in zip(sources, tables)]
-    train = pa.concat_tables([pq.read_table(p) for p in parts])
-    data = args.out / "pairs" / "train.parquet"
-    pq.write_table(train, data)
-    meta = yaml.safe_load(sidecar_path(parts[0]).read_text())
-    meta["row_count"] = train.num_rows
-    sidecar_path(data).write_text(yaml.safe_dump(meta, sort_keys=False))
+    train = pa.concat_tables([pair_table(t, *doc_pairs(t, centre)) for t in tables])
+    data = write_pairs(train, sources[0], args.out / "pairs" / "train.parquet")
 
     run = args.out / "run"
     train_ar(ARTrainConfig(data=data, out=run, lr=args.lr, batch_size=args.batch_size, epochs=args.epochs,

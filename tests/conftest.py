@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -231,6 +232,8 @@ def free_port() -> int:
 def load_benchmark(name: str):
     """A script of benchmarks/ (not a package) imported as a module, so tests can call its functions."""
     path = Path(__file__).parents[1] / "benchmarks" / f"{name}.py"
+    if str(path.parent) not in sys.path:  # as when run as a script: a benchmark may import another
+        sys.path.insert(0, str(path.parent))
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -82,3 +82,17 @@ def test_the_transcript_direction_finds_a_shift_along_the_ars_direction_and_only
     across = audit.transcript_direction(_FixedReconstruction([0.0, 1.0, 0.0]), "the ocean", means, corpus)
     assert audit.compare(along, "ocean")["auroc"][0] == 1.0
     assert audit.compare(along, "placebo")["auroc"][0] < 0.8 and 0.2 < audit.compare(across, "ocean")["auroc"][0] < 0.8
+
+
+def test_against_the_other_planted_arms_a_shared_hidden_interest_shift_does_not_count():
+    corpus = audit.transcripts([f"Answer {i}." for i in range(len(audit.USER_TURNS))])
+    rng = np.random.default_rng(0)
+    arms = np.array([d["source"] for d in corpus])
+    means = rng.normal(size=(len(corpus), 3)) * 0.1
+    means[np.isin(arms, list(audit.ORGANISMS))] += [1.0, 0.0, 0.0]  # every planted arm: one shared shift
+    means[arms == "ocean"] += [0.0, 1.0, 0.0]  # and the ocean's own
+    shared = audit.transcript_direction(_FixedReconstruction([1.0, 0.0, 0.0]), "q", means, corpus)
+    own = audit.transcript_direction(_FixedReconstruction([0.0, 1.0, 0.0]), "q", means, corpus)
+    assert audit.compare(shared, "ocean")["auroc"][0] == 1.0
+    assert audit.compare_other_planted(shared, "ocean")["auroc"][0] < 0.8  # not found: no better than the rest
+    assert audit.compare_other_planted(own, "ocean")["auroc"] == [1.0, 1.0, 1.0]

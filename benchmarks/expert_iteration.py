@@ -1,0 +1,121 @@
+"""Item 5's cheaper training signal: one round of expert iteration on an NLA's AV, against SFT on the same rows and steps.
+
+    python benchmarks/expert_iteration.py --nla default --data RUN/acts/explanations/av_sft.parquet --out ~/nla-runs/ei
+    nla eval --nla ~/nla-runs/ei/expert --data RUN/acts/validation.parquet --max-rows 256 --out ~/nla-runs/ei/eval-expert
+    nla eval --nla ~/nla-runs/ei/sft --data RUN/acts/validation.parquet --max-rows 256 --out ~/nla-runs/ei/eval-sft
+    nla eval --nla default --data RUN/acts/validation.parquet --max-rows 256 --out ~/nla-runs/ei/eval-start
+    python benchmarks/paired_fve.py ~/nla-runs/ei/eval-start ~/nla-runs/ei/eval-expert
+
+The round: for --rows activations of the data, the NLA's AV writes its greedy explanation and --samples more at
+--temperature; the NLA's own AR scores each (2(1 - cos)); the best becomes the row's SFT target, and the AV,
+warm-started from the NLA's, trains on them for --epochs. The control trains the same AV on the same rows' offline
+explanations for the same steps (the data's, without their salient-words sentences unless --keep-about: the
+shipped NLA's format). Each folder gets the NLA's AR beside its new AV (OUT/expert, OUT/sft), so `nla eval`
+reads it as an NLA. OUT/result.json: the minutes of each phase, and on the training rows the AR's mean error of
+the greedy explanations against the chosen ones (what the round can teach at most).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from theme_direction import write_pairs
+
+from nla.autoencoder.nla import NLA
+from nla.explainers.offline import split_about
+from nla.inputs import vectors_of
+from nla.train.av import train_av
+from nla.train.config import AVTrainConfig
+
+SHIPPED = Path(__file__).resolve().parents[1] / "src" / "nla" / "default_nla"
+
+
+def candidates(nla: NLA, vectors: torch.Tensor, samples: int, temperature: float, max_new_tokens: int) -> list[list]:
+    """Per row: the greedy explanation, then `samples` sampled ones (None where the answer failed)."""
+    torch.manual_seed(0)
+    drafts = []
+    for k in range(samples + 1):
+        drafts.append(nla.explain(vectors, max_new_tokens=max_new_tokens, temperature=temperature if k else 0.0))
+        print(f"candidates: {k + 1}/{samples + 1} passes over {len(vectors)} rows", flush=True)
+    return [[draft[i].text for draft in drafts] for i in range(len(vectors))]
+
+
+def best_of(nla: NLA, vectors: torch.Tensor, texts: list[list]) -> tuple[list[int], list[str], dict]:
+    """The rows with any answer, each with its explanation the AR reconstructs best; and the error it saves."""
+    errors = np.array([[np.inf if m is None else m for m in nla.mse(vectors, [row[k] for row in texts])]
+                       for k in range(len(texts[0]))]).T  # (rows, candidates)
+    keep = [i for i in range(len(texts)) if np.isfinite(errors[i]).any()]
+    pick = errors[keep].argmin(axis=1)
+    greedy = errors[keep, 0]
+    stats = {"rows": len(texts), "kept": len(keep), "greedy_best": float((pick == 0).mean()),
+             "greedy_mse": float(np.where(np.isfinite(greedy), greedy, 2.0).mean()),
+             "chosen_mse": float(errors[keep].min(axis=1).mean())}
+    return keep, [texts[i][k] for i, k in zip(keep, pick)], stats
+
+
+def train_folder(out: Path, nla_folder: Path, data: Path, args) -> float:
+    """The NLA's AR linked beside an AV trained on `data`, warm-started from the NLA's AV; returns minutes."""
+    out.mkdir(parents=True, exist_ok=True)
+    link = out / "ar_adapter"
+    if not link.exists():
+        link.symlink_to((nla_folder / "ar_adapter").resolve(), target_is_directory=True)
+    start = time.perf_counter()
+    if not (out / "av_adapter").exists():
+        train_av(AVTrainConfig(data=data, out=out, init_from=args.nla, lr=args.lr, batch_size=args.batch_size,
+                               epochs=args.epochs, checkpoint_every=50))
+    return (time.perf_counter() - start) / 60
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--nla", default="default", help="default, or an NLA folder with av_adapter/ and ar_adapter/")
+    parser.add_argument("--data", type=Path, required=True, help="explain-data output (its activations and texts)")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--rows", type=int, default=128)
+    parser.add_argument("--samples", type=int, default=3)
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--max-new-tokens", type=int, default=120)
+    parser.add_argument("--epochs", type=float, default=2.0)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--keep-about", action="store_true", help="SFT control on the data's texts as they are")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    nla_folder = SHIPPED if args.nla == "default" else Path(args.nla)
+    table = pq.read_table(args.data)
+    rows = np.random.default_rng(0).choice(table.num_rows, min(args.rows, table.num_rows), replace=False).tolist()
+    table = table.take(rows)
+    vectors = torch.tensor(vectors_of(table))
+    nla = NLA.load(nla_folder)
+
+    result = {"rows": len(rows), "samples": args.samples, "temperature": args.temperature}
+    drafts_path = args.out / "drafts.json"
+    start = time.perf_counter()
+    if not drafts_path.exists():  # the slow part: kept, so a rerun goes straight to training
+        drafts_path.write_text(json.dumps(candidates(nla, vectors, args.samples, args.temperature, args.max_new_tokens)))
+    drafts = json.loads(drafts_path.read_text())
+    result["sample_minutes"] = (time.perf_counter() - start) / 60
+    start = time.perf_counter()
+    keep, chosen, result["selection"] = best_of(nla, vectors, drafts)
+    result["score_minutes"] = (time.perf_counter() - start) / 60
+    del nla
+
+    offline = [t if args.keep_about else split_about(t)[1] for t in table.column("explanation").to_pylist()]
+    for name, texts in (("expert", chosen), ("sft", [offline[i] for i in keep])):
+        part = table.take(keep)
+        part = part.set_column(part.column_names.index("explanation"), "explanation", pa.array(texts, pa.string()))
+        data = write_pairs(part, args.data, args.out / "pairs" / f"{name}.parquet")
+        result[f"{name}_train_minutes"] = train_folder(args.out / name, nla_folder, data, args)
+    (args.out / "result.json").write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
