@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 import torch
 from theme_direction import write_pairs
 
+from nla.atomic import write_json
 from nla.autoencoder.nla import NLA
 from nla.explainers.offline import split_about
 from nla.inputs import vectors_of
@@ -99,9 +100,9 @@ def main() -> None:
     drafts_path = args.out / "drafts.json"
     start = time.perf_counter()
     if not drafts_path.exists():  # the slow part: kept, so a rerun goes straight to training
-        drafts_path.write_text(json.dumps(candidates(nla, vectors, args.samples, args.temperature, args.max_new_tokens)))
+        write_json(drafts_path, candidates(nla, vectors, args.samples, args.temperature, args.max_new_tokens))
     drafts = json.loads(drafts_path.read_text())
-    result["sample_minutes"] = (time.perf_counter() - start) / 60
+    result["sample_minutes"] = (time.perf_counter() - start) / 60  # about 0 where a rerun found the drafts
     start = time.perf_counter()
     keep, chosen, result["selection"] = best_of(nla, vectors, drafts)
     result["score_minutes"] = (time.perf_counter() - start) / 60
@@ -113,7 +114,7 @@ def main() -> None:
         part = part.set_column(part.column_names.index("explanation"), "explanation", pa.array(texts, pa.string()))
         data = write_pairs(part, args.data, args.out / "pairs" / f"{name}.parquet")
         result[f"{name}_train_minutes"] = train_folder(args.out / name, nla_folder, data, args)
-    (args.out / "result.json").write_text(json.dumps(result, indent=1) + "\n")
+    write_json(args.out / "result.json", result)
     print(json.dumps(result))
 
 
