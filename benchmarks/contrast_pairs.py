@@ -21,7 +21,7 @@ Reports (OUT/result.json):
   each transcript's mean assistant vector less the mean over all transcripts, cosine with the direction):
   planted vs control, placebo vs control, the unrelated query, and planted vs the other planted arms (this
   theme, not any hidden interest), for AR(query) and for the measured direction (the target's own contrast for
-  the query written into a topic prompt, on the first 40 training chats): the ceiling this AR approaches.
+  the query written into a topic prompt, on the first 40 training chats): what this AR approaches for a topic.
 """
 
 from __future__ import annotations
@@ -160,7 +160,8 @@ def audit_table(directions: dict[str, np.ndarray], unrelated: dict[str, np.ndarr
 
 
 def measured_directions(target, chats: list[list[dict]], queries: list[str], layer: int) -> list[np.ndarray]:
-    """The target's own contrast for each query written into a topic prompt: what a perfect AR would return."""
+    """The target's own contrast for each query written into a topic prompt: a perfect AR's answer for a topic
+    (not for a trait or a taboo, which are planted in other words)."""
     def means(prompt: str) -> np.ndarray:
         docs = [{"messages": [{"role": "system", "content": prompt}, *chat]} for chat in chats]
         return assistant_means(target, docs, [layer])[0][layer]
