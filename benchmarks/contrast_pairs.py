@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 import torch
 from audit_themes import ORGANISMS, answers, assistant_means, auroc, phrased, with_interval, write_corpus
 
-from nla.atomic import write_json
+from nla.atomic import atomic_path, write_json
 from nla.autoencoder.hub import role_folder
 from nla.autoencoder.nla import reconstruct_texts
 from nla.autoencoder.shared import load_ar_folder
@@ -110,8 +110,8 @@ def write_training_pairs(path: Path, texts: list[str], vectors: np.ndarray, laye
                "detokenized_text_truncated": [""] * n, "source": ["contrast"] * n, "genre": ["chat"] * n,
                "topic": [""] * n, "split": ["ar_sft"] * n}
     table = rows_to_table(vectors, columns, d).append_column("explanation", pa.array(texts, pa.string()))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, path)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
     write_sidecar(path, dataset_id=f"contrast-pairs-L{layer}", split="ar_sft", row_count=n,
                   extraction={"base_model": MODEL, "d_model": d, "layer_index": layer, "norm": "none",
                               "corpus": "default (contrast pairs)"})

@@ -29,14 +29,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-import yaml
 
+from nla.atomic import atomic_path, write_yaml
 from nla.autoencoder.hub import role_folder
 from nla.autoencoder.nla import reconstruct_texts
 from nla.autoencoder.shared import load_ar_folder
 from nla.eval.metrics import baseline, text_fidelity
 from nla.explainers.offline import split_about
-from nla.inputs import vectors_of
+from nla.inputs import read_dataset_sidecar, vectors_of
 from nla.layout import ACTIVATION_COLUMN, sidecar_path
 from nla.train.ar import train_ar
 from nla.train.config import ARTrainConfig
@@ -78,12 +78,10 @@ def pair_table(table: pa.Table, rows: list[int], texts: list[str], directions: n
 
 
 def write_pairs(table: pa.Table, source: Path, dest: Path) -> Path:
-    """The pairs as one parquet with the source split's sidecar (row count updated)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, dest)
-    meta = yaml.safe_load(sidecar_path(source).read_text())
-    meta["row_count"] = table.num_rows
-    sidecar_path(dest).write_text(yaml.safe_dump(meta, sort_keys=False))
+    """The pairs as one parquet with the source split's sidecar (row count updated), as explain-data writes them."""
+    with atomic_path(dest) as tmp:
+        pq.write_table(table, tmp)
+    write_yaml(sidecar_path(dest), {**read_dataset_sidecar(source), "row_count": table.num_rows})
     return dest
 
 
