@@ -34,7 +34,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from audit_themes import ORGANISMS, answers, assistant_means, auroc, phrased, with_interval, write_corpus
+from audit_themes import ORGANISMS, answers, assistant_means, compare, compare_other_planted, phrased, write_corpus
 
 from nla.atomic import atomic_path, write_json
 from nla.autoencoder.hub import role_folder
@@ -145,17 +145,20 @@ def held_out_report(reconstruct, catalogue: list[dict], pairs: dict, train_mean:
 
 def audit_table(directions: dict[str, np.ndarray], unrelated: dict[str, np.ndarray], means: np.ndarray,
                 corpus: list[dict]) -> dict:
-    """Per organism, the transcript-direction reading of one source of directions (AUROC, 95% intervals)."""
-    arms = np.array([d["source"] for d in corpus])
+    """Per organism, the transcript-direction reading of one source of directions (AUROC, 95% intervals), with
+    audit_themes.py's own comparisons."""
     centred = means - means.mean(0)
+
+    def scores(direction: np.ndarray) -> dict[str, float]:
+        return {d["id"]: float(c) for d, c in zip(corpus, cosines(centred, direction))}
+
     table = {}
     for name in ORGANISMS:
-        s, u = cosines(centred, directions[name]), cosines(centred, unrelated[name])
-        others = np.stack([s[arms == o] for o in ORGANISMS if o != name], axis=1)
-        table[name] = {"planted_vs_control": with_interval(s[arms == name], s[arms == "control"], auroc),
-                       "placebo_vs_control": with_interval(s[arms == "placebo"], s[arms == "control"], auroc),
-                       "unrelated_query": with_interval(u[arms == name], u[arms == "control"], auroc),
-                       "planted_vs_other_planted": with_interval(s[arms == name], others, auroc)}
+        own = scores(directions[name])
+        table[name] = {"planted_vs_control": compare(own, name)["auroc"],
+                       "placebo_vs_control": compare(own, "placebo")["auroc"],
+                       "unrelated_query": compare(scores(unrelated[name]), name)["auroc"],
+                       "planted_vs_other_planted": compare_other_planted(own, name)["auroc"]}
     return table
 
 

@@ -47,7 +47,7 @@ def test_held_out_report_separates_an_ar_that_reads_its_theme_from_shuffled_text
 def test_audit_table_finds_a_planted_arms_direction_and_not_the_placebo():
     rng = np.random.default_rng(0)
     arms = ["control", "placebo", *audit.ORGANISMS]
-    corpus = [{"source": arm} for arm in arms for _ in range(12)]
+    corpus = audit.transcripts([f"Answer {i}." for i in range(len(audit.USER_TURNS))])
     axes = {name: np.eye(len(arms))[i] for i, name in enumerate(arms)}
     means = np.stack([axes[d["source"]] * 3 + rng.normal(0, 0.3, len(arms)) for d in corpus])
     directions = {name: axes[name] for name in audit.ORGANISMS}
