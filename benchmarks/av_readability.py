@@ -1,20 +1,27 @@
-"""How well the AV can write a format from the vector alone, per injection site, next to its control.
+"""How well the AV can write a format from the vector alone, per way of reading it, next to its control.
 
     python benchmarks/av_readability.py --explained runs/acts/explanations-offline --format v2_12 \
-        --ar runs/ceiling/v2_12/run --out runs/readability --steps 150 --variants embedding,residual,residual-shuffled
-    (residual@L: the vector goes into block L's output instead of block K's)
+        --ar runs/ceiling/v2_12/run --out runs/readability --steps 150 --variants residual,residual+6,embedding
 
 The AV learns the texts of `--format` (a variant of benchmarks/format_ceiling.py, whose AR
-for the same format is passed as --ar). For each variant it trains an AV with `nla train-av`'s
-own function on av_sft for the same
-number of steps (`-shuffled`: the control, every explanation paired with another row's
-activation), then explains held-out validation activations greedily and reports:
+for the same format is passed as --ar). For each variant it trains a fresh AV with `nla train-av`'s
+own function on av_sft for the same number of steps, rows, order and learning rate; only how it
+reads the vector differs (item 3 of issue 22). A variant is SITE[@E][+E][:rN][-shuffled]:
+  embedding | residual   the released site (the marker's embedding) or block K's output (the preset)
+  @E                     residual: block E's output instead of block K's (injection_layer)
+  +E                     residual: block E's output as well as block K's (two sites; injection.early_layer)
+  :rN                    LoRA rank N instead of --lora-rank (N = 0: every weight trained)
+  -shuffled              the control: every explanation paired with another row's activation
+It then explains held-out validation activations greedily and reports:
   fve               end to end: the given AR reading the AV's explanations (failures score MSE 2)
+  gain_over_first   the paired FVE gain over the first variant on the same rows, with its 95% bootstrap
+                    interval (benchmarks/paired_fve.py); the first variant is the baseline
   quote_suffix      of the quote's last N tokens, how many the AV got right, counted back from the end
   next_top1         the AV's first predicted next token equals the target's
   setting           the AV named the passage's genre and topic exactly
   failure_rate      answers without closing tags
-One JSON line per variant goes to OUT/results.jsonl (a killed run resumes at the next one).
+One JSON line per variant goes to OUT/results.jsonl, its per-row MSE to OUT/VARIANT/row_mse.json
+(a killed run resumes: train-av from its checkpoints, the list at the next variant).
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import pyarrow.parquet as pq
 import torch
 import yaml
 from format_ceiling import last_tokens, variant_texts, write_variant  # benchmarks/ is on sys.path
+from paired_fve import paired_gain
 
 from nla.autoencoder.hub import role_folder
 from nla.autoencoder.nla import reconstruct_texts
@@ -76,20 +84,63 @@ def score(texts: list[str | None], table, tokenizer, quote_length: int, true_tex
             "next_top1": round(next_hits / n, 3), "setting": round(setting_hits / n, 3)}
 
 
+def variant_settings(name: str, lora_rank: int) -> dict:
+    """The AVTrainConfig settings a variant name stands for (see the module docstring)."""
+    rest, shuffled = name.removesuffix("-shuffled"), name.endswith("-shuffled")
+    rest, _, rank = rest.partition(":r")
+    rest, _, early = rest.partition("+")
+    site, _, into = rest.partition("@")
+    if site not in ("embedding", "residual") or (site == "embedding" and (into or early)):
+        raise SystemExit(f"variant {name}: use embedding or residual[@E][+E][:rN][-shuffled]")
+    return {"injection": site, "injection_layer": int(into) if into else None,
+            "injection_early_layer": int(early) if early else None,
+            "lora_rank": int(rank) if rank else lora_rank, "shuffle_activations": shuffled}
+
+
+def train_variant(out: Path, data: Path, settings: dict, args, rows: int) -> float:
+    """A fresh AV of this variant; the seconds of the run that finished it (kept beside it for a rerun)."""
+    timing = out / "train_seconds.json"
+    if not timing.exists():
+        clock = time.perf_counter()
+        train_av(AVTrainConfig(data=data, out=out, lr=args.lr, batch_size=args.batch_size,
+                               epochs=args.steps * args.batch_size / rows, checkpoint_every=50, seed=args.seed,
+                               **settings),
+                 progress=False)
+        timing.write_text(json.dumps(time.perf_counter() - clock))
+    return json.loads(timing.read_text())
+
+
+def row_errors(out: Path, golds: torch.Tensor, ar, args) -> tuple[list[str | None], torch.Tensor]:
+    """The AV's greedy explanations of the held-out vectors and the AR's error on each (failures: MSE 2)."""
+    av, _ = load_av_folder(role_folder(out, "av"))  # the LoRA adapter, merged as it loads
+    texts = [e.text for e in av.explain(golds, max_new_tokens=args.max_new_tokens, batch_size=32)]
+    ok = [i for i, t in enumerate(texts) if t]
+    mse = torch.full((len(golds),), 2.0)
+    if ok:
+        ar_model, ar_tokenizer, ar_meta = ar
+        predicted = reconstruct_texts(ar_model, ar_tokenizer, ar_meta.prompt_templates["ar"], [texts[i] for i in ok])
+        mse[ok] = reconstruction_mse(predicted, golds[ok])
+    (out / "row_mse.json").write_text(json.dumps(mse.tolist()))
+    return texts, mse
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--explained", type=Path, required=True, help="explain-data output (av_sft, validation)")
     parser.add_argument("--ar", type=Path, required=True, help="a run folder whose ar/ reads this format")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--format", default="v2_12", help="a v2_N variant of benchmarks/format_ceiling.py")
-    parser.add_argument("--variants", default="embedding,residual,residual-shuffled")
+    parser.add_argument("--variants", default="residual,residual-shuffled,residual+6,embedding")
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--lora-rank", type=int, default=16)
     parser.add_argument("--eval-rows", type=int, default=64)
     parser.add_argument("--max-new-tokens", type=int, default=96)
+    parser.add_argument("--seed", type=int, default=0, help="the AV's initialisation and batch order (every variant)")
     args = parser.parse_args()
+    names = args.variants.split(",")
+    settings = {name: variant_settings(name, args.lora_rank) for name in names}  # every name checked first
 
     from nla.models import load_target
 
@@ -104,36 +155,25 @@ def main() -> None:
     true_texts = variant_texts(args.format, eval_table, tokenizer)
     golds = torch.from_numpy(vectors_of(eval_table).copy())
     reference = baseline(golds)
-    ar, ar_tokenizer, ar_meta = load_ar_folder(role_folder(args.ar, "ar") or args.ar)
-    ar.eval()
+    ar = load_ar_folder(role_folder(args.ar, "ar") or args.ar)
+    ar[0].eval()
     results_file = args.out / "results.jsonl"
     done = {json.loads(line)["variant"] for line in results_file.read_text().splitlines()} \
         if results_file.exists() else set()
-    for name in args.variants.split(","):
+    for name in names:
         if name in done:
             continue
-        site, shuffled = name.removesuffix("-shuffled"), name.endswith("-shuffled")
-        site, _, into = site.partition("@")  # residual@8: the vector goes into block 8's output
         out = args.out / name
-        clock = time.perf_counter()
-        train_av(AVTrainConfig(data=data, out=out, lr=args.lr, batch_size=args.batch_size, lora_rank=args.lora_rank,
-                               epochs=args.steps * args.batch_size / rows, checkpoint_every=10_000,
-                               injection=site, injection_layer=int(into) if into else None,
-                               shuffle_activations=shuffled), progress=False)
-        seconds = time.perf_counter() - clock
-        av, _ = load_av_folder(role_folder(out, "av"))  # the LoRA adapter, merged as it loads
-        explanations = av.explain(golds, max_new_tokens=args.max_new_tokens, batch_size=32)
-        texts = [e.text for e in explanations]
-        ok = [i for i, t in enumerate(texts) if t]
-        mse = torch.full((len(golds),), 2.0)
-        if ok:
-            predicted = reconstruct_texts(ar, ar_tokenizer, ar_meta.prompt_templates["ar"], [texts[i] for i in ok])
-            mse[ok] = reconstruction_mse(predicted, golds[ok])
+        seconds = train_variant(out, data, settings[name], args, rows)
+        texts, mse = row_errors(out, golds, ar, args)
+        first = torch.tensor(json.loads((args.out / names[0] / "row_mse.json").read_text()))
         losses = [json.loads(line)["loss"] for line in (out / "av_metrics.jsonl").read_text().splitlines()]
         result = {"variant": name, "fve": round(1 - float(mse.mean()) / reference.denominator, 4),
-                  "failure_rate": round(1 - len(ok) / len(texts), 3), **score(texts, eval_table, av.tokenizer, quote_length, true_texts),
+                  "gain_over_first": paired_gain(first.numpy(), mse.numpy(), reference.denominator),
+                  "failure_rate": round(sum(not t for t in texts) / len(texts), 3),
+                  **score(texts, eval_table, tokenizer, quote_length, true_texts),
                   "final_train_loss": round(sum(losses[-10:]) / len(losses[-10:]), 4), "steps": args.steps,
-                  "train_seconds": round(seconds, 1), "eval_rows": len(golds), "examples": texts[:3]}
+                  "seed": args.seed, "train_seconds": round(seconds, 1), "eval_rows": len(golds), "examples": texts[:3]}
         print(json.dumps(result), flush=True)
         with results_file.open("a") as f:
             f.write(json.dumps(result) + "\n")

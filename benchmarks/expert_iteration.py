@@ -26,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
+from nla_links import link_adapters
 from theme_direction import write_pairs
 
 from nla.atomic import write_json
@@ -63,10 +64,7 @@ def best_of(nla: NLA, vectors: torch.Tensor, texts: list[list]) -> tuple[list[in
 
 def train_folder(out: Path, nla_folder: Path, data: Path, args) -> float:
     """The NLA's AR linked beside an AV trained on `data`, warm-started from the NLA's AV; returns minutes."""
-    out.mkdir(parents=True, exist_ok=True)
-    link = out / "ar_adapter"
-    if not link.exists():
-        link.symlink_to((nla_folder / "ar_adapter").resolve(), target_is_directory=True)
+    link_adapters(out, ar_adapter=nla_folder / "ar_adapter")
     start = time.perf_counter()
     if not (out / "av_adapter").exists():
         train_av(AVTrainConfig(data=data, out=out, init_from=args.nla, lr=args.lr, batch_size=args.batch_size,

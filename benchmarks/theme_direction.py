@@ -29,6 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
+from nla_links import link_adapters
 
 from nla.atomic import atomic_path, write_yaml
 from nla.autoencoder.hub import role_folder
@@ -87,13 +88,7 @@ def write_pairs(table: pa.Table, source: Path, dest: Path) -> Path:
 
 def pair_folder(out: Path, ar_adapter: Path) -> Path:
     """OUT/nla: the shipped AV's adapter beside the trained AR's, as links."""
-    folder = out / "nla"
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, source in (("av_adapter", SHIPPED_AV), ("ar_adapter", ar_adapter.resolve())):
-        link = folder / name
-        if not link.exists():
-            link.symlink_to(source, target_is_directory=True)
-    return folder
+    return link_adapters(out / "nla", av_adapter=SHIPPED_AV, ar_adapter=ar_adapter)
 
 
 def held_out_fve(ar_folder: Path, texts: list[str], directions: np.ndarray) -> dict:

@@ -48,6 +48,28 @@ def test_vector_replaces_block_k_output_and_blocks_before_see_a_plain_prompt(tin
     assert not torch.allclose(states[-1][0, marker_at + 1], states[-1][1, marker_at + 1])
 
 
+def test_two_sites_write_the_vector_at_both_blocks_and_the_blocks_between_carry_it(tiny_llama):
+    av = make_verbalizer(tiny_llama, Injection("residual", LAYER, early_layer=0))
+    marker_at = av.prompt.index(av.site.marker.token_id)
+    torch.manual_seed(0)
+    vectors = torch.randn(2, av.d_model)
+    states = hidden_states(av, vectors)
+    for k in (0, LAYER):  # hidden_states[k + 1]: block k's output, the rescaled vector at the marker
+        assert torch.allclose(states[k + 1][:, marker_at], normalize(vectors, SCALE), atol=1e-5)
+    assert torch.allclose(states[0][0], states[0][1], atol=1e-6)  # the embeddings: a plain prompt for both
+    # Block LAYER already reads the vector at the next position; with one site it does not.
+    assert not torch.allclose(states[LAYER + 1][0, marker_at + 1], states[LAYER + 1][1, marker_at + 1])
+    one_site = hidden_states(make_verbalizer(tiny_llama, Injection("residual", LAYER)), vectors)
+    assert torch.allclose(one_site[LAYER + 1][0, marker_at + 1], one_site[LAYER + 1][1, marker_at + 1], atol=1e-6)
+
+
+def test_sidecar_keeps_its_one_site_layout_and_records_a_second():
+    assert Injection("residual", 5).to_dict() == {"site": "residual", "layer": 5}
+    two = Injection("residual", 5, early_layer=2)
+    assert two.to_dict() == {"site": "residual", "layer": 5, "early_layer": 2}
+    assert Injection.from_dict(two.to_dict()) == two and two.layers == (2, 5)
+
+
 def test_hooks_do_nothing_outside_reading(tiny_llama):
     av = make_verbalizer(tiny_llama, Injection("residual", LAYER))
     ids = torch.tensor([av.prompt + av.prompt])  # longer than the prompt, as a target text may be
@@ -64,7 +86,9 @@ def test_batched_greedy_equals_one_at_a_time_with_residual_injection(tiny_llama)
     assert [e.answer for e in batched] == [e.answer for e in single]
 
 
-@pytest.mark.parametrize("raw,message", [({"site": "middle"}, "unknown"), ({"site": "residual"}, "needs the layer")])
+@pytest.mark.parametrize("raw,message", [({"site": "middle"}, "unknown"), ({"site": "residual"}, "needs the layer"),
+                                         ({"site": "residual", "layer": 2, "early_layer": 2}, "block before"),
+                                         ({"site": "embedding", "early_layer": 0}, "block before")])
 def test_bad_injection_settings_are_named(raw, message):
     with pytest.raises(NLAError, match=message):
         Injection.from_dict(raw)
@@ -75,17 +99,18 @@ def test_layer_past_the_model_is_refused(tiny_llama):
         make_verbalizer(tiny_llama, Injection("residual", 7))
 
 
-def test_residual_av_trains_saves_its_site_and_loads_as_an_nla(tmp_path, tiny_llama):
+@pytest.mark.parametrize("early", [None, 0])
+def test_residual_av_trains_saves_its_site_and_loads_as_an_nla(tmp_path, tiny_llama, early):
     data = write_toy_pairs(tmp_path / "pairs.parquet", ["river", "bread"], rows=32, noise=0.3,
                            template="about {word}")[0]
     out = tmp_path / "nla"
     train_av(AVTrainConfig(data=data, out=out, model=str(tiny_llama), layer=LAYER, lora_rank=4, batch_size=16,
-                           epochs=0.5, injection="residual"), progress=False)
+                           epochs=0.5, injection="residual", injection_early_layer=early), progress=False)
     train_ar(ARTrainConfig(data=data, out=out, model=str(tiny_llama), layer=LAYER, lora_rank=4, batch_size=16,
                            epochs=0.5), progress=False)
     assert "site: residual" in (out / "av_adapter" / "nla_meta.yaml").read_text()
     shared, merged = NLA.load(out), NLA.load(out, shared_base=False)
-    assert shared.verbalizer.injection == merged.verbalizer.injection == Injection("residual", LAYER)
+    assert shared.verbalizer.injection == merged.verbalizer.injection == Injection("residual", LAYER, early)
     vectors = torch.randn(3, 32)
     assert [e.answer for e in shared.explain(vectors, max_new_tokens=6)] == \
            [e.answer for e in merged.explain(vectors, max_new_tokens=6)]

@@ -16,12 +16,18 @@ of `generate`, nor on a batch's shared prompt prefix computed once into a KV cac
 (`train/av.py: response_logits`); a forward continuing such a cache finds the marker by its
 position id.
 
-    sidecar: injection: {site: residual, layer: K}      (absent: the released embedding site)
+Two sites (`early_layer: E`, E < K): the vector is also written into block E's output. Blocks
+E+1..K then carry it, through attention, into the prompt's later positions and the answer's,
+and block K's write restores it exactly at the marker, where blocks K+1.. read it as before.
+
+    sidecar: injection: {site: residual, layer: K}                 (absent: the released embedding site)
+             injection: {site: residual, layer: K, early_layer: E} (two sites)
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -37,21 +43,33 @@ SITES = (EMBEDDING, RESIDUAL)
 class Injection:
     site: str = EMBEDDING
     layer: int | None = None  # residual: the block whose output takes the vector (the extraction layer K)
+    early_layer: int | None = None  # residual, two sites: an earlier block whose output takes it too
 
     def __post_init__(self):
         if self.site not in SITES:
             raise NLAError(f"injection site '{self.site}' is unknown; use one of: {', '.join(SITES)}")
         if self.site == RESIDUAL and (self.layer is None or self.layer < 0):
             raise NLAError("a residual injection needs the layer K it writes into (injection.layer)")
+        if self.early_layer is not None and (self.site != RESIDUAL or not 0 <= self.early_layer < self.layer):
+            raise NLAError(f"an early injection layer must be a block before the residual site's layer "
+                           f"({self.layer}), with site residual; got early_layer {self.early_layer}")
+
+    @property
+    def layers(self) -> tuple[int, ...]:
+        """The blocks whose output takes the vector, earliest first (residual only)."""
+        return tuple(k for k in (self.early_layer, self.layer) if k is not None)
 
     def to_dict(self) -> dict:
-        return {"site": self.site, "layer": self.layer}
+        # One site keeps the sidecar as it always was; a second adds its key.
+        extra = {} if self.early_layer is None else {"early_layer": self.early_layer}
+        return {"site": self.site, "layer": self.layer, **extra}
 
     @classmethod
     def from_dict(cls, raw: dict | None) -> "Injection":
         raw = raw or {}
-        layer = raw.get("layer")
-        return cls(site=str(raw.get("site", EMBEDDING)), layer=None if layer is None else int(layer))
+        layer, early = raw.get("layer"), raw.get("early_layer")
+        return cls(site=str(raw.get("site", EMBEDDING)), layer=None if layer is None else int(layer),
+                   early_layer=None if early is None else int(early))
 
 
 def _hidden_arg(args: tuple, kwargs: dict) -> torch.Tensor:
@@ -59,18 +77,20 @@ def _hidden_arg(args: tuple, kwargs: dict) -> torch.Tensor:
 
 
 class ResidualInjection:
-    """The two hooks that move the vector from the marker's embedding slot to block K's output."""
+    """The hooks that move the vector from the marker's embedding slot to block K's output (and block E's)."""
 
-    def __init__(self, model: torch.nn.Module, layer: int, position: int, prompt_length: int, marker_id: int):
+    def __init__(self, model: torch.nn.Module, sites: tuple[int, ...], position: int, prompt_length: int,
+                 marker_id: int):
         layers = adapter_for(model.config).decoder_layers(model)
-        if not 0 <= layer < len(layers):
-            raise NLAError(f"residual injection at layer {layer}, but the AV has {len(layers)} blocks (0.."
+        if not 0 <= sites[-1] < len(layers):
+            raise NLAError(f"residual injection at layer {sites[-1]}, but the AV has {len(layers)} blocks (0.."
                            f"{len(layers) - 1}); the AV and the activations must come from the same model")
         self.model, self.position, self.prompt_length, self.marker_id = model, position, prompt_length, marker_id
         self.armed = False
         self.pending: torch.Tensor | None = None  # (B, d): the vectors taken out at block 0, put in at block K
         layers[0].register_forward_pre_hook(self._take, with_kwargs=True)
-        layers[layer].register_forward_hook(self._put, with_kwargs=True)
+        for k in sites:  # the last site is K: it clears the pending vectors
+            layers[k].register_forward_hook(functools.partial(self._put, last=k == sites[-1]), with_kwargs=True)
 
     @contextlib.contextmanager
     def active(self):
@@ -106,12 +126,13 @@ class ResidualInjection:
             return (hidden, *args[1:]), kwargs
         return args, {**kwargs, "hidden_states": hidden}
 
-    def _put(self, module, args, kwargs, output):
+    def _put(self, module, args, kwargs, output, *, last: bool = True):
         hidden = output[0] if isinstance(output, tuple) else output
         column = self._marker_column(hidden, kwargs)
         if self.pending is None or column is None:
             return None
         hidden = hidden.clone()
         hidden[:, column] = self.pending.to(hidden.dtype)
-        self.pending = None
+        if last:
+            self.pending = None
         return (hidden, *output[1:]) if isinstance(output, tuple) else hidden

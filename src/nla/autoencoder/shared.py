@@ -231,10 +231,11 @@ def reference_client_note(av_meta: ModelMeta) -> str | None:
     """What the reference client (its nla_inference.py) cannot do with this AV, in words; None when it reads it.
     Its NLAClient always writes the vector into the marker's token embedding and ignores the sidecar's
     `injection` key, so an AV trained with the vector at a block's output would be read wrongly there."""
-    site = (av_meta.injection or {}).get("site", "embedding")
-    if site == "embedding":
+    injection = Injection.from_dict(av_meta.injection)
+    if injection.site == "embedding":
         return None
-    return (f"this AV reads the vector at block {av_meta.injection.get('layer')}'s output (injection: {site}); the "
+    where = " and ".join(f"block {k}'s output" for k in injection.layers)
+    return (f"this AV reads the vector at {where} (injection: {injection.site}); the "
             "reference client's NLAClient writes it into the marker's token embedding whatever the sidecar says, "
             "so it would read this AV wrongly (its AR reads fine): read the AV with nla, or train with "
             "--injection embedding for the reference client")

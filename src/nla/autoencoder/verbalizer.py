@@ -87,7 +87,7 @@ class Verbalizer:
         self.injection = injection
         self._residual = None
         if injection.site == RESIDUAL:
-            self._residual = ResidualInjection(model, injection.layer, prompt.index(site.marker.token_id),
+            self._residual = ResidualInjection(model, injection.layers, prompt.index(site.marker.token_id),
                                                len(prompt), site.marker.token_id)
 
     def reading(self):

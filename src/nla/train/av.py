@@ -132,7 +132,9 @@ def _injection(cfg: AVTrainConfig, layer: int, warm: ModelMeta | None) -> Inject
     if cfg.injection == RESIDUAL and into > layer:
         raise NLAError(f"injection-layer {into} is after the extraction layer {layer}; the AV's blocks up to it "
                        f"would not see the vector as the target computed it; pass 0..{layer}")
-    return Injection(cfg.injection, into if cfg.injection == RESIDUAL else None)
+    if cfg.injection != RESIDUAL:
+        return Injection(cfg.injection)
+    return Injection(cfg.injection, into, cfg.injection_early_layer)
 
 
 def train_av(cfg: AVTrainConfig, *, progress: bool = True) -> dict:

@@ -72,6 +72,9 @@ class AVTrainConfig(SFTConfig):
                              "(block K's output at the marker, which the AV's later blocks already read; faster).")
     injection_layer: int | None = setting(None, "Residual only: the block whose output takes the vector, 0..K "
                                           "(default K; an earlier block gives the AV more blocks to decode it).")
+    injection_early_layer: int | None = setting(None, "Residual only: also write the vector into this earlier "
+                                                "block's output (two sites; blocks after it carry the vector "
+                                                "into the prompt's later positions).")
     init_from: str | None = setting(None, "Warm start: an NLA folder (or default) whose AV adapter this run keeps "
                                     "training (its rank, injection site and scale come with it).")
 
@@ -81,8 +84,9 @@ class AVTrainConfig(SFTConfig):
             raise NLAError("injection-scale must be positive")
         if self.injection not in ("embedding", "residual"):
             raise NLAError(f"injection '{self.injection}' is unknown; use embedding or residual")
-        if self.injection_layer is not None and self.injection != "residual":
-            raise NLAError("injection-layer applies to --injection residual only; drop it or pass "
-                           "--injection residual")
+        for name in ("injection_layer", "injection_early_layer"):
+            if getattr(self, name) is not None and self.injection != "residual":
+                raise NLAError(f"{name.replace('_', '-')} applies to --injection residual only; drop it or pass "
+                               "--injection residual")
         if self.injection_layer is not None and self.injection_layer < 0:
             raise NLAError(f"injection-layer {self.injection_layer} is negative; pass a block index 0..K")
