@@ -43,6 +43,7 @@ from nla.autoencoder.hub import role_folder
 from nla.autoencoder.nla import reconstruct_texts
 from nla.autoencoder.reconstructor import reconstruction_mse
 from nla.autoencoder.shared import load_ar_folder, load_av_folder
+from nla.autoencoder.verbalizer import FAILED_MSE
 from nla.eval.metrics import baseline
 from nla.inputs import vectors_of
 from nla.layout import sidecar_path
@@ -111,11 +112,11 @@ def train_variant(out: Path, data: Path, settings: dict, args, rows: int) -> flo
 
 
 def row_errors(out: Path, golds: torch.Tensor, ar, args) -> tuple[list[str | None], torch.Tensor]:
-    """The AV's greedy explanations of the held-out vectors and the AR's error on each (failures: MSE 2)."""
+    """The AV's greedy explanations of the held-out vectors and the AR's error on each (failures: FAILED_MSE)."""
     av, _ = load_av_folder(role_folder(out, "av"))  # the LoRA adapter, merged as it loads
     texts = [e.text for e in av.explain(golds, max_new_tokens=args.max_new_tokens, batch_size=32)]
     ok = [i for i, t in enumerate(texts) if t]
-    mse = torch.full((len(golds),), 2.0)
+    mse = torch.full((len(golds),), FAILED_MSE)
     if ok:
         ar_model, ar_tokenizer, ar_meta = ar
         predicted = reconstruct_texts(ar_model, ar_tokenizer, ar_meta.prompt_templates["ar"], [texts[i] for i in ok])
