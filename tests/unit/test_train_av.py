@@ -8,6 +8,7 @@ from conftest import write_toy_pairs
 from nla.autoencoder.checkpoint import load_verbalizer
 from nla.autoencoder.injection import RESIDUAL, Injection
 from nla.autoencoder.nla import NLA
+from nla.autoencoder.shared import load_av_folder
 from nla.errors import NLAError
 from nla.train.ar import train_ar
 from nla.train.av import av_batch, build_verbalizer, response_ids, response_loss, train_av
@@ -142,3 +143,14 @@ def test_a_warm_start_of_another_layer_or_no_av_is_refused(tmp_path, toy_pairs, 
         train_av(config(tmp_path, "other", toy_pairs, tiny_llama, layer=0, init_from=str(first.out)), progress=False)
     with pytest.raises(NLAError, match="holds no AV adapter"):
         train_av(config(tmp_path, "none", toy_pairs, tiny_llama, init_from=str(tmp_path)), progress=False)
+
+
+def test_save_rank_stores_a_smaller_adapter_that_loads_and_says_what_it_kept(tmp_path, toy_pairs, tiny_llama):
+    from peft import LoraConfig
+
+    result = train_av(config(tmp_path, "cut", toy_pairs, tiny_llama, epochs=0.5, save_rank=3), progress=False)
+    av, meta = load_av_folder(tmp_path / "cut" / "av_adapter")
+    assert LoraConfig.from_pretrained(tmp_path / "cut" / "av_adapter").r == 3
+    assert meta.training["lora_rank"] == 8 and meta.training["saved_rank"] == 3
+    assert 0 < meta.training["saved_rank_kept"] <= 1 and result["steps"] == 2
+    assert len(av.explain(torch.randn(2, 32), max_new_tokens=4)) == 2

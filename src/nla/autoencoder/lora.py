@@ -45,15 +45,53 @@ def lora_layers(model: nn.Module) -> list:
     return [m for m in model.modules() if isinstance(m, LoraLayer)]
 
 
-def save_adapter(model: nn.Module, folder: Path, adapter_name: str) -> None:
-    """Write one named adapter in peft's format (its config and weights, nothing of the base)."""
+def save_adapter(model: nn.Module, folder: Path, adapter_name: str, rank: int | None = None) -> float | None:
+    """Write one named adapter in peft's format (its config and weights, nothing of the base); with `rank`, at
+    that lower rank (see reduced_rank), returning the share of the update kept."""
     from peft import get_peft_model_state_dict
     from safetensors.torch import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
-    model.peft_config[adapter_name].save_pretrained(folder)
+    config = model.peft_config[adapter_name]
     state = get_peft_model_state_dict(model, adapter_name=adapter_name)
+    kept = None
+    if rank is not None:
+        config, state, kept = reduced_rank(config, state, rank)
+    config.save_pretrained(folder)
     save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, folder / ADAPTER_WEIGHTS)
+    return kept
+
+
+def reduced_rank(config, weights: dict, rank: int):
+    """(config, weights, kept) of the rank-`rank` LoRA closest to the given one: each module's update B A cut to
+    its `rank` largest singular directions (the best approximation of that rank, by Eckart-Young), at the same
+    alpha / r so it still stacks with an RL adapter. `kept` is the share of the updates' squared norm (summed
+    over modules) that the cut keeps. A larger rank trains better but ships bigger (issue 22's size budget)."""
+    import copy
+
+    import torch
+
+    if config.rank_pattern or config.alpha_pattern or rank >= config.r:
+        raise NLAError(f"cannot store this LoRA (rank {config.r}) at rank {rank}; pass a rank below {config.r}")
+    reduced, total, kept = {}, 0.0, 0.0
+    for key_a in (k for k in weights if k.endswith(".lora_A.weight")):
+        key_b = key_a.replace(".lora_A.", ".lora_B.")
+        a, b = weights[key_a].double(), weights[key_b].double()
+        # B A = Qb (Rb Ra^T) Qa^T: the SVD of the small r x r middle gives the update's own SVD
+        q_b, r_b = torch.linalg.qr(b)
+        q_a, r_a = torch.linalg.qr(a.T)
+        u, s, vh = torch.linalg.svd(r_b @ r_a.T)
+        root = s[:rank].sqrt()
+        reduced[key_b] = ((q_b @ u[:, :rank]) * root).to(weights[key_b].dtype)
+        reduced[key_a] = (root[:, None] * (vh[:rank] @ q_a.T)).to(weights[key_a].dtype)
+        total, kept = total + float((s ** 2).sum()), kept + float((s[:rank] ** 2).sum())
+    if set(reduced) != set(weights):
+        raise NLAError("this adapter holds weights other than LoRA's A and B; it cannot be stored at a lower rank")
+    config = copy.deepcopy(config)
+    config.lora_alpha, config.r = config.lora_alpha * rank / config.r, rank
+    if float(config.lora_alpha).is_integer():
+        config.lora_alpha = int(config.lora_alpha)
+    return config, reduced, (kept / total if total else 1.0)
 
 
 def load_adapter(model: nn.Module, folder: Path, adapter_name: str) -> nn.Module:

@@ -19,6 +19,7 @@ and the trainers do when asked (`--export`).
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import warnings
 from pathlib import Path
@@ -152,9 +153,12 @@ def write_released(folder: Path, role: str, model: nn.Module, tokenizer, meta: M
 
 
 def _write_adapter_files(folder: Path, role: str, model: nn.Module, meta: ModelMeta,
-                         head: nn.Linear | None) -> None:
-    """The named adapter (peft's files), its sidecar and (AR) the head."""
-    save_adapter(model, folder, role)
+                         head: nn.Linear | None, rank: int | None = None) -> None:
+    """The named adapter (peft's files; with `rank`, stored at that lower rank), its sidecar and (AR) the head."""
+    kept = save_adapter(model, folder, role, rank)
+    if kept is not None:  # the sidecar says what is stored: the trained rank's update, cut to `rank`
+        meta = dataclasses.replace(meta, training={**meta.training, "saved_rank": rank,
+                                                   "saved_rank_kept": round(kept, 4)})
     if head is not None:
         save_file({"weight": head.weight.detach().contiguous().cpu()}, folder / VALUE_HEAD_FILE)
     write_model_meta(folder, meta)
@@ -202,12 +206,13 @@ def export_role(run: Path, role: str, out: Path, *, dtype: str = "float32", adap
 
 
 def write_trained(run: Path, role: str, model: nn.Module, tokenizer, meta: ModelMeta, *, lora: bool,
-                  head: nn.Linear | None = None, export: bool = False) -> Path:
+                  head: nn.Linear | None = None, export: bool = False, rank: int | None = None) -> Path:
     """The end of a training stage; returns the folder written last, whose sidecar marks the stage done.
 
     LoRA: RUN/{role}_adapter (megabytes), plus the merged RUN/{role} only with `export` (a full copy of the
     model). Full fine-tuning: RUN/{role}. What an older run left for the role goes first (a stale folder of
-    the other kind would be read instead of the new weights), and RUN/calibration.json with it."""
+    the other kind would be read instead of the new weights), and RUN/calibration.json with it. With `rank`,
+    a LoRA is stored at that lower rank (lora.reduced_rank), and the export merges what is stored."""
     run = Path(run)
     (run / CALIBRATION_FILE).unlink(missing_ok=True)
     adapter, released = run / ADAPTER_DIRS[role], run / RELEASED_DIRS[role]
@@ -218,7 +223,7 @@ def write_trained(run: Path, role: str, model: nn.Module, tokenizer, meta: Model
             shutil.rmtree(released, ignore_errors=True)
         return released
     with atomic_path(adapter) as tmp:  # renamed in last: a kill before that leaves no adapter, i.e. not done
-        _write_adapter_files(tmp, role, model, meta, head)
+        _write_adapter_files(tmp, role, model, meta, head, rank)
         shutil.rmtree(adapter, ignore_errors=True)  # first: never an old adapter beside a new merged folder
         if export:
             export_role(run, role, run, adapter=tmp)

@@ -125,6 +125,16 @@ def _warm_start(cfg: AVTrainConfig, model_spec: str, layer: int) -> tuple[Path, 
     return folder, meta
 
 
+def _check_save_rank(rank: int, adapter: Path) -> None:
+    """A warm start trains at its adapter's rank: --save-rank must be below it (checked before any training)."""
+    from peft import LoraConfig
+
+    trained = LoraConfig.from_pretrained(adapter).r
+    if rank >= trained:
+        raise NLAError(f"save-rank {rank} is not below the rank of init-from's adapter ({trained}); pass "
+                       f"1..{trained - 1}, or drop it")
+
+
 def _injection(cfg: AVTrainConfig, layer: int, warm: ModelMeta | None) -> Injection:
     if warm is not None:  # the warm start's own site: its weights learnt to read the vector there
         return Injection.from_dict(warm.injection)
@@ -140,6 +150,8 @@ def _injection(cfg: AVTrainConfig, layer: int, warm: ModelMeta | None) -> Inject
 def train_av(cfg: AVTrainConfig, *, progress: bool = True) -> dict:
     texts, golds, model_spec, layer = sft_inputs(cfg, "av")  # every check before any work
     init_adapter, warm = _warm_start(cfg, model_spec, int(layer)) if cfg.init_from else (None, None)
+    if init_adapter is not None and cfg.save_rank is not None:
+        _check_save_rank(cfg.save_rank, init_adapter)
     scale = (warm.injection_scale if warm else cfg.injection_scale) or suggest_injection_scale(
         float(golds.norm(dim=1).mean()))
     injection = _injection(cfg, int(layer), warm)
@@ -169,7 +181,8 @@ def train_av(cfg: AVTrainConfig, *, progress: bool = True) -> dict:
 
     settings = {**asdict(cfg), "model": model_spec, "rows": len(texts), "injection_scale": scale}
     settings.pop("overwrite")
-    settings.pop("export")  # what is written at the end, not how the AV trains
+    settings.pop("export")  # these two are what is written at the end, not how the AV trains
+    settings.pop("save_rank")
     steps = train_loop(av.model, loss_at, accelerator=accelerator, total_steps=batches.total_steps, lr=cfg.lr,
                        warmup_fraction=cfg.warmup_fraction,
                        max_grad_norm=cfg.max_grad_norm, checkpoint_every=cfg.checkpoint_every, out=cfg.out,
@@ -186,7 +199,7 @@ def train_av(cfg: AVTrainConfig, *, progress: bool = True) -> dict:
     av.model.eval()
     lora = bool(cfg.lora_rank) or init_adapter is not None
     written = write_trained(cfg.out, "av", av.model, target.tokenizer, meta_out, lora=lora,
-                            export=cfg.export) if accelerator.is_main_process else None
+                            export=cfg.export, rank=cfg.save_rank) if accelerator.is_main_process else None
     accelerator.wait_for_everyone()
     return {"steps": steps, "out": str(written or cfg.out), "injection_scale": scale,
             "main_process": accelerator.is_main_process}

@@ -77,6 +77,9 @@ class AVTrainConfig(SFTConfig):
                                                 "into the prompt's later positions).")
     init_from: str | None = setting(None, "Warm start: an NLA folder (or default) whose AV adapter this run keeps "
                                     "training (its rank, injection site and scale come with it).")
+    save_rank: int | None = setting(None, "LoRA only: store the trained adapter at this lower rank (each "
+                                    "module's update cut to its largest singular directions), to train at a "
+                                    "large rank and ship a small file; the sidecar records the share kept.")
 
     def __post_init__(self):
         super().__post_init__()
@@ -88,5 +91,9 @@ class AVTrainConfig(SFTConfig):
             if getattr(self, name) is not None and self.injection != "residual":
                 raise NLAError(f"{name.replace('_', '-')} applies to --injection residual only; drop it or pass "
                                "--injection residual")
+        if self.save_rank is not None and (self.save_rank < 1 or self.lora_rank == 0 or (
+                self.init_from is None and self.save_rank >= self.lora_rank)):
+            raise NLAError(f"save-rank {self.save_rank} must be below the LoRA rank ({self.lora_rank}) and at "
+                           f"least 1; pass 1..lora-rank - 1, or drop it")
         if self.injection_layer is not None and self.injection_layer < 0:
             raise NLAError(f"injection-layer {self.injection_layer} is negative; pass a block index 0..K")
