@@ -16,6 +16,19 @@ from nla.inputs import damaged_file
 from nla.layout import ADAPTER_WEIGHTS
 
 LORA_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+# Where a PeftModel keeps the model, so what PeftModel.save_pretrained writes before each weight's name: with it,
+# peft's own PeftModel.from_pretrained(base, folder) reads our adapters. Older runs (and the first shipped
+# default) wrote the bare names of an injected model; reading takes both.
+PEFT_PREFIX = "base_model.model."
+
+
+def weights_on_disk(state: dict) -> dict:
+    return {PEFT_PREFIX + k: v.detach().cpu().contiguous() for k, v in state.items()}
+
+
+def weights_in_memory(weights: dict) -> dict:
+    """The names of an adapter file as our injected model (no PeftModel around it) calls them."""
+    return {k.removeprefix(PEFT_PREFIX): v for k, v in weights.items()}
 
 
 def add_lora(model: nn.Module, rank: int, layers: list[int] | None = None, adapter_name: str = "default") -> nn.Module:
@@ -58,7 +71,7 @@ def save_adapter(model: nn.Module, folder: Path, adapter_name: str, rank: int | 
     if rank is not None:
         config, state, kept = reduced_rank(config, state, rank)
     config.save_pretrained(folder)
-    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, folder / ADAPTER_WEIGHTS)
+    save_file(weights_on_disk(state), folder / ADAPTER_WEIGHTS)
     return kept
 
 
@@ -102,7 +115,7 @@ def load_adapter(model: nn.Module, folder: Path, adapter_name: str) -> nn.Module
     with damaged_file(folder, "a LoRA adapter folder", "copy it again (adapter_config.json and "
                       f"{ADAPTER_WEIGHTS}), or rerun the command that wrote it"):
         config = LoraConfig.from_pretrained(folder)
-        weights = load_file(folder / ADAPTER_WEIGHTS)
+        weights = weights_in_memory(load_file(folder / ADAPTER_WEIGHTS))
     model = lora_weights_in_fp32(inject_adapter_in_model(config, model, adapter_name=adapter_name))
     result = set_peft_model_state_dict(model, weights, adapter_name=adapter_name)
     if result.unexpected_keys:  # e.g. an adapter of another model copied into the run folder
@@ -147,7 +160,7 @@ def stacked_adapter(model: nn.Module, adapter_name: str, parent: Path):
 
     with damaged_file(parent, "a LoRA adapter folder"):
         config = LoraConfig.from_pretrained(parent)
-        first = load_file(parent / ADAPTER_WEIGHTS)
+        first = weights_in_memory(load_file(parent / ADAPTER_WEIGHTS))
     ours = model.peft_config[adapter_name]
     if config.lora_alpha * ours.r != ours.lora_alpha * config.r or config.rank_pattern or config.alpha_pattern:
         return None
@@ -155,4 +168,4 @@ def stacked_adapter(model: nn.Module, adapter_name: str, parent: Path):
     if weights is None:
         return None
     config.r, config.lora_alpha = config.r + ours.r, config.lora_alpha + ours.lora_alpha  # alpha / r unchanged
-    return config, {k: v.detach().cpu() for k, v in weights.items()}
+    return config, weights_on_disk(weights)
