@@ -6,11 +6,13 @@
 The AV learns the texts of `--format` (a variant of benchmarks/format_ceiling.py, whose AR
 for the same format is passed as --ar). For each variant it trains a fresh AV with `nla train-av`'s
 own function on av_sft for the same number of steps, rows, order and learning rate; only how it
-reads the vector differs (item 3 of issue 22). A variant is SITE[@E][+E][:rN][-shuffled]:
+reads the vector differs (item 3 of issue 22). A variant is SITE[@E][+E][:rN[sS]][-shuffled]:
   embedding | residual   the released site (the marker's embedding) or block K's output (the preset)
   @E                     residual: block E's output instead of block K's (injection_layer)
   +E                     residual: block E's output as well as block K's (two sites; injection.early_layer)
   :rN                    LoRA rank N instead of --lora-rank (N = 0: every weight trained)
+  sS                     stored at rank S (train-av --save-rank); when the same variant without sS is also in
+                         the list, its trained adapter is cut instead of training again (the same weights)
   -shuffled              the control: every explanation paired with another row's activation
 It then explains held-out validation activations greedily and reports:
   fve               end to end: the given AR reading the AV's explanations (failures score MSE 2)
@@ -89,13 +91,38 @@ def variant_settings(name: str, lora_rank: int) -> dict:
     """The AVTrainConfig settings a variant name stands for (see the module docstring)."""
     rest, shuffled = name.removesuffix("-shuffled"), name.endswith("-shuffled")
     rest, _, rank = rest.partition(":r")
+    rank, _, saved = rank.partition("s")
     rest, _, early = rest.partition("+")
     site, _, into = rest.partition("@")
     if site not in ("embedding", "residual") or (site == "embedding" and (into or early)):
-        raise SystemExit(f"variant {name}: use embedding or residual[@E][+E][:rN][-shuffled]")
+        raise SystemExit(f"variant {name}: use embedding or residual[@E][+E][:rN[sS]][-shuffled]")
     return {"injection": site, "injection_layer": int(into) if into else None,
             "injection_early_layer": int(early) if early else None,
-            "lora_rank": int(rank) if rank else lora_rank, "shuffle_activations": shuffled}
+            "lora_rank": int(rank) if rank else lora_rank, "shuffle_activations": shuffled,
+            "save_rank": int(saved) if saved else None}
+
+
+def cut_variant(out: Path, trained: Path, rank: int) -> None:
+    """OUT as the trained variant's AV stored at `rank`: what train-av --save-rank writes after the same training
+    (the same function on the same final weights), without training again."""
+    from peft import LoraConfig
+    from safetensors.torch import load_file, save_file
+
+    from nla.autoencoder.lora import reduced_rank, weights_in_memory, weights_on_disk
+    from nla.autoencoder.meta import read_model_meta, write_model_meta
+    from nla.layout import ADAPTER_DIRS, ADAPTER_WEIGHTS
+
+    source, dest = trained / ADAPTER_DIRS["av"], out / ADAPTER_DIRS["av"]
+    config, weights, kept = reduced_rank(LoraConfig.from_pretrained(source),
+                                         weights_in_memory(load_file(source / ADAPTER_WEIGHTS)), rank)
+    dest.mkdir(parents=True, exist_ok=True)
+    config.save_pretrained(dest)
+    save_file(weights_on_disk(weights), dest / ADAPTER_WEIGHTS)
+    meta = read_model_meta(source)
+    meta.training.update(saved_rank=rank, saved_rank_kept=round(kept, 4))
+    write_model_meta(dest, meta)
+    for name in ("av_metrics.jsonl", "train_seconds.json"):  # the training is the trained variant's
+        shutil.copy2(trained / name, out / name)
 
 
 def train_variant(out: Path, data: Path, settings: dict, args, rows: int) -> float:
@@ -164,7 +191,10 @@ def main() -> None:
     for name in names:
         if name in done:
             continue
-        out = args.out / name
+        out, trained = args.out / name, args.out / name.replace(f"s{settings[name]['save_rank']}", "")
+        if trained != out and trained.name in names and not (out / "train_seconds.json").exists():
+            train_variant(trained, data, {**settings[name], "save_rank": None}, args, rows)
+            cut_variant(out, trained, settings[name]["save_rank"])
         seconds = train_variant(out, data, settings[name], args, rows)
         texts, mse = row_errors(out, golds, ar, args)
         first = torch.tensor(json.loads((args.out / names[0] / "row_mse.json").read_text()))
