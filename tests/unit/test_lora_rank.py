@@ -71,5 +71,5 @@ def test_a_rank_that_is_not_lower_is_refused_in_one_line(trained_lora, tmp_path)
     assert not (tmp_path / "same" / "adapter_model.safetensors").exists()
     with pytest.raises(NLAError, match=r"^save-rank 16 must be below the LoRA rank \(16\)"):
         AVTrainConfig(data=tmp_path / "d.parquet", out=tmp_path / "run", save_rank=16)
-    with pytest.raises(NLAError, match=r"^save-rank 4 must be below the LoRA rank \(0\)"):
+    with pytest.raises(NLAError, match=r"^save-rank applies to LoRA only \(lora-rank 0 trains every weight\)"):
         AVTrainConfig(data=tmp_path / "d.parquet", out=tmp_path / "run", lora_rank=0, save_rank=4)

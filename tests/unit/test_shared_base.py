@@ -218,5 +218,6 @@ def test_ship_copies_a_run_as_fp16_adapters_with_run_relative_paths(lora_run, tm
     assert report == {"nla": "RUN/sft", "fve": 0.1, "mean_from": "/data/acts/x", "data": "RUN/acts/validation.parquet"}
     weights = load_file(shipped / "av_adapter" / "adapter_model.safetensors")
     assert weights and all(w.dtype == torch.float16 for w in weights.values())
+    assert all(k.startswith("base_model.model.") for k in weights)  # peft's key layout: PeftModel reads it
     ours, theirs = NLA.load(shipped, device="cpu"), NLA.load(run / "sft", device="cpu")
     assert torch.allclose(ours.reconstruct(["about river"]), theirs.reconstruct(["about river"]), atol=1e-2)

@@ -20,7 +20,8 @@ from importlib import resources
 from pathlib import Path
 
 from nla.errors import NLAError
-from nla.layout import ADAPTER_DIRS, CALIBRATION_FILE, EVAL_JSON, META_FILE, STAGES_FILE, TRAIN_CONFIG_FILE
+from nla.layout import (ADAPTER_DIRS, ADAPTER_WEIGHTS, CALIBRATION_FILE, EVAL_JSON, META_FILE, STAGES_FILE,
+                        TRAIN_CONFIG_FILE)
 
 DEFAULT = "default"
 REPORT_FILES = (f"eval/{EVAL_JSON}", "eval/fve_by_position.png", "eval/fve_by_norm.png", TRAIN_CONFIG_FILE,
@@ -40,7 +41,12 @@ def _copy(source: Path, dest: Path, run_path: re.Pattern) -> None:
     import torch
     from safetensors.torch import load_file, save_file
 
-    if source.suffix == ".safetensors":
+    from nla.autoencoder.lora import weights_in_memory, weights_on_disk  # torch: only when shipping
+
+    if source.name == ADAPTER_WEIGHTS:  # in peft's key layout, whatever an older run wrote
+        weights = weights_in_memory(load_file(source))
+        save_file(weights_on_disk({k: v.to(torch.float16) for k, v in weights.items()}), dest)
+    elif source.suffix == ".safetensors":
         save_file({k: v.to(torch.float16).contiguous() for k, v in load_file(source).items()}, dest)
     elif source.suffix in (".json", ".yaml", ".jsonl"):
         dest.write_text(run_path.sub("RUN", source.read_text(encoding="utf-8")), encoding="utf-8")

@@ -91,9 +91,12 @@ class AVTrainConfig(SFTConfig):
             if getattr(self, name) is not None and self.injection != "residual":
                 raise NLAError(f"{name.replace('_', '-')} applies to --injection residual only; drop it or pass "
                                "--injection residual")
-        if self.save_rank is not None and (self.save_rank < 1 or self.lora_rank == 0 or (
-                self.init_from is None and self.save_rank >= self.lora_rank)):
+        if self.save_rank is not None and self.lora_rank == 0:
+            raise NLAError("save-rank applies to LoRA only (lora-rank 0 trains every weight); drop it or pass "
+                           "--lora-rank N")
+        if self.save_rank is not None and (self.save_rank < 1 or (self.init_from is None and
+                                                                    self.save_rank >= self.lora_rank)):
             raise NLAError(f"save-rank {self.save_rank} must be below the LoRA rank ({self.lora_rank}) and at "
-                           f"least 1; pass 1..lora-rank - 1, or drop it")
+                           f"least 1; pass 1..{self.lora_rank - 1}, or drop it")
         if self.injection_layer is not None and self.injection_layer < 0:
             raise NLAError(f"injection-layer {self.injection_layer} is negative; pass a block index 0..K")
