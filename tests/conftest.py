@@ -84,6 +84,21 @@ def tiny_llama(tiny_models) -> Path:
     return tiny_models["llama"]
 
 
+@pytest.fixture()
+def trained_lora(tiny_llama):
+    """The tiny llama with a rank-8 "av" LoRA whose B is not zero, as after training."""
+    from transformers import AutoModelForCausalLM
+
+    from nla.autoencoder.lora import add_lora
+
+    torch.manual_seed(0)
+    model = add_lora(AutoModelForCausalLM.from_pretrained(tiny_llama), 8, adapter_name="av")
+    for name, weight in model.named_parameters():
+        if "lora_B" in name:
+            weight.data = torch.randn_like(weight) * 0.1
+    return model
+
+
 SAMPLE_TEXTS = [
     "The quick brown fox jumps over the lazy dog while the farmer watches from the old wooden porch.",
     "Python functions are defined with the def keyword, followed by a name, parameters and a colon.",

@@ -7,22 +7,13 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM
 
-from nla.autoencoder.lora import PEFT_PREFIX, add_lora, load_adapter, save_adapter
+from nla.autoencoder.lora import PEFT_PREFIX, load_adapter, save_adapter
 
 
-def trained_model(base):
-    torch.manual_seed(0)
-    model = add_lora(AutoModelForCausalLM.from_pretrained(base), 4, adapter_name="av")
-    for name, weight in model.named_parameters():
-        if "lora_B" in name:
-            weight.data = torch.randn_like(weight) * 0.1
-    return model
-
-
-def test_peft_reads_our_adapter_with_every_weight_and_runs_it_as_ours(tiny_llama, tmp_path):
+def test_peft_reads_our_adapter_with_every_weight_and_runs_it_as_ours(trained_lora, tiny_llama, tmp_path):
     from peft import PeftModel
 
-    ours = trained_model(tiny_llama)
+    ours = trained_lora
     save_adapter(ours, tmp_path / "adapter", "av")
     with warnings.catch_warnings(record=True) as caught:  # peft only warns about weights it could not place
         warnings.simplefilter("always")
@@ -35,8 +26,8 @@ def test_peft_reads_our_adapter_with_every_weight_and_runs_it_as_ours(tiny_llama
         assert not torch.allclose(theirs(ids).logits, base)  # the adapter is applied, not ignored
 
 
-def test_an_adapter_with_the_older_bare_names_still_loads(tiny_llama, tmp_path):
-    ours = trained_model(tiny_llama)
+def test_an_adapter_with_the_older_bare_names_still_loads(trained_lora, tiny_llama, tmp_path):
+    ours = trained_lora
     save_adapter(ours, tmp_path / "adapter", "av")
     path = tmp_path / "adapter" / "adapter_model.safetensors"
     weights = load_file(path)

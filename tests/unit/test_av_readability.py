@@ -42,23 +42,18 @@ def test_a_stored_rank_is_its_own_setting_and_the_name_of_the_training_it_cuts()
     assert AVTrainConfig(data="rows.parquet", out="out", **settings).save_rank == 28
 
 
-def test_a_cut_variant_is_the_trained_adapter_stored_at_the_lower_rank(tiny_llama, tmp_path):
+def test_a_cut_variant_is_the_trained_adapter_stored_at_the_lower_rank(trained_lora, tmp_path):
     import json
 
     import torch
     from peft import LoraConfig
     from safetensors.torch import load_file
-    from transformers import AutoModelForCausalLM
 
-    from nla.autoencoder.lora import add_lora, reduced_rank, save_adapter, weights_in_memory
+    from nla.autoencoder.lora import reduced_rank, save_adapter, weights_in_memory
     from nla.autoencoder.meta import ModelMeta, read_model_meta, write_model_meta
 
-    model = add_lora(AutoModelForCausalLM.from_pretrained(tiny_llama), 8, adapter_name="av")
-    for name, weight in model.named_parameters():
-        if "lora_B" in name:
-            weight.data = torch.randn_like(weight)
     trained = tmp_path / "residual:r8"
-    save_adapter(model, trained / "av_adapter", "av")
+    save_adapter(trained_lora, trained / "av_adapter", "av")
     write_model_meta(trained / "av_adapter", ModelMeta(role="av", d_model=32, extraction_layer_index=1,
                                                        injection_scale=1.0, mse_scale=1.0, training={"lora_rank": 8}))
     (trained / "av_metrics.jsonl").write_text('{"loss": 1.0}\n')

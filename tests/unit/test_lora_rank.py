@@ -6,20 +6,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from nla.autoencoder.lora import add_lora, load_adapter, reduced_rank, save_adapter
+from nla.autoencoder.lora import load_adapter, reduced_rank, save_adapter
 from nla.errors import NLAError
 from nla.train.config import AVTrainConfig
-
-
-@pytest.fixture()
-def trained_lora(tiny_llama):
-    """A tiny model with a rank-8 LoRA whose B is not zero (as after training)."""
-    torch.manual_seed(0)
-    model = add_lora(AutoModelForCausalLM.from_pretrained(tiny_llama), 8, adapter_name="av")
-    for name, weight in model.named_parameters():
-        if "lora_B" in name:
-            weight.data = torch.randn_like(weight) * 0.1
-    return model
 
 
 def updates(weights: dict, scale: float) -> dict:
