@@ -44,11 +44,11 @@ from paired_fve import paired_gain
 from nla.autoencoder.hub import role_folder
 from nla.autoencoder.nla import reconstruct_texts
 from nla.autoencoder.reconstructor import reconstruction_mse
-from nla.autoencoder.shared import load_ar_folder, load_av_folder
+from nla.autoencoder.shared import load_ar_folder, load_av_folder, store_at_rank
 from nla.autoencoder.verbalizer import FAILED_MSE
 from nla.eval.metrics import baseline
 from nla.inputs import vectors_of
-from nla.layout import sidecar_path
+from nla.layout import ADAPTER_DIRS, sidecar_path
 from nla.train.av import train_av
 from nla.train.config import AVTrainConfig
 
@@ -105,22 +105,7 @@ def variant_settings(name: str, lora_rank: int) -> dict:
 def cut_variant(out: Path, trained: Path, rank: int) -> None:
     """OUT as the trained variant's AV stored at `rank`: what train-av --save-rank writes after the same training
     (the same function on the same final weights), without training again."""
-    from peft import LoraConfig
-    from safetensors.torch import load_file, save_file
-
-    from nla.autoencoder.lora import reduced_rank, weights_in_memory, weights_on_disk
-    from nla.autoencoder.meta import read_model_meta, write_model_meta
-    from nla.layout import ADAPTER_DIRS, ADAPTER_WEIGHTS
-
-    source, dest = trained / ADAPTER_DIRS["av"], out / ADAPTER_DIRS["av"]
-    config, weights, kept = reduced_rank(LoraConfig.from_pretrained(source),
-                                         weights_in_memory(load_file(source / ADAPTER_WEIGHTS)), rank)
-    dest.mkdir(parents=True, exist_ok=True)
-    config.save_pretrained(dest)
-    save_file(weights_on_disk(weights), dest / ADAPTER_WEIGHTS)
-    meta = read_model_meta(source)
-    meta.training.update(saved_rank=rank, saved_rank_kept=round(kept, 4))
-    write_model_meta(dest, meta)
+    store_at_rank(trained / ADAPTER_DIRS["av"], out / ADAPTER_DIRS["av"], rank)
     for name in ("av_metrics.jsonl", "train_seconds.json"):  # the training is the trained variant's
         shutil.copy2(trained / name, out / name)
 
@@ -191,10 +176,11 @@ def main() -> None:
     for name in names:
         if name in done:
             continue
-        out, trained = args.out / name, args.out / name.replace(f"s{settings[name]['save_rank']}", "")
-        if trained != out and trained.name in names and not (out / "train_seconds.json").exists():
-            train_variant(trained, data, {**settings[name], "save_rank": None}, args, rows)
-            cut_variant(out, trained, settings[name]["save_rank"])
+        out, saved = args.out / name, settings[name]["save_rank"]
+        uncut = name.replace(f"s{saved}", "", 1) if saved else None
+        if uncut in names and not (out / "train_seconds.json").exists():
+            train_variant(args.out / uncut, data, {**settings[name], "save_rank": None}, args, rows)
+            cut_variant(out, args.out / uncut, saved)
         seconds = train_variant(out, data, settings[name], args, rows)
         texts, mse = row_errors(out, golds, ar, args)
         first = torch.tensor(json.loads((args.out / names[0] / "row_mse.json").read_text()))

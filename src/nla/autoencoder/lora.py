@@ -58,20 +58,34 @@ def lora_layers(model: nn.Module) -> list:
     return [m for m in model.modules() if isinstance(m, LoraLayer)]
 
 
-def save_adapter(model: nn.Module, folder: Path, adapter_name: str, rank: int | None = None) -> float | None:
-    """Write one named adapter in peft's format (its config and weights, nothing of the base); with `rank`, at
-    that lower rank (see reduced_rank), returning the share of the update kept."""
-    from peft import get_peft_model_state_dict
+def read_lora(folder: Path):
+    """(config, weights named as our injected model names them) of an adapter folder in either key layout."""
+    from peft import LoraConfig
+    from safetensors.torch import load_file
+
+    return LoraConfig.from_pretrained(folder), weights_in_memory(load_file(folder / ADAPTER_WEIGHTS))
+
+
+def write_lora(folder: Path, config, weights: dict) -> None:
+    """An adapter folder in peft's format and key layout: its config and weights, nothing of the base."""
     from safetensors.torch import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
+    config.save_pretrained(folder)
+    save_file(weights_on_disk(weights), folder / ADAPTER_WEIGHTS)
+
+
+def save_adapter(model: nn.Module, folder: Path, adapter_name: str, rank: int | None = None) -> float | None:
+    """Write one named adapter; with `rank`, at that lower rank (see reduced_rank), returning the share of the
+    update kept."""
+    from peft import get_peft_model_state_dict
+
     config = model.peft_config[adapter_name]
     state = get_peft_model_state_dict(model, adapter_name=adapter_name)
     kept = None
     if rank is not None:
         config, state, kept = reduced_rank(config, state, rank)
-    config.save_pretrained(folder)
-    save_file(weights_on_disk(state), folder / ADAPTER_WEIGHTS)
+    write_lora(folder, config, state)
     return kept
 
 
@@ -109,13 +123,11 @@ def reduced_rank(config, weights: dict, rank: int):
 
 def load_adapter(model: nn.Module, folder: Path, adapter_name: str) -> nn.Module:
     """Inject the adapter saved in `folder` under `adapter_name` and load its weights."""
-    from peft import LoraConfig, inject_adapter_in_model, set_peft_model_state_dict
-    from safetensors.torch import load_file
+    from peft import inject_adapter_in_model, set_peft_model_state_dict
 
     with damaged_file(folder, "a LoRA adapter folder", "copy it again (adapter_config.json and "
                       f"{ADAPTER_WEIGHTS}), or rerun the command that wrote it"):
-        config = LoraConfig.from_pretrained(folder)
-        weights = weights_in_memory(load_file(folder / ADAPTER_WEIGHTS))
+        config, weights = read_lora(folder)
     model = lora_weights_in_fp32(inject_adapter_in_model(config, model, adapter_name=adapter_name))
     result = set_peft_model_state_dict(model, weights, adapter_name=adapter_name)
     if result.unexpected_keys:  # e.g. an adapter of another model copied into the run folder
@@ -155,12 +167,10 @@ def stacked_adapter(model: nn.Module, adapter_name: str, parent: Path):
     """(config, weights) of one adapter of the summed rank equal to `parent`'s adapter plus the model's
     `adapter_name` LoRA, trained on top of it (with the parent merged into the base); None when they do not
     stack (other modules, another alpha / r)."""
-    from peft import LoraConfig, get_peft_model_state_dict
-    from safetensors.torch import load_file
+    from peft import get_peft_model_state_dict
 
     with damaged_file(parent, "a LoRA adapter folder"):
-        config = LoraConfig.from_pretrained(parent)
-        first = weights_in_memory(load_file(parent / ADAPTER_WEIGHTS))
+        config, first = read_lora(parent)
     ours = model.peft_config[adapter_name]
     if config.lora_alpha * ours.r != ours.lora_alpha * config.r or config.rank_pattern or config.alpha_pattern:
         return None
@@ -168,4 +178,4 @@ def stacked_adapter(model: nn.Module, adapter_name: str, parent: Path):
     if weights is None:
         return None
     config.r, config.lora_alpha = config.r + ours.r, config.lora_alpha + ours.lora_alpha  # alpha / r unchanged
-    return config, weights_on_disk(weights)
+    return config, weights

@@ -30,7 +30,8 @@ from torch import nn
 from nla.atomic import atomic_path
 from nla.autoencoder.checkpoint import AR_DIR, AV_DIR, check_pair, check_site, load_verbalizer
 from nla.autoencoder.injection import Injection
-from nla.autoencoder.lora import ADAPTER_WEIGHTS, load_adapter, lora_layers, merge_lora, save_adapter, stacked_adapter
+from nla.autoencoder.lora import (load_adapter, lora_layers, merge_lora, read_lora, reduced_rank, save_adapter,
+                                  stacked_adapter, write_lora)
 from nla.autoencoder.meta import ModelMeta, read_model_meta, write_model_meta
 from nla.autoencoder.reconstructor import VALUE_HEAD_FILE, Reconstructor, load_reconstructor, read_value_head
 from nla.autoencoder.templates import check_ar_suffix, check_ar_template
@@ -156,12 +157,23 @@ def _write_adapter_files(folder: Path, role: str, model: nn.Module, meta: ModelM
                          head: nn.Linear | None, rank: int | None = None) -> None:
     """The named adapter (peft's files; with `rank`, stored at that lower rank), its sidecar and (AR) the head."""
     kept = save_adapter(model, folder, role, rank)
-    if kept is not None:  # the sidecar says what is stored: the trained rank's update, cut to `rank`
-        meta = dataclasses.replace(meta, training={**meta.training, "saved_rank": rank,
-                                                   "saved_rank_kept": round(kept, 4)})
+    if kept is not None:
+        meta = cut_meta(meta, rank, kept)
     if head is not None:
         save_file({"weight": head.weight.detach().contiguous().cpu()}, folder / VALUE_HEAD_FILE)
     write_model_meta(folder, meta)
+
+
+def cut_meta(meta: ModelMeta, rank: int, kept: float) -> ModelMeta:
+    """The sidecar of an adapter stored at a lower rank: it says what is stored, the trained rank's update cut."""
+    return dataclasses.replace(meta, training={**meta.training, "saved_rank": rank, "saved_rank_kept": round(kept, 4)})
+
+
+def store_at_rank(source: Path, dest: Path, rank: int) -> None:
+    """An adapter folder (with its sidecar) written again at a lower rank, as --save-rank stores one."""
+    config, weights, kept = reduced_rank(*read_lora(source), rank)
+    write_lora(dest, config, weights)
+    write_model_meta(dest, cut_meta(read_model_meta(source), rank, kept))
 
 
 def write_stacked(run: Path, role: str, model: nn.Module, adapter_name: str, parent: Path, meta: ModelMeta,
@@ -176,9 +188,7 @@ def write_stacked(run: Path, role: str, model: nn.Module, adapter_name: str, par
     config, weights = stacked
     folder = run / ADAPTER_DIRS[role]
     with atomic_path(folder) as tmp:
-        tmp.mkdir()
-        config.save_pretrained(tmp)
-        save_file(weights, tmp / ADAPTER_WEIGHTS)
+        write_lora(tmp, config, weights)
         if head is not None:
             save_file({"weight": head.weight.detach().contiguous().cpu()}, tmp / VALUE_HEAD_FILE)
         write_model_meta(tmp, meta)
