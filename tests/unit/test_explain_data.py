@@ -35,8 +35,26 @@ def test_every_row_gets_a_factual_explanation(dataset):
 
 def test_existing_explanations_are_refused(dataset):
     explain_data(ExplainDataConfig(dataset=dataset), progress=False)
-    with pytest.raises(NLAError, match="already holds explanations; pass --overwrite"):
+    with pytest.raises(NLAError, match="already holds explanations of ar_sft, av_sft; pass --overwrite"):
         explain_data(ExplainDataConfig(dataset=dataset), progress=False)
+
+
+def test_a_split_is_added_to_a_finished_folder_with_its_settings(dataset):
+    out = dataset / "explanations-offline"
+    explain_data(ExplainDataConfig(dataset=dataset, quote_tokens=4), progress=False)
+    before = (out / "av_sft.parquet").stat().st_mtime_ns
+    with pytest.raises(NLAError, match=r"other settings \(quote_tokens 4 -> 6\)"):
+        explain_data(ExplainDataConfig(dataset=dataset, splits=("validation",), quote_tokens=6), progress=False)
+    assert not (out / "validation.parquet").exists()
+    summary = explain_data(ExplainDataConfig(dataset=dataset, splits=("av_sft", "validation"), quote_tokens=4),
+                           progress=False)
+    assert (out / "av_sft.parquet").stat().st_mtime_ns == before  # kept, not explained again
+    assert sorted(summary["splits"]) == ["ar_sft", "av_sft", "validation"] == sorted(summary["config"]["splits"])
+    table = pq.read_table(out / "validation.parquet")
+    assert table.num_rows == pq.read_metadata(dataset / "validation.parquet").num_rows
+    assert json.loads((out / "summary.json").read_text())["splits"]["validation"]["explained"] == table.num_rows
+    with pytest.raises(NLAError, match="already holds explanations of validation"):
+        explain_data(ExplainDataConfig(dataset=dataset, splits=("validation",), quote_tokens=4), progress=False)
 
 
 def test_an_overwrite_killed_mid_way_leaves_no_old_split_beside_new_ones(dataset, monkeypatch):

@@ -9,7 +9,8 @@ token ids), asks the target for its most likely next tokens there, and has an
 explainer write the explanation. Output: OUT/{split}.parquet = the split's columns plus
 `explanation`, with a sidecar; rows the explainer failed on are dropped and counted.
 Each split file is written atomically, finished splits are skipped on a rerun, and
-summary.json (written last) marks the output complete. API answers are also cached
+summary.json (written last) marks the output complete; a later call with the same settings
+may add other splits to a complete folder. API answers are also cached
 one by one in OUT/.cache/, so a split cut short by a kill or an outage resumes
 without repeating calls.
 """
@@ -165,12 +166,35 @@ def read_extract_config(dataset: Path) -> dict:
     return config
 
 
+# The settings that shape an explanation: a split added to a finished folder must share them with the others.
+SAME_SETTINGS = ("dataset", "explainer", "top_k", "quote_tokens", "salient_words", "api_model")
+
+
+def finished_splits(cfg: ExplainDataConfig) -> dict:
+    """The splits a finished --out already holds (their counts), when this call only adds others with the same
+    settings; {} for a new folder. Anything else is refused before any work: nothing to add, or other settings."""
+    path = cfg.out / SUMMARY
+    if not path.exists():
+        return {}
+    with damaged_file(path, "a JSON summary", "pass --overwrite to write the folder again"):
+        old = json.loads(path.read_text())
+    held, asked = old.get("splits", {}), {**asdict(cfg), "dataset": str(cfg.dataset)}
+    if set(cfg.splits) <= set(held):
+        raise NLAError(f"{cfg.out} already holds explanations of {', '.join(cfg.splits)}; pass --overwrite to "
+                       "replace them, or another --out")
+    differ = [f"{key} {old['config'].get(key)} -> {asked[key]}" for key in SAME_SETTINGS
+              if old.get("config", {}).get(key) != asked[key]]
+    if differ:
+        raise NLAError(f"{cfg.out} holds explanations written with other settings ({'; '.join(differ)}); add "
+                       "splits with its own settings, or pass --overwrite to replace them all, or another --out")
+    return held
+
+
 def explain_data(cfg: ExplainDataConfig, *, progress: bool = True) -> dict:
     """Write explanations for the chosen splits; returns the summary also written to OUT/summary.json."""
     if not (cfg.dataset / SUMMARY).exists():
         raise NLAError(f"{cfg.dataset} is not a finished extraction (no {SUMMARY}); run nla extract first")
-    if (cfg.out / SUMMARY).exists() and not cfg.overwrite:
-        raise NLAError(f"{cfg.out} already holds explanations; pass --overwrite to replace them, or another --out")
+    finished = {} if cfg.overwrite else finished_splits(cfg)
     extract_cfg = read_extract_config(cfg.dataset)
     for split in cfg.splits:  # every split checked before minutes of model work
         check_dataset_file(cfg.dataset / f"{split}.parquet", flag="--dataset", expect=SPLIT_FILE,
@@ -189,8 +213,10 @@ def explain_data(cfg: ExplainDataConfig, *, progress: bool = True) -> dict:
             (cfg.out / f"{split}.parquet").unlink(missing_ok=True)
     # the corpus's document frequencies, counted once for every split
     salient = SalientWords(document_text(d) for d in docs.values()) if cfg.salient_words else None
-    counts = {}
+    counts = dict(finished)
     for number, split in enumerate(cfg.splits, start=1):
+        if split in finished:
+            continue  # explained by an earlier call with the same settings
         log.info(f"explaining split {number}/{len(cfg.splits)}: {split} ({cfg.explainer})")
         done = cfg.out / f"{split}.parquet"
         if done.exists() and sidecar_path(done).exists() and not cfg.overwrite:
@@ -198,6 +224,6 @@ def explain_data(cfg: ExplainDataConfig, *, progress: bool = True) -> dict:
             continue  # finished before a kill
         counts[split] = _explain_split(cfg, split, target, docs, explainer, extract_cfg, progress, salient)
     summary = {"dataset": str(cfg.dataset), "explainer": cfg.explainer, "splits": counts,
-               "config": {**asdict(cfg), "dataset": str(cfg.dataset), "out": str(cfg.out)}}
+               "config": {**asdict(cfg), "dataset": str(cfg.dataset), "out": str(cfg.out), "splits": [*counts]}}
     write_json(cfg.out / SUMMARY, json.loads(json.dumps(summary)))
     return summary
