@@ -57,6 +57,14 @@ def test_a_split_is_added_to_a_finished_folder_with_its_settings(dataset):
         explain_data(ExplainDataConfig(dataset=dataset, splits=("validation",), quote_tokens=4), progress=False)
 
 
+def test_a_damaged_summary_is_named(dataset):
+    out = dataset / "explanations-offline"
+    out.mkdir()
+    (out / "summary.json").write_text("[]")
+    with pytest.raises(NLAError, match="summary.json cannot be read as a JSON summary.*pass --overwrite"):
+        explain_data(ExplainDataConfig(dataset=dataset, splits=("validation",)), progress=False)
+
+
 def test_an_overwrite_killed_mid_way_leaves_no_old_split_beside_new_ones(dataset, monkeypatch):
     import nla.explainers.stage as stage
 

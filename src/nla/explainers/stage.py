@@ -178,12 +178,14 @@ def finished_splits(cfg: ExplainDataConfig) -> dict:
         return {}
     with damaged_file(path, "a JSON summary", "pass --overwrite to write the folder again"):
         old = json.loads(path.read_text())
-    held, asked = old.get("splits", {}), {**asdict(cfg), "dataset": str(cfg.dataset)}
+        if not isinstance(old, dict):
+            raise ValueError("not a JSON object")
+    held, recorded = old.get("splits", {}), old.get("config", {})
+    asked = {**asdict(cfg), "dataset": str(cfg.dataset)}
     if set(cfg.splits) <= set(held):
         raise NLAError(f"{cfg.out} already holds explanations of {', '.join(cfg.splits)}; pass --overwrite to "
                        "replace them, or another --out")
-    differ = [f"{key} {old['config'].get(key)} -> {asked[key]}" for key in SAME_SETTINGS
-              if old.get("config", {}).get(key) != asked[key]]
+    differ = [f"{key} {recorded.get(key)} -> {asked[key]}" for key in SAME_SETTINGS if recorded.get(key) != asked[key]]
     if differ:
         raise NLAError(f"{cfg.out} holds explanations written with other settings ({'; '.join(differ)}); add "
                        "splits with its own settings, or pass --overwrite to replace them all, or another --out")
