@@ -63,6 +63,8 @@ def test_a_damaged_summary_is_named(dataset):
     (out / "summary.json").write_text("[]")
     with pytest.raises(NLAError, match="summary.json cannot be read as a JSON summary.*pass --overwrite"):
         explain_data(ExplainDataConfig(dataset=dataset, splits=("validation",)), progress=False)
+    summary = explain_data(ExplainDataConfig(dataset=dataset, splits=("validation",), overwrite=True), progress=False)
+    assert list(summary["splits"]) == ["validation"]  # the fix the refusal names works
 
 
 def test_an_overwrite_killed_mid_way_leaves_no_old_split_beside_new_ones(dataset, monkeypatch):

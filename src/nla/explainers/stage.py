@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 from nla.atomic import atomic_path, read_yaml_mapping, write_json, write_yaml
 from nla.data.corpus import document_text, load_corpus
 from nla.data.extract import CONFIG, SUMMARY, encode_document
+from nla.data.sampling import SPLITS
 from nla.errors import NLAError
 from nla.explainers.api import (
     CACHE_FILE,
@@ -207,10 +208,9 @@ def explain_data(cfg: ExplainDataConfig, *, progress: bool = True) -> dict:
                                              limit=extract_cfg["max_docs"])}
     if cfg.overwrite:
         # The old output goes first (the API cache stays): a kill mid-way leaves no old split beside new ones.
-        summary_path = cfg.out / SUMMARY
-        old_splits = json.loads(summary_path.read_text()).get("splits", {}) if summary_path.exists() else {}
-        summary_path.unlink(missing_ok=True)
-        for split in {*old_splits, *cfg.splits}:
+        # Every split a folder can hold goes, not only those its summary names: a damaged summary is replaced too.
+        (cfg.out / SUMMARY).unlink(missing_ok=True)
+        for split in {*SPLITS, *cfg.splits}:
             sidecar_path(cfg.out / f"{split}.parquet").unlink(missing_ok=True)
             (cfg.out / f"{split}.parquet").unlink(missing_ok=True)
     # the corpus's document frequencies, counted once for every split
