@@ -6,10 +6,11 @@
 The AV learns the texts of `--format` (a variant of benchmarks/format_ceiling.py, whose AR
 for the same format is passed as --ar). For each variant it trains a fresh AV with `nla train-av`'s
 own function on av_sft for the same number of steps, rows, order and learning rate; only how it
-reads the vector differs (item 3 of issue 22). A variant is SITE[@E][+E][:rN[sS]][-shuffled]:
+reads the vector differs (item 3 of issue 22). A variant is SITE[@E][+E][*T][:rN[sS]][-shuffled]:
   embedding | residual   the released site (the marker's embedding) or block K's output (the preset)
   @E                     residual: block E's output instead of block K's (injection_layer)
   +E                     residual: block E's output as well as block K's (two sites; injection.early_layer)
+  *T                     residual: a learned projector to T soft tokens after the marker (injection.soft_tokens)
   :rN                    LoRA rank N instead of --lora-rank (N = 0: every weight trained)
   sS                     stored at rank S (train-av --save-rank); when the same variant without sS is also in
                          the list, its trained adapter is cut instead of training again (the same weights)
@@ -92,12 +93,14 @@ def variant_settings(name: str, lora_rank: int) -> dict:
     rest, shuffled = name.removesuffix("-shuffled"), name.endswith("-shuffled")
     rest, _, rank = rest.partition(":r")
     rank, _, saved = rank.partition("s")
+    rest, _, soft = rest.partition("*")
     rest, _, early = rest.partition("+")
     site, _, into = rest.partition("@")
-    if site not in ("embedding", "residual") or (site == "embedding" and (into or early)):
-        raise SystemExit(f"variant {name}: use embedding or residual[@E][+E][:rN[sS]][-shuffled]")
+    if site not in ("embedding", "residual") or (site == "embedding" and (into or early or soft)):
+        raise SystemExit(f"variant {name}: use embedding or residual[@E][+E][*T][:rN[sS]][-shuffled]")
     return {"injection": site, "injection_layer": int(into) if into else None,
             "injection_early_layer": int(early) if early else None,
+            "injection_soft_tokens": int(soft) if soft else 0,
             "lora_rank": int(rank) if rank else lora_rank, "shuffle_activations": shuffled,
             "save_rank": int(saved) if saved else None}
 

@@ -6,6 +6,8 @@
     nla eval --nla default --data RUN/acts/validation.parquet --max-rows 256 --out ~/nla-runs/ei/eval-start
     python benchmarks/paired_fve.py ~/nla-runs/ei/eval-start ~/nla-runs/ei/eval-expert
 
+Several rounds chain: round R+1 passes round R's OUT/expert as --nla, --seed R+1 (fresh rows) and --no-control.
+
 The round: for --rows activations of the data, the NLA's AV writes its greedy explanation and --samples more at
 --temperature; the NLA's own AR scores each (2(1 - cos)); the best becomes the row's SFT target, and the AV,
 warm-started from the NLA's, trains on them for --epochs. The control trains the same AV on the same rows' offline
@@ -85,16 +87,19 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--keep-about", action="store_true", help="SFT control on the data's texts as they are")
+    parser.add_argument("--seed", type=int, default=0, help="which rows: a later round draws fresh ones")
+    parser.add_argument("--no-control", action="store_true", help="train the expert AV only (a later round)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     nla_folder = SHIPPED if args.nla == "default" else Path(args.nla)
     table = pq.read_table(args.data)
-    rows = np.random.default_rng(0).choice(table.num_rows, min(args.rows, table.num_rows), replace=False).tolist()
+    rows = np.random.default_rng(args.seed).choice(table.num_rows, min(args.rows, table.num_rows),
+                                                   replace=False).tolist()
     table = table.take(rows)
     vectors = torch.tensor(vectors_of(table))
     nla = NLA.load(nla_folder)
 
-    result = {"rows": len(rows), "samples": args.samples, "temperature": args.temperature}
+    result = {"rows": len(rows), "samples": args.samples, "temperature": args.temperature, "seed": args.seed}
     drafts_path = args.out / "drafts.json"
     start = time.perf_counter()
     if not drafts_path.exists():  # the slow part: kept, so a rerun goes straight to training
@@ -107,7 +112,8 @@ def main() -> None:
     del nla
 
     offline = [t if args.keep_about else split_about(t)[1] for t in table.column("explanation").to_pylist()]
-    for name, texts in (("expert", chosen), ("sft", [offline[i] for i in keep])):
+    arms = [("expert", chosen)] + ([] if args.no_control else [("sft", [offline[i] for i in keep])])
+    for name, texts in arms:
         part = table.take(keep)
         part = part.set_column(part.column_names.index("explanation"), "explanation", pa.array(texts, pa.string()))
         data = write_pairs(part, args.data, args.out / "pairs" / f"{name}.parquet")

@@ -14,6 +14,7 @@ META_FILE = "nla_meta.yaml"
 ADAPTER_DIRS = {"av": "av_adapter", "ar": "ar_adapter"}
 ADAPTER_WEIGHTS = "adapter_model.safetensors"  # peft's own file name
 VALUE_HEAD_FILE = "value_head.safetensors"  # the AR's head
+SOFT_TOKENS_FILE = "soft_tokens.safetensors"  # an AV's soft-token projector (injection.soft_tokens), beside it
 CALIBRATION_FILE = "calibration.json"  # nla calibrate's score thresholds, beside the adapters
 
 # An `nla extract` folder (and the stages that read one): its settings and its finished-marker.

@@ -23,13 +23,15 @@ def injection_of(name: str) -> tuple[Injection, int, bool]:
     ("residual@6", (Injection("residual", 6), 16, False)),
     ("residual:r64", (Injection("residual", K), 64, False)),
     ("residual+6:r64-shuffled", (Injection("residual", K, early_layer=6), 64, True)),
+    ("residual*4", (Injection("residual", K, soft_tokens=4), 16, False)),
+    ("residual*4:r64", (Injection("residual", K, soft_tokens=4), 64, False)),
     ("embedding", (Injection(), 16, False)),
 ])
 def test_variant_names_set_the_site_the_rank_and_the_control(name, expected):
     assert injection_of(name) == expected
 
 
-@pytest.mark.parametrize("name", ["middle", "embedding+6", "embedding@3"])
+@pytest.mark.parametrize("name", ["middle", "embedding+6", "embedding@3", "embedding*4"])
 def test_unknown_variants_are_refused_before_any_work(name):
     with pytest.raises(SystemExit, match="use embedding or residual"):
         readability.variant_settings(name, lora_rank=16)

@@ -117,3 +117,37 @@ def test_residual_av_trains_saves_its_site_and_loads_as_an_nla(tmp_path, tiny_ll
     # On the shared base the target's own activations stay untouched by the AV's hooks.
     ids = [5, 6, 7, 8, 9] * 12
     assert torch.allclose(shared.activations(ids), merged.activations(ids), atol=1e-5)
+
+
+def test_a_fresh_projector_adds_nothing_and_a_trained_one_adds_its_vectors_after_the_marker(tiny_llama):
+    from nla.autoencoder.soft_tokens import projector_of
+
+    torch.manual_seed(0)
+    vectors = torch.randn(2, 32)
+    plain = hidden_states(make_verbalizer(tiny_llama, Injection("residual", LAYER)), vectors)
+    av = make_verbalizer(tiny_llama, Injection("residual", LAYER, soft_tokens=3))
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(plain, hidden_states(av, vectors)))
+    projector = projector_of(av.model)
+    torch.nn.init.normal_(projector.out.weight)  # as if trained
+    states, marker_at = hidden_states(av, vectors), av.prompt.index(av.site.marker.token_id)
+    assert torch.allclose(states[LAYER + 1][:, marker_at], normalize(vectors, SCALE), atol=1e-5)
+    after = slice(marker_at + 1, marker_at + 4)
+    with torch.no_grad():
+        added = projector(normalize(vectors, SCALE))
+    assert torch.allclose(states[LAYER + 1][:, after], plain[LAYER + 1][:, after] + added, atol=1e-4)
+    assert torch.allclose(states[LAYER + 1][:, marker_at + 4], plain[LAYER + 1][:, marker_at + 4], atol=1e-6)
+
+
+def test_soft_tokens_are_recorded_and_checked():
+    soft = Injection("residual", 5, soft_tokens=4)
+    assert soft.to_dict() == {"site": "residual", "layer": 5, "soft_tokens": 4}
+    assert Injection.from_dict(soft.to_dict()) == soft
+    with pytest.raises(NLAError, match="need site residual"):
+        Injection(soft_tokens=2)
+    with pytest.raises(NLAError, match="applies to --injection residual only"):
+        AVTrainConfig(data="rows.parquet", out="out", injection_soft_tokens=2)
+
+
+def test_more_soft_tokens_than_the_prompt_holds_after_the_marker_are_refused(tiny_llama):
+    with pytest.raises(NLAError, match="do not fit after the marker"):
+        make_verbalizer(tiny_llama, Injection("residual", LAYER, soft_tokens=500))

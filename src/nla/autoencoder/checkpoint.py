@@ -16,6 +16,7 @@ import torch
 from nla.autoencoder.injection import Injection
 from nla.autoencoder.marker import Marker
 from nla.autoencoder.meta import META_FILE, ModelMeta, read_model_meta, write_model_meta
+from nla.autoencoder.soft_tokens import load_soft_tokens, save_soft_tokens, without_soft_tokens
 from nla.autoencoder.templates import check_av_template
 from nla.autoencoder.verbalizer import Verbalizer
 from nla.autoencoder.verbalizer_prompt import InjectionSite, injection_site, prompt_ids
@@ -34,9 +35,14 @@ def verbalizer_tokens(verbalizer: Verbalizer) -> dict:
 
 
 def save_verbalizer(folder: str | Path, verbalizer: Verbalizer, meta: ModelMeta) -> None:
-    folder = Path(folder)
-    verbalizer.model.save_pretrained(folder)
-    verbalizer.tokenizer.save_pretrained(folder)
+    save_released_av(Path(folder), verbalizer.model, verbalizer.tokenizer, meta)
+
+
+def save_released_av(folder: Path, model, tokenizer, meta: ModelMeta) -> None:
+    """A released AV folder: the HF model (its own weights only), tokenizer, sidecar and any projector."""
+    model.save_pretrained(folder, state_dict=without_soft_tokens(model.state_dict()))
+    save_soft_tokens(folder, model)
+    tokenizer.save_pretrained(folder)
     write_model_meta(folder, meta)
 
 
@@ -84,8 +90,17 @@ def load_verbalizer(folder: str | Path, *, device: str | torch.device = "cpu", d
     if width != meta.d_model:
         raise NLAError(f"{folder} holds a model of width {width} but its sidecar says d_model {meta.d_model}; "
                        "the folder mixes files of different models")
-    return Verbalizer(model, tokenizer, ids, site, float(meta.injection_scale),
-                      Injection.from_dict(meta.injection)), meta
+    return verbalizer_from(model, tokenizer, ids, site, meta, folder), meta
+
+
+def verbalizer_from(model, tokenizer, ids: list[int], site: InjectionSite, meta: ModelMeta,
+                    folder: Path) -> Verbalizer:
+    """The AV of a loaded model and its checked sidecar; a projector (soft tokens) filled from its folder."""
+    verbalizer = Verbalizer(model, tokenizer, ids, site, float(meta.injection_scale),
+                            Injection.from_dict(meta.injection))
+    if verbalizer.injection.soft_tokens:
+        load_soft_tokens(model, Path(folder))
+    return verbalizer
 
 
 def check_pair(av: ModelMeta, ar: ModelMeta, where) -> None:

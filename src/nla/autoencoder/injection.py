@@ -20,8 +20,12 @@ Two sites (`early_layer: E`, E < K): the vector is also written into block E's o
 E+1..K then carry it, through attention, into the prompt's later positions and the answer's,
 and block K's write restores it exactly at the marker, where blocks K+1.. read it as before.
 
+Soft tokens (`soft_tokens: k`, residual only): a learned projector (autoencoder/soft_tokens.py) maps the
+vector to k more vectors, added to block K's output at the k prompt positions after the marker.
+
     sidecar: injection: {site: residual, layer: K}                 (absent: the released embedding site)
              injection: {site: residual, layer: K, early_layer: E} (two sites)
+             injection: {site: residual, layer: K, soft_tokens: k} (k soft tokens; soft_tokens.safetensors)
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ class Injection:
     site: str = EMBEDDING
     layer: int | None = None  # residual: the block whose output takes the vector (the extraction layer K)
     early_layer: int | None = None  # residual, two sites: an earlier block whose output takes it too
+    soft_tokens: int = 0  # residual: how many positions after the marker take the projector's vectors
 
     def __post_init__(self):
         if self.site not in SITES:
@@ -53,6 +58,9 @@ class Injection:
         if self.early_layer is not None and (self.site != RESIDUAL or not 0 <= self.early_layer < self.layer):
             raise NLAError(f"an early injection layer must be a block before the residual site's layer "
                            f"({self.layer}), with site residual; got early_layer {self.early_layer}")
+        if self.soft_tokens < 0 or (self.soft_tokens and self.site != RESIDUAL):
+            raise NLAError(f"soft tokens ({self.soft_tokens}) need site residual and a count of at least 1; "
+                           "pass --injection residual, or drop --injection-soft-tokens")
 
     @property
     def layers(self) -> tuple[int, ...]:
@@ -60,16 +68,17 @@ class Injection:
         return tuple(k for k in (self.early_layer, self.layer) if k is not None)
 
     def to_dict(self) -> dict:
-        # One site keeps the sidecar as it always was; a second adds its key.
+        # One site keeps the sidecar as it always was; a second site or soft tokens add their key.
         extra = {} if self.early_layer is None else {"early_layer": self.early_layer}
-        return {"site": self.site, "layer": self.layer, **extra}
+        soft = {"soft_tokens": self.soft_tokens} if self.soft_tokens else {}
+        return {"site": self.site, "layer": self.layer, **extra, **soft}
 
     @classmethod
     def from_dict(cls, raw: dict | None) -> "Injection":
         raw = raw or {}
         layer, early = raw.get("layer"), raw.get("early_layer")
         return cls(site=str(raw.get("site", EMBEDDING)), layer=None if layer is None else int(layer),
-                   early_layer=None if early is None else int(early))
+                   early_layer=None if early is None else int(early), soft_tokens=int(raw.get("soft_tokens", 0)))
 
 
 def _hidden_arg(args: tuple, kwargs: dict) -> torch.Tensor:
@@ -80,12 +89,16 @@ class ResidualInjection:
     """The hooks that move the vector from the marker's embedding slot to block K's output (and block E's)."""
 
     def __init__(self, model: torch.nn.Module, sites: tuple[int, ...], position: int, prompt_length: int,
-                 marker_id: int):
+                 marker_id: int, projector: torch.nn.Module | None = None):
         layers = adapter_for(model.config).decoder_layers(model)
         if not 0 <= sites[-1] < len(layers):
             raise NLAError(f"residual injection at layer {sites[-1]}, but the AV has {len(layers)} blocks (0.."
                            f"{len(layers) - 1}); the AV and the activations must come from the same model")
+        if projector is not None and position + projector.count >= prompt_length:
+            raise NLAError(f"{projector.count} soft tokens do not fit after the marker: the AV prompt has "
+                           f"{prompt_length - position - 1} tokens after it; pass fewer soft tokens")
         self.model, self.position, self.prompt_length, self.marker_id = model, position, prompt_length, marker_id
+        self.projector = projector  # soft tokens: added at block K's output after the marker
         self.armed = False
         self.pending: torch.Tensor | None = None  # (B, d): the vectors taken out at block 0, put in at block K
         layers[0].register_forward_pre_hook(self._take, with_kwargs=True)
@@ -133,6 +146,9 @@ class ResidualInjection:
             return None
         hidden = hidden.clone()
         hidden[:, column] = self.pending.to(hidden.dtype)
+        if last and self.projector is not None:
+            after = slice(column + 1, column + 1 + self.projector.count)
+            hidden[:, after] = hidden[:, after] + self.projector(self.pending).to(hidden.device, hidden.dtype)
         if last:
             self.pending = None
         return (hidden, *output[1:]) if isinstance(output, tuple) else hidden

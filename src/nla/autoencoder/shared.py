@@ -28,16 +28,17 @@ from safetensors.torch import save_file
 from torch import nn
 
 from nla.atomic import atomic_path
-from nla.autoencoder.checkpoint import AR_DIR, AV_DIR, check_pair, check_site, load_verbalizer
+from nla.autoencoder.checkpoint import (AR_DIR, AV_DIR, check_pair, check_site, load_verbalizer, save_released_av,
+                                        verbalizer_from)
 from nla.autoencoder.injection import Injection
 from nla.autoencoder.lora import (load_adapter, lora_layers, merge_lora, read_lora, reduced_rank, save_adapter,
                                   stacked_adapter, write_lora)
 from nla.autoencoder.meta import ModelMeta, read_model_meta, write_model_meta
 from nla.autoencoder.reconstructor import VALUE_HEAD_FILE, Reconstructor, load_reconstructor, read_value_head
+from nla.autoencoder.soft_tokens import attach, load_soft_tokens, save_soft_tokens
 from nla.autoencoder.templates import check_ar_suffix, check_ar_template
-from nla.autoencoder.verbalizer import Verbalizer
 from nla.errors import NLAError
-from nla.layout import ADAPTER_DIRS, CALIBRATION_FILE, META_FILE
+from nla.layout import ADAPTER_DIRS, CALIBRATION_FILE, META_FILE, SOFT_TOKENS_FILE
 from nla.models import load_target
 
 RELEASED_DIRS = {"av": AV_DIR, "ar": AR_DIR}
@@ -99,8 +100,7 @@ def load_shared(run: Path, *, device: str = "cpu", dtype: str = "auto", spread: 
         warnings.simplefilter("ignore", UserWarning)
         model = load_adapter(model, ar_dir, "ar").requires_grad_(False)
     ids, site = check_site(target.tokenizer, av_meta, av_dir)
-    verbalizer = Verbalizer(model, target.tokenizer, ids, site, float(av_meta.injection_scale),
-                            Injection.from_dict(av_meta.injection))
+    verbalizer = verbalizer_from(model, target.tokenizer, ids, site, av_meta, av_dir)
     value_head = read_value_head(ar_dir, ar_meta.d_model)
     reconstructor = Reconstructor(model, ar_meta.extraction_layer_index, value_head).eval()
     use_role(model, "target")
@@ -126,8 +126,7 @@ def load_av_folder(folder: Path, *, device: str = "cpu", dtype: str = "auto", sp
     if meta.injection_scale is None:
         raise NLAError(f"{folder}/nla_meta.yaml has no injection_scale; the AV cannot be used without it")
     ids, site = check_site(target.tokenizer, meta, Path(folder))
-    return Verbalizer(target.model.eval(), target.tokenizer, ids, site, float(meta.injection_scale),
-                      Injection.from_dict(meta.injection)), meta
+    return verbalizer_from(target.model.eval(), target.tokenizer, ids, site, meta, Path(folder)), meta
 
 
 def load_ar_folder(folder: Path, *, device: str = "cpu", dtype: str = "auto", spread: bool = False):
@@ -146,9 +145,7 @@ def write_released(folder: Path, role: str, model: nn.Module, tokenizer, meta: M
                    head: nn.Linear | None = None) -> None:
     """A released-layout folder of a model without adapters: a full HF folder (AV) or the truncated AR."""
     if role == "av":
-        model.save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
-        write_model_meta(folder, meta)
+        save_released_av(folder, model, tokenizer, meta)
     else:
         Reconstructor(model, meta.extraction_layer_index, head).save_released(folder, tokenizer, meta)
 
@@ -157,6 +154,7 @@ def _write_adapter_files(folder: Path, role: str, model: nn.Module, meta: ModelM
                          head: nn.Linear | None, rank: int | None = None) -> None:
     """The named adapter (peft's files; with `rank`, stored at that lower rank), its sidecar and (AR) the head."""
     kept = save_adapter(model, folder, role, rank)
+    save_soft_tokens(folder, model)  # an AV's projector, if it has one: not LoRA, so stored whole
     if kept is not None:
         meta = cut_meta(meta, rank, kept)
     if head is not None:
@@ -173,6 +171,8 @@ def store_at_rank(source: Path, dest: Path, rank: int) -> None:
     """An adapter folder (with its sidecar) written again at a lower rank, as --save-rank stores one."""
     config, weights, kept = reduced_rank(*read_lora(source), rank)
     write_lora(dest, config, weights)
+    if (source / SOFT_TOKENS_FILE).exists():  # the projector is not LoRA: it is kept as trained
+        shutil.copy2(source / SOFT_TOKENS_FILE, dest / SOFT_TOKENS_FILE)
     write_model_meta(dest, cut_meta(read_model_meta(source), rank, kept))
 
 
@@ -189,6 +189,7 @@ def write_stacked(run: Path, role: str, model: nn.Module, adapter_name: str, par
     folder = run / ADAPTER_DIRS[role]
     with atomic_path(folder) as tmp:
         write_lora(tmp, config, weights)
+        save_soft_tokens(tmp, model)  # an AV's projector (frozen in RL), as its SFT stage stored it
         if head is not None:
             save_file({"weight": head.weight.detach().contiguous().cpu()}, tmp / VALUE_HEAD_FILE)
         write_model_meta(tmp, meta)
@@ -207,6 +208,10 @@ def export_role(run: Path, role: str, out: Path, *, dtype: str = "float32", adap
     meta = read_model_meta(folder)
     target = load_target(meta.base_checkpoint, device="cpu", dtype=dtype)
     model = merge_lora(load_adapter(target.model, folder, role))
+    soft_tokens = Injection.from_dict(meta.injection).soft_tokens if role == "av" else 0
+    if soft_tokens:  # the released folder keeps the projector beside the model
+        attach(model, soft_tokens)
+        load_soft_tokens(model, folder)
     head = read_value_head(folder, meta.d_model) if role == "ar" else None
     released = Path(out) / RELEASED_DIRS[role]
     with atomic_path(released) as tmp:

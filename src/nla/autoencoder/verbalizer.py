@@ -17,6 +17,7 @@ import torch
 
 from nla.autoencoder.decoding import MAX_NEW_TOKENS
 from nla.autoencoder.injection import RESIDUAL, Injection, ResidualInjection
+from nla.autoencoder.soft_tokens import attach, projector_of
 from nla.autoencoder.verbalizer_prompt import InjectionSite, inject
 from nla.errors import NLAError
 from nla.models.loading import pad_id_of
@@ -86,9 +87,12 @@ class Verbalizer:
         self.injection_scale = injection_scale
         self.injection = injection
         self._residual = None
+        if injection.soft_tokens and projector_of(model) is None:  # fresh: a loader fills it from its file
+            attach(model, injection.soft_tokens)
         if injection.site == RESIDUAL:
             self._residual = ResidualInjection(model, injection.layers, prompt.index(site.marker.token_id),
-                                               len(prompt), site.marker.token_id)
+                                               len(prompt), site.marker.token_id,
+                                               projector_of(model) if injection.soft_tokens else None)
 
     def reading(self):
         """Wrap every AV forward (training, generate, RL log-probs) in this: it arms a residual injection."""

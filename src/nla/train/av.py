@@ -27,6 +27,7 @@ from nla.autoencoder.injection import RESIDUAL, Injection
 from nla.autoencoder.lora import add_lora, load_adapter
 from nla.autoencoder.meta import ModelMeta, read_model_meta
 from nla.autoencoder.shared import write_trained
+from nla.autoencoder.soft_tokens import load_soft_tokens
 from nla.autoencoder.shipped import resolve as resolve_default
 from nla.autoencoder.verbalizer import Verbalizer
 from nla.autoencoder.verbalizer_prompt import AV_TEMPLATE, choose_marker, injection_site, prompt_ids
@@ -108,7 +109,10 @@ def build_verbalizer(model_spec: str, injection_scale: float, lora_rank: int, de
         model.requires_grad_(True)
     marker = choose_marker(target.tokenizer)
     ids = prompt_ids(target.tokenizer, AV_TEMPLATE, marker)
-    return Verbalizer(model, target.tokenizer, ids, injection_site(ids, marker), injection_scale, injection), target
+    av = Verbalizer(model, target.tokenizer, ids, injection_site(ids, marker), injection_scale, injection)
+    if init_adapter is not None and injection.soft_tokens:  # the warm start's projector trains on as well
+        load_soft_tokens(model, init_adapter, trainable=True)
+    return av, target
 
 
 def _warm_start(cfg: AVTrainConfig, model_spec: str, layer: int) -> tuple[Path, ModelMeta]:
@@ -144,7 +148,7 @@ def _injection(cfg: AVTrainConfig, layer: int, warm: ModelMeta | None) -> Inject
                        f"would not see the vector as the target computed it; pass 0..{layer}")
     if cfg.injection != RESIDUAL:
         return Injection(cfg.injection)
-    return Injection(cfg.injection, into, cfg.injection_early_layer)
+    return Injection(cfg.injection, into, cfg.injection_early_layer, cfg.injection_soft_tokens)
 
 
 def train_av(cfg: AVTrainConfig, *, progress: bool = True) -> dict:

@@ -75,6 +75,8 @@ class AVTrainConfig(SFTConfig):
     injection_early_layer: int | None = setting(None, "Residual only: also write the vector into this earlier "
                                                 "block's output (two sites; blocks after it carry the vector "
                                                 "into the prompt's later positions).")
+    injection_soft_tokens: int = setting(0, "Residual only: a learned projector maps the vector to this many "
+                                         "soft tokens, added at block K's output after the marker (0: none).")
     init_from: str | None = setting(None, "Warm start: an NLA folder (or default) whose AV adapter this run keeps "
                                     "training (its rank, injection site and scale come with it).")
     save_rank: int | None = setting(None, "LoRA only: store the trained adapter at this lower rank (each "
@@ -87,8 +89,8 @@ class AVTrainConfig(SFTConfig):
             raise NLAError("injection-scale must be positive")
         if self.injection not in ("embedding", "residual"):
             raise NLAError(f"injection '{self.injection}' is unknown; use embedding or residual")
-        for name in ("injection_layer", "injection_early_layer"):
-            if getattr(self, name) is not None and self.injection != "residual":
+        for name in ("injection_layer", "injection_early_layer", "injection_soft_tokens"):
+            if getattr(self, name) not in (None, 0) and self.injection != "residual":
                 raise NLAError(f"{name.replace('_', '-')} applies to --injection residual only; drop it or pass "
                                "--injection residual")
         if self.save_rank is not None and self.lora_rank == 0:
@@ -98,5 +100,7 @@ class AVTrainConfig(SFTConfig):
                                                                     self.save_rank >= self.lora_rank)):
             raise NLAError(f"save-rank {self.save_rank} must be below the LoRA rank ({self.lora_rank}) and at "
                            f"least 1; pass 1..{self.lora_rank - 1}, or drop it")
+        if self.injection_soft_tokens < 0:
+            raise NLAError(f"injection-soft-tokens {self.injection_soft_tokens} is negative; pass a count of at least 1, or 0 for none")
         if self.injection_layer is not None and self.injection_layer < 0:
             raise NLAError(f"injection-layer {self.injection_layer} is negative; pass a block index 0..K")
