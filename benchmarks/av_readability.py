@@ -15,7 +15,9 @@ reads the vector differs (item 3 of issue 22). A variant is SITE[@E][+E][*T][:rN
   sS                     stored at rank S (train-av --save-rank); when the same variant without sS is also in
                          the list, its trained adapter is cut instead of training again (the same weights)
   -shuffled              the control: every explanation paired with another row's activation
-It then explains held-out validation activations greedily and reports:
+It then explains held-out validation activations greedily (with --no-repeat-ngram N, no N tokens twice in an
+answer: a cure for loops; point --out at a copy of a finished run's folders to score them again without training)
+and reports:
   fve               end to end: the given AR reading the AV's explanations (failures score MSE 2)
   gain_over_first   the paired FVE gain over the first variant on the same rows, with its 95% bootstrap
                     interval (benchmarks/paired_fve.py); the first variant is the baseline
@@ -129,7 +131,8 @@ def train_variant(out: Path, data: Path, settings: dict, args, rows: int) -> flo
 def row_errors(out: Path, golds: torch.Tensor, ar, args) -> tuple[list[str | None], torch.Tensor]:
     """The AV's greedy explanations of the held-out vectors and the AR's error on each (failures: FAILED_MSE)."""
     av, _ = load_av_folder(role_folder(out, "av"))  # the LoRA adapter, merged as it loads
-    texts = [e.text for e in av.explain(golds, max_new_tokens=args.max_new_tokens, batch_size=32)]
+    texts = [e.text for e in av.explain(golds, max_new_tokens=args.max_new_tokens, batch_size=32,
+                                        no_repeat_ngram=args.no_repeat_ngram)]
     ok = [i for i, t in enumerate(texts) if t]
     mse = torch.full((len(golds),), FAILED_MSE)
     if ok:
@@ -153,6 +156,8 @@ def main() -> None:
     parser.add_argument("--lora-rank", type=int, default=16)
     parser.add_argument("--eval-rows", type=int, default=64)
     parser.add_argument("--max-new-tokens", type=int, default=96)
+    parser.add_argument("--no-repeat-ngram", type=int, default=0,
+                        help="decode every variant with no N tokens twice in an answer (0: plain greedy)")
     parser.add_argument("--seed", type=int, default=0, help="the AV's initialisation and batch order (every variant)")
     args = parser.parse_args()
     names = args.variants.split(",")
@@ -193,7 +198,8 @@ def main() -> None:
                   "failure_rate": round(sum(not t for t in texts) / len(texts), 3),
                   **score(texts, eval_table, tokenizer, quote_length, true_texts),
                   "final_train_loss": round(sum(losses[-10:]) / len(losses[-10:]), 4), "steps": args.steps,
-                  "seed": args.seed, "train_seconds": round(seconds, 1), "eval_rows": len(golds), "examples": texts[:3]}
+                  "seed": args.seed, "no_repeat_ngram": args.no_repeat_ngram, "train_seconds": round(seconds, 1),
+                  "eval_rows": len(golds), "examples": texts[:3]}
         print(json.dumps(result), flush=True)
         with results_file.open("a") as f:
             f.write(json.dumps(result) + "\n")

@@ -52,3 +52,21 @@ def test_the_vector_reaches_the_next_token_distribution(tiny_llama):
 def test_bad_vectors_are_named(vectors, message):
     with pytest.raises(NLAError, match=message):
         check_vectors(vectors, 32)
+
+
+def test_no_repeat_ngram_forbids_an_answer_repeating_itself(tiny_llama):
+    """A tiny random model loops; with no_repeat_ngram N, explain decodes as HF's no_repeat_ngram_size N does
+    (no N answer tokens twice) and the loop is gone."""
+    av = make_verbalizer(tiny_llama)
+    torch.manual_seed(0)
+    vectors = torch.randn(2, av.d_model)
+    _, embeds, mask = av.prompt_embeddings(vectors)
+    direct = av.model.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=20, do_sample=False,
+                               pad_token_id=0, no_repeat_ngram_size=2).tolist()
+    for ids in direct:
+        assert len({tuple(ids[i:i + 2]) for i in range(len(ids) - 1)}) == len(ids) - 1
+    cured = av.explain(vectors, max_new_tokens=20, no_repeat_ngram=2)
+    assert [e.answer for e in cured] == [av.tokenizer.decode(ids, skip_special_tokens=True) for ids in direct]
+    assert [e.answer for e in cured] != [e.answer for e in av.explain(vectors, max_new_tokens=20)]
+    with pytest.raises(NLAError, match="no-repeat-ngram at least 0"):
+        av.explain(vectors, no_repeat_ngram=-1)

@@ -117,11 +117,14 @@ class Verbalizer:
 
     @torch.no_grad()
     def explain(self, vectors: torch.Tensor, *, max_new_tokens: int = MAX_NEW_TOKENS, temperature: float = 0.0,
-                batch_size: int = 32) -> list[Explanation]:
-        """One explanation per activation; greedy when temperature is 0 (the default, as in the release)."""
+                batch_size: int = 32, no_repeat_ngram: int = 0) -> list[Explanation]:
+        """One explanation per activation; greedy when temperature is 0 (the default, as in the release).
+        `no_repeat_ngram` N > 0 forbids any N tokens from appearing twice in an answer (HF's
+        no_repeat_ngram_size): a cure for an AV that loops on a phrase, measured in benchmarks/av_readability.py."""
         vectors = check_vectors(vectors, self.d_model)
-        if max_new_tokens < 1 or temperature < 0:
-            raise NLAError("max-new-tokens must be at least 1 and temperature at least 0 (0: greedy)")
+        if max_new_tokens < 1 or temperature < 0 or no_repeat_ngram < 0:
+            raise NLAError("max-new-tokens must be at least 1, temperature at least 0 (0: greedy) and "
+                           "no-repeat-ngram at least 0 (0: off)")
         stops = stop_ids(self.model, self.tokenizer)
         results = []
         for start in range(0, len(vectors), batch_size):
@@ -129,6 +132,8 @@ class Verbalizer:
             # Greedy overrides any sampling defaults in the checkpoint's generation_config.
             sampling = dict(do_sample=True, temperature=temperature, top_p=1.0, top_k=0) if temperature > 0 \
                 else dict(do_sample=False, temperature=None, top_p=None, top_k=None)
+            if no_repeat_ngram:
+                sampling["no_repeat_ngram_size"] = no_repeat_ngram
             with self.reading():
                 out = self.model.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens,
                                           pad_token_id=pad_id_of(self.tokenizer), eos_token_id=sorted(stops) or None,
