@@ -7,6 +7,9 @@
     python benchmarks/paired_fve.py ~/nla-runs/ei/eval-start ~/nla-runs/ei/eval-expert
 
 Several rounds chain: round R+1 passes round R's OUT/expert as --nla, --seed R+1 (fresh rows) and --no-control.
+With --refit-ar the expert folder's AR is the NLA's AR trained on from the chosen pairs (same rows and steps,
+--ar-lr), so the next round scores its candidates with an AR that has read the AV's newer texts (item 5's
+"refit the AR"); without it every round keeps the NLA's AR.
 
 The round: for --rows activations of the data, the NLA's AV writes its greedy explanation and --samples more at
 --temperature; the NLA's own AR scores each (2(1 - cos)); the best becomes the row's SFT target, and the AV,
@@ -35,8 +38,9 @@ from nla.atomic import write_json
 from nla.autoencoder.nla import NLA
 from nla.explainers.offline import split_about
 from nla.inputs import vectors_of
+from nla.train.ar import train_ar
 from nla.train.av import train_av
-from nla.train.config import AVTrainConfig
+from nla.train.config import ARTrainConfig, AVTrainConfig
 
 SHIPPED = Path(__file__).resolve().parents[1] / "src" / "nla" / "default_nla"
 
@@ -64,12 +68,17 @@ def best_of(nla: NLA, vectors: torch.Tensor, texts: list[list]) -> tuple[list[in
     return keep, [texts[i][k] for i, k in zip(keep, pick)], stats
 
 
-def train_folder(out: Path, nla_folder: Path, data: Path, args) -> float:
-    """The NLA's AR linked beside an AV trained on `data`, warm-started from the NLA's AV; returns minutes."""
-    link_adapters(out, ar_adapter=nla_folder / "ar_adapter")
+def train_folder(out: Path, nla_folder: Path, data: Path, args, refit: bool = False) -> float:
+    """An AV trained on `data`, warm-started from the NLA's AV, beside the NLA's AR (linked) or, with `refit`,
+    beside the NLA's AR warm-started on the same pairs for the same steps; returns minutes."""
+    if not refit:
+        link_adapters(out, ar_adapter=nla_folder / "ar_adapter")
     start = time.perf_counter()
     if not (out / "av_adapter").exists():
         train_av(AVTrainConfig(data=data, out=out, init_from=args.nla, lr=args.lr, batch_size=args.batch_size,
+                               epochs=args.epochs, checkpoint_every=50))
+    if refit and not (out / "ar_adapter").exists():
+        train_ar(ARTrainConfig(data=data, out=out, init_from=args.nla, lr=args.ar_lr, batch_size=args.batch_size,
                                epochs=args.epochs, checkpoint_every=50))
     return (time.perf_counter() - start) / 60
 
@@ -89,6 +98,9 @@ def main() -> None:
     parser.add_argument("--keep-about", action="store_true", help="SFT control on the data's texts as they are")
     parser.add_argument("--seed", type=int, default=0, help="which rows: a later round draws fresh ones")
     parser.add_argument("--no-control", action="store_true", help="train the expert AV only (a later round)")
+    parser.add_argument("--refit-ar", action="store_true",
+                        help="also train the NLA's AR on from the chosen pairs (the expert folder gets it)")
+    parser.add_argument("--ar-lr", type=float, default=1e-4, help="the refit AR's learning rate")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     nla_folder = SHIPPED if args.nla == "default" else Path(args.nla)
@@ -99,7 +111,8 @@ def main() -> None:
     vectors = torch.tensor(vectors_of(table))
     nla = NLA.load(nla_folder)
 
-    result = {"rows": len(rows), "samples": args.samples, "temperature": args.temperature, "seed": args.seed}
+    result = {"rows": len(rows), "samples": args.samples, "temperature": args.temperature, "seed": args.seed,
+              "refit_ar": args.refit_ar}
     drafts_path = args.out / "drafts.json"
     start = time.perf_counter()
     if not drafts_path.exists():  # the slow part: kept, so a rerun goes straight to training
@@ -117,7 +130,8 @@ def main() -> None:
         part = table.take(keep)
         part = part.set_column(part.column_names.index("explanation"), "explanation", pa.array(texts, pa.string()))
         data = write_pairs(part, args.data, args.out / "pairs" / f"{name}.parquet")
-        result[f"{name}_train_minutes"] = train_folder(args.out / name, nla_folder, data, args)
+        result[f"{name}_train_minutes"] = train_folder(args.out / name, nla_folder, data, args,
+                                                       refit=args.refit_ar and name == "expert")
     write_json(args.out / "result.json", result)
     print(json.dumps(result))
 

@@ -284,6 +284,9 @@ CASES["explain-data/--salient-words -1"] = lambda w: ["explain-data", "--dataset
 CASES["train-av/--init-from a folder with no AV"] = lambda w: ["train-av", "--data", str(w["pairs"]), "--out",
                                                                str(w["root"] / "new-av"), "--init-from",
                                                                str(w["acts"]), "--model", str(w["model"])]
+CASES["train-ar/--init-from a folder with no AR"] = lambda w: ["train-ar", "--data", str(w["pairs"]), "--out",
+                                                               str(w["root"] / "new-ar"), "--init-from",
+                                                               str(w["acts"]), "--model", str(w["model"])]
 def steering(*args):
     return lambda w: ["steer", "Rivers carry water.", "--nla", str(w["nla"]), "--model", str(w["model"]), "--out",
                       str(w["root"] / "new-steer"), "--device", "cpu", *args]

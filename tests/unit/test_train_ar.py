@@ -119,3 +119,44 @@ def test_resume_with_other_settings_is_refused_before_loading(tmp_path, toy_data
     (state / "state.json").write_text(json.dumps({"step": 1, "settings": {"lora_rank": 99}}))  # no tensors at all
     with pytest.raises(NLAError, match="holds a run with other settings"):
         train_ar(config(tmp_path, path, tiny_llama, epochs=1), progress=False)
+
+
+def test_a_warm_start_continues_from_the_given_ars_adapter_and_head(tmp_path, toy_data, tiny_llama):
+    from peft import LoraConfig
+    from safetensors.torch import load_file
+
+    from nla.autoencoder.meta import read_model_meta
+
+    path, _, _ = toy_data
+    first = config(tmp_path / "first", path, tiny_llama, epochs=1)
+    train_ar(first, progress=False)
+    # A learning rate too small to move anything: what the warm run saves is what it started from, at its rank.
+    still = config(tmp_path / "still", path, tiny_llama, epochs=0.25, lr=1e-12, lora_rank=4, init_from=str(first.out))
+    train_ar(still, progress=False)
+    moved = config(tmp_path / "moved", path, tiny_llama, epochs=0.25, init_from=str(first.out))
+    train_ar(moved, progress=False)
+
+    def weights(cfg, name):
+        return load_file(cfg.out / "ar_adapter" / name)
+
+    for name in ("adapter_model.safetensors", "value_head.safetensors"):
+        before, after = weights(first, name), weights(still, name)
+        assert before.keys() == after.keys()
+        assert all(torch.allclose(before[k], after[k], atol=1e-6) for k in before)
+    assert not torch.equal(weights(first, "value_head.safetensors")["weight"],
+                           weights(moved, "value_head.safetensors")["weight"])  # the head trains on
+    assert not torch.eye(weights(first, "value_head.safetensors")["weight"].shape[0]).equal(
+        weights(first, "value_head.safetensors")["weight"])  # and started trained, not fresh
+    assert LoraConfig.from_pretrained(still.out / "ar_adapter").r == 8  # the adapter's rank, not --lora-rank 4
+    meta = read_model_meta(still.out / "ar_adapter")
+    assert meta.parent_checkpoints == [str(first.out)] and meta.training["lora_rank"] == 8
+
+
+def test_a_warm_start_of_another_layer_or_no_ar_is_refused(tmp_path, toy_data, tiny_llama):
+    path, _, _ = toy_data
+    first = config(tmp_path / "first", path, tiny_llama, epochs=0.25)
+    train_ar(first, progress=False)
+    with pytest.raises(NLAError, match="at layer 1, this data is of .* at layer 0"):
+        train_ar(config(tmp_path / "other", path, tiny_llama, layer=0, init_from=str(first.out)), progress=False)
+    with pytest.raises(NLAError, match="holds no AR adapter"):
+        train_ar(config(tmp_path / "none", path, tiny_llama, init_from=str(tmp_path)), progress=False)

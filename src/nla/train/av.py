@@ -25,20 +25,18 @@ import torch
 from nla.autoencoder.checkpoint import verbalizer_tokens
 from nla.autoencoder.injection import RESIDUAL, Injection
 from nla.autoencoder.lora import add_lora, load_adapter
-from nla.autoencoder.meta import ModelMeta, read_model_meta
+from nla.autoencoder.meta import ModelMeta
 from nla.autoencoder.shared import write_trained
 from nla.autoencoder.soft_tokens import load_soft_tokens
-from nla.autoencoder.shipped import resolve as resolve_default
 from nla.autoencoder.verbalizer import Verbalizer
 from nla.autoencoder.verbalizer_prompt import AV_TEMPLATE, choose_marker, injection_site, prompt_ids
 from nla.data.norms import suggest_injection_scale
 from nla.errors import NLAError
-from nla.layout import ADAPTER_DIRS, META_FILE
 from nla.models import load_target
 from nla.models.memory import check_batch_fits, logit_bytes, optimizer_bytes, stored_activation_bytes
 from nla.train.config import AVTrainConfig
 from nla.train.loop import process_device, start_processes, train_loop
-from nla.train.pairs import BatchOrder, sft_inputs
+from nla.train.pairs import BatchOrder, sft_inputs, warm_start
 
 IGNORE = -100  # label value HF's loss skips
 
@@ -115,20 +113,6 @@ def build_verbalizer(model_spec: str, injection_scale: float, lora_rank: int, de
     return av, target
 
 
-def _warm_start(cfg: AVTrainConfig, model_spec: str, layer: int) -> tuple[Path, ModelMeta]:
-    """The AV adapter folder of --init-from and its sidecar, checked against this run's model and layer."""
-    folder = resolve_default(cfg.init_from) / ADAPTER_DIRS["av"]
-    if not (folder / META_FILE).is_file():
-        raise NLAError(f"init-from {cfg.init_from}: {folder} holds no AV adapter (av_adapter/ with {META_FILE}); "
-                       "pass an NLA folder trained with LoRA, or default")
-    meta = read_model_meta(folder)
-    if meta.extraction_layer_index != layer or meta.base_checkpoint != model_spec:
-        raise NLAError(f"init-from {cfg.init_from} is an AV of {meta.base_checkpoint} at layer "
-                       f"{meta.extraction_layer_index}, this data is of {model_spec} at layer {layer}; "
-                       "warm-start from an AV of the same target and layer")
-    return folder, meta
-
-
 def _check_save_rank(rank: int, adapter: Path) -> None:
     """A warm start trains at its adapter's rank: --save-rank must be below it (checked before any training)."""
     from peft import LoraConfig
@@ -153,7 +137,7 @@ def _injection(cfg: AVTrainConfig, layer: int, warm: ModelMeta | None) -> Inject
 
 def train_av(cfg: AVTrainConfig, *, progress: bool = True) -> dict:
     texts, golds, model_spec, layer = sft_inputs(cfg, "av")  # every check before any work
-    init_adapter, warm = _warm_start(cfg, model_spec, int(layer)) if cfg.init_from else (None, None)
+    init_adapter, warm = warm_start(cfg.init_from, "av", model_spec, int(layer)) if cfg.init_from else (None, None)
     if init_adapter is not None and cfg.save_rank is not None:
         _check_save_rank(cfg.save_rank, init_adapter)
     scale = (warm.injection_scale if warm else cfg.injection_scale) or suggest_injection_scale(

@@ -49,6 +49,9 @@ class ARTrainConfig(SFTConfig):
                         "(LoRA) or ar/.")
     text_column: str = setting("explanation", "Column the AR reads; detokenized_text_truncated trains the "
                                "text-oracle AR for nla eval --oracle-ar (it sees the true context).")
+    init_from: str | None = setting(None, "Warm start: an NLA folder (or default) whose AR adapter and value head "
+                                    "this run keeps training (its rank comes with it), e.g. to refit an AR on "
+                                    "a new AV's texts without starting over.")
 
     def __post_init__(self):
         super().__post_init__()

@@ -8,10 +8,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nla.autoencoder.meta import META_FILE, read_model_meta
+from nla.autoencoder.meta import META_FILE, ModelMeta, read_model_meta
 from nla.autoencoder.shared import trained
+from nla.autoencoder.shipped import resolve as resolve_default
 from nla.errors import NLAError
 from nla.inputs import ACTIVATIONS, EXPLANATIONS, Dataset, check_match, open_dataset
+from nla.layout import ADAPTER_DIRS
 
 
 def read_pairs(path: Path, text_column: str = "explanation") -> tuple[list[str], torch.Tensor, Dataset]:
@@ -85,3 +87,18 @@ def sft_inputs(cfg, role: str, text_column: str = "explanation") -> tuple[list[s
     if trained(cfg.out, role) and not cfg.overwrite:
         raise NLAError(f"{cfg.out} already holds a trained {role.upper()}; pass --overwrite or another --out")
     return texts, golds, model_spec, layer
+
+
+def warm_start(init_from: str, role: str, model_spec: str, layer: int) -> tuple[Path, ModelMeta]:
+    """The `role` adapter folder of --init-from (an NLA folder, or default) and its sidecar, checked against
+    this run's target and layer: a warm start of another model or layer would train on vectors it never read."""
+    folder = resolve_default(init_from) / ADAPTER_DIRS[role]
+    if not (folder / META_FILE).is_file() or read_model_meta(folder).role != role:
+        raise NLAError(f"init-from {init_from}: {folder} holds no {role.upper()} adapter ({ADAPTER_DIRS[role]}/ "
+                       f"with {META_FILE}); pass an NLA folder trained with LoRA, or default")
+    meta = read_model_meta(folder)
+    if meta.extraction_layer_index != layer or meta.base_checkpoint != model_spec:
+        raise NLAError(f"init-from {init_from} is an {role.upper()} of {meta.base_checkpoint} at layer "
+                       f"{meta.extraction_layer_index}, this data is of {model_spec} at layer {layer}; "
+                       f"warm-start from an {role.upper()} of the same target and layer")
+    return folder, meta
