@@ -8,7 +8,8 @@ rows with a fixed seed, so the same file gives the same rows) are joined row by 
 (doc_id, position). The gain is FVE_B - FVE_A = (mean MSE_A - mean MSE_B) / B, with B the
 held-out denominator both reports share. Resampling rows (not the two runs separately) keeps
 each row's difficulty out of the interval: a gain whose 95% interval stays above 0 is real
-on these rows; one that straddles 0 is not shown.
+on these rows; one that straddles 0 is not shown. With --answered, only the rows both NLAs answered
+(a selected subset: what the answers say, apart from how often one fails).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
+
+from nla.autoencoder.verbalizer import FAILED_MSE
 
 
 def read_eval(folder: Path) -> tuple[dict, dict[tuple[str, int], float]]:
@@ -45,6 +48,9 @@ def main() -> None:
     parser.add_argument("a", type=Path, help="eval folder of the baseline NLA")
     parser.add_argument("b", type=Path, help="eval folder of the candidate NLA (same data file and --max-rows)")
     parser.add_argument("--resamples", type=int, default=10_000)
+    parser.add_argument("--answered", action="store_true",
+                        help="only the rows both NLAs answered (a failed answer scores FAILED_MSE): a selected "
+                             "subset, to tell a gain from fewer failures apart from one in what the answers say")
     args = parser.parse_args()
 
     report_a, rows_a = read_eval(args.a)
@@ -56,6 +62,9 @@ def main() -> None:
     if not np.isclose(*denominators, rtol=1e-4):
         raise SystemExit(f"the two reports use different denominators B {denominators}: not the same rows")
     keys = sorted(rows_a)
+    if args.answered:
+        keys = [k for k in keys if rows_a[k] < FAILED_MSE and rows_b[k] < FAILED_MSE]
+        print(f"rows both answered: {len(keys)} of {len(rows_a)} (a selected subset)")
     result = paired_gain(np.array([rows_a[k] for k in keys]), np.array([rows_b[k] for k in keys]),
                          denominators[0], resamples=args.resamples)
     print(f"{len(keys)} rows, B = {denominators[0]:.3f}")

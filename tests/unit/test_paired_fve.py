@@ -54,3 +54,13 @@ def test_command_joins_rows_and_refuses_evaluations_of_other_rows(tmp_path, monk
     monkeypatch.setattr(sys, "argv", ["paired_fve.py", str(a), str(other)])
     with pytest.raises(SystemExit, match="different rows"):
         paired.main()
+
+
+def test_answered_keeps_only_the_rows_both_answered(tmp_path, monkeypatch, capsys):
+    paired = load_benchmark("paired_fve")
+    a = write_eval(tmp_path / "a", [1, 2, 3], [2.0, 0.4, 0.6])  # row 1: A's answer failed (FAILED_MSE)
+    b = write_eval(tmp_path / "b", [1, 2, 3], [0.5, 0.4, 0.5])
+    monkeypatch.setattr(sys, "argv", ["paired_fve.py", str(a), str(b), "--resamples", "200", "--answered"])
+    paired.main()
+    out = capsys.readouterr().out
+    assert "rows both answered: 2 of 3" in out and "gain B - A: +0.100" in out  # (0.5 - 0.45) / 0.5
