@@ -3,6 +3,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from conftest import write_toy_pairs
 from nla.autoencoder.nla import reconstruct_texts
@@ -160,3 +161,9 @@ def test_a_warm_start_of_another_layer_or_no_ar_is_refused(tmp_path, toy_data, t
         train_ar(config(tmp_path / "other", path, tiny_llama, layer=0, init_from=str(first.out)), progress=False)
     with pytest.raises(NLAError, match="holds no AR adapter"):
         train_ar(config(tmp_path / "none", path, tiny_llama, init_from=str(tmp_path)), progress=False)
+    sidecar = first.out / "ar_adapter" / "nla_meta.yaml"
+    meta = yaml.safe_load(sidecar.read_text())
+    meta["prompt_templates"]["ar"] = "Another prompt: {explanation}"
+    sidecar.write_text(yaml.safe_dump(meta))
+    with pytest.raises(NLAError, match="another prompt template"):
+        train_ar(config(tmp_path / "template", path, tiny_llama, init_from=str(first.out)), progress=False)
