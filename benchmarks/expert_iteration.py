@@ -17,7 +17,8 @@ warm-started from the NLA's, trains on them for --epochs. The control trains the
 explanations for the same steps (the data's, without their salient-words sentences unless --keep-about: the
 shipped NLA's format). Each folder gets the NLA's AR beside its new AV (OUT/expert, OUT/sft), so `nla eval`
 reads it as an NLA. OUT/result.json: the minutes of each phase, and on the training rows the AR's mean error of
-the greedy explanations against the chosen ones (what the round can teach at most).
+the greedy explanations against the chosen ones (what the round can teach at most). The drafting and the choice
+are the functions of `nla train`'s expert stage (src/nla/train/expert.py), which runs the rounds in a pipeline.
 """
 
 from __future__ import annotations
@@ -28,11 +29,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 from nla_links import link_adapters
-from theme_direction import write_pairs
 
 from nla.atomic import write_json
 from nla.autoencoder.nla import NLA
@@ -40,32 +39,11 @@ from nla.explainers.offline import split_about
 from nla.inputs import vectors_of
 from nla.train.ar import train_ar
 from nla.train.av import train_av
-from nla.train.config import ARTrainConfig, AVTrainConfig
+from nla.train.config import ARTrainConfig, AVTrainConfig, ExpertConfig
+from nla.train.expert import best_of, candidates
+from nla.train.pairs import write_text_pairs
 
 SHIPPED = Path(__file__).resolve().parents[1] / "src" / "nla" / "default_nla"
-
-
-def candidates(nla: NLA, vectors: torch.Tensor, samples: int, temperature: float, max_new_tokens: int) -> list[list]:
-    """Per row: the greedy explanation, then `samples` sampled ones (None where the answer failed)."""
-    torch.manual_seed(0)
-    drafts = []
-    for k in range(samples + 1):
-        drafts.append(nla.explain(vectors, max_new_tokens=max_new_tokens, temperature=temperature if k else 0.0))
-        print(f"candidates: {k + 1}/{samples + 1} passes over {len(vectors)} rows", flush=True)
-    return [[draft[i].text for draft in drafts] for i in range(len(vectors))]
-
-
-def best_of(nla: NLA, vectors: torch.Tensor, texts: list[list]) -> tuple[list[int], list[str], dict]:
-    """The rows with any answer, each with its explanation the AR reconstructs best; and the error it saves."""
-    errors = np.array([[np.inf if m is None else m for m in nla.mse(vectors, [row[k] for row in texts])]
-                       for k in range(len(texts[0]))]).T  # (rows, candidates)
-    keep = [i for i in range(len(texts)) if np.isfinite(errors[i]).any()]
-    pick = errors[keep].argmin(axis=1)
-    greedy = errors[keep, 0]
-    stats = {"rows": len(texts), "kept": len(keep), "greedy_best": float((pick == 0).mean()),
-             "greedy_mse": float(np.where(np.isfinite(greedy), greedy, 2.0).mean()),
-             "chosen_mse": float(errors[keep].min(axis=1).mean())}
-    return keep, [texts[i][k] for i, k in zip(keep, pick)], stats
 
 
 def train_folder(out: Path, nla_folder: Path, data: Path, args, refit: bool = False) -> float:
@@ -113,23 +91,21 @@ def main() -> None:
 
     result = {"rows": len(rows), "samples": args.samples, "temperature": args.temperature, "seed": args.seed,
               "refit_ar": args.refit_ar}
-    drafts_path = args.out / "drafts.json"
-    start = time.perf_counter()
-    if not drafts_path.exists():  # the slow part: kept, so a rerun goes straight to training
-        write_json(drafts_path, candidates(nla, vectors, args.samples, args.temperature, args.max_new_tokens))
-    drafts = json.loads(drafts_path.read_text())
+    drafting = ExpertConfig(nla=nla_folder, data=args.data, out=args.out, rows=len(rows), samples=args.samples,
+                            temperature=args.temperature, max_new_tokens=args.max_new_tokens)
+    start = time.perf_counter()  # the slow part, logged as it goes: a rerun goes straight to training
+    drafts = candidates(nla, vectors, drafting, args.out, seed=0, progress=True)
     result["sample_minutes"] = (time.perf_counter() - start) / 60  # about 0 where a rerun found the drafts
     start = time.perf_counter()
-    keep, chosen, result["selection"] = best_of(nla, vectors, drafts)
+    chosen, result["selection"] = best_of(nla, vectors, drafts)
     result["score_minutes"] = (time.perf_counter() - start) / 60
     del nla
 
     offline = [t if args.keep_about else split_about(t)[1] for t in table.column("explanation").to_pylist()]
-    arms = [("expert", chosen)] + ([] if args.no_control else [("sft", [offline[i] for i in keep])])
+    control = [text if pick is not None else None for text, pick in zip(offline, chosen)]  # the same rows
+    arms = [("expert", chosen)] + ([] if args.no_control else [("sft", control)])
     for name, texts in arms:
-        part = table.take(keep)
-        part = part.set_column(part.column_names.index("explanation"), "explanation", pa.array(texts, pa.string()))
-        data = write_pairs(part, args.data, args.out / "pairs" / f"{name}.parquet")
+        data = write_text_pairs(table, texts, args.data, args.out / "pairs" / f"{name}.parquet")
         result[f"{name}_train_minutes"] = train_folder(args.out / name, nla_folder, data, args,
                                                        refit=args.refit_ar and name == "expert")
     write_json(args.out / "result.json", result)

@@ -211,15 +211,15 @@ def reader(nla_folder, tiny_llama, tmp_path, monkeypatch):
     return scripted_reader(nla_folder, tiny_llama)
 
 
-def build_sft_nla(root: Path, model: Path) -> tuple[Path, Path]:
+def build_sft_nla(root: Path, model: Path, av_rank: int = 0) -> tuple[Path, Path]:
     """A tiny NLA whose AV has learned the `<explanation>about WORD</explanation>` format (not perfectly):
-    (its folder, the pairs it was trained on)."""
+    (its folder, the pairs it was trained on). av_rank 0 trains the AV fully, else as a LoRA adapter."""
     from nla.train.ar import train_ar
     from nla.train.av import train_av
     from nla.train.config import ARTrainConfig, AVTrainConfig
 
     data = write_toy_pairs(root / "pairs.parquet", TOY_WORDS, rows=64, noise=0.3, template="about {word}")[0]
-    train_av(AVTrainConfig(data=data, out=root / "nla", model=str(model), layer=1, lora_rank=0, lr=1e-2,
+    train_av(AVTrainConfig(data=data, out=root / "nla", model=str(model), layer=1, lora_rank=av_rank, lr=1e-2,
                            batch_size=16, epochs=20, checkpoint_every=1000), progress=False)
     train_ar(ARTrainConfig(data=data, out=root / "nla", model=str(model), layer=1, lora_rank=4, lr=1e-2,
                            batch_size=16, epochs=4, checkpoint_every=1000), progress=False)

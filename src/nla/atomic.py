@@ -51,6 +51,14 @@ def swap_folder(new: Path, folder: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def copy_folder(source: str | Path, dest: str | Path) -> Path:
+    """DEST becomes a whole copy of SOURCE (a copy left by a killed run is replaced, never half kept)."""
+    with atomic_path(dest) as tmp:
+        shutil.copytree(source, tmp)
+        shutil.rmtree(dest, ignore_errors=True)
+    return Path(dest)
+
+
 def write_text(path: str | Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")

@@ -33,6 +33,22 @@ def test_each_optional_stage_hands_its_nla_to_the_next(tmp_path):
         ["extract", "explain", "sft-ar", "sft-av", "refit", "rl", "eval", "calibrate"], "rl")
     assert stage_configs(load_config(write(tmp_path, {"rl": {"steps": 3}})), tmp_path / "run")["rl"].nla.name == \
         "refit"
+    # expert iteration: only with a section, after refit, its NLA handed on; rounds 0 skips it
+    assert chain({"expert": {"rounds": 2}, "rl": {"steps": 3}}) == (
+        ["extract", "explain", "sft-ar", "sft-av", "refit", "expert", "rl", "eval", "calibrate"], "rl")
+    configs = stage_configs(load_config(write(tmp_path, {"expert": {"rows": 64}, "rl": {"steps": 0}})), tmp_path / "run")
+    assert configs["expert"].nla.name == "refit" and configs["eval"].nla.name == "expert"
+    assert configs["expert"].data.name == "av_sft.parquet" and configs["expert"].rows == 64
+    assert "expert" not in chain({"expert": {"rounds": 0}})[0]
+
+
+def test_expert_iteration_needs_a_lora_av_and_known_settings(tmp_path):
+    with pytest.raises(NLAError, match="av.lora_rank is 0"):
+        stage_configs(load_config(write(tmp_path, {"expert": {"rounds": 1}, "av": {"lora_rank": 0}})), tmp_path / "r")
+    with pytest.raises(NLAError, match="section 'expert': key\\(s\\) steps cannot be set there"):
+        stage_configs(load_config(write(tmp_path, {"expert": {"steps": 3}})), tmp_path / "r")
+    with pytest.raises(NLAError, match="samples at temperature 0"):
+        stage_configs(load_config(write(tmp_path, {"expert": {"temperature": 0.0}})), tmp_path / "r")
 
 
 def test_the_text_oracle_runs_only_when_asked_and_eval_reads_it(tmp_path):

@@ -1,4 +1,4 @@
-"""Training commands: train-ar, train-av, rl, export, plot."""
+"""Training commands: train-ar, train-av, expert, rl, export, plot."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from nla.cli.common import (
 )
 from nla.inputs import check_out_folder
 from nla.rl.config import RLConfig
-from nla.train.config import ARTrainConfig, AVTrainConfig
+from nla.train.config import ARTrainConfig, AVTrainConfig, ExpertConfig
 
 EXPORT_HELP = ("With LoRA, also write the merged released folder (a full copy of the model; nla export RUN "
                "writes it later). Without it the run keeps its adapter only, which everything in nla reads.")
@@ -46,6 +46,21 @@ def train_av(cfg: AVTrainConfig):
     if result["main_process"]:  # under accelerate launch / torchrun, one process reports
         typer.echo(f"trained the AV for {result['steps']} steps (injection scale {result['injection_scale']:g}); "
                    f"folder: {result['out']}")
+
+
+@app.command("expert")
+@user_errors
+@options_from(ExpertConfig, convert={"dtype": checked_dtype})
+def expert(cfg: ExpertConfig):
+    """Train an NLA's AV on its own explanations that its AR reads best (expert iteration); a rerun resumes."""
+    check_out_folder(cfg.out)
+    from nla.train.expert import expert_iteration
+
+    summary = expert_iteration(cfg)
+    for number, kept in enumerate(summary["rounds"], start=1):
+        typer.echo(f"round {number}: {kept['kept']}/{kept['rows']} rows kept; the AR's error on them "
+                   f"{kept['greedy_mse']:.3f} greedy -> {kept['chosen_mse']:.3f} chosen")
+    typer.echo(f"NLA: {cfg.out} (held-out FVE: nla eval --nla {cfg.out} --data .../validation.parquet)")
 
 
 @app.command("export")
@@ -99,7 +114,7 @@ def plot(run: Path = typer.Argument(..., help="An `nla rl` run folder (holding r
 @app.command("train")
 @user_errors
 def train(
-    out: Path = typer.Option(..., help="Run folder: acts/, sft/, refit/, rl/, eval/, train_config.yaml, "
+    out: Path = typer.Option(..., help="Run folder: acts/, sft/, refit/, expert/, rl/, eval/, train_config.yaml, "
                              "stages.json."),
     preset: Optional[str] = typer.Option(None, help="smollm2-135m (the shipped default's recipe) or gemma3-270m."),
     config: Optional[Path] = typer.Option(None, help="A YAML config (see src/nla/pipeline/presets/ for the keys)."),

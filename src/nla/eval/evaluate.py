@@ -26,7 +26,7 @@ a rerun with the same AV settings (e.g. adding --oracle-ar under --overwrite) re
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -127,9 +127,19 @@ def av_settings(cfg: EvalConfig, nla: NLA, data: Path) -> dict:
             "max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature, "dtype": cfg.dtype}
 
 
-def explain_all(nla: NLA, vectors: dict[str, torch.Tensor], cfg: EvalConfig, cache: Path, settings: dict,
-                progress: bool, desc: str = "eval: explain") -> dict[str, list[dict]]:
-    """Greedy explanations for each named set of activations, batch by batch, appended to the cache."""
+@dataclass
+class Generation:
+    """The three settings explain_all reads (an EvalConfig has them too), for a stage that explains outside eval."""
+
+    batch_size: int
+    max_new_tokens: int
+    temperature: float = 0.0
+
+
+def explain_all(nla: NLA, vectors: dict[str, torch.Tensor], cfg: EvalConfig | Generation, cache: Path,
+                settings: dict, progress: bool, desc: str = "eval: explain") -> dict[str, list[dict]]:
+    """Explanations (greedy unless cfg.temperature) for each named set of activations, batch by batch,
+    appended to the cache."""
     log = RecordLog(cache, settings)
     done = {(r["control"], r["row"]): r for r in log.read()}
     todo = [(name, start) for name, v in vectors.items() for start in range(0, len(v), cfg.batch_size)

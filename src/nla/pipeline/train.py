@@ -11,6 +11,9 @@ Stages, in order (OUT/<folder>):
     sft-av    sft/av_adapter/          the verbalizer on those explanations (nla train-av; likewise sft/av/)
     refit     refit/                   a fresh AR on the SFT AV's own texts of ar_sft, beside that AV
                                        (train/refit.py); skipped when refit.epochs is 0
+    expert    expert/                  rounds of expert iteration on that AV: the AR picks the best of its
+                                       sampled explanations, the AV trains on them (train/expert.py); run
+                                       only when the config has an expert section (rounds 0 skips it)
     rl        rl/av_adapter/, ar_adapter/ GRPO on the AV with a live AR (nla rl); skipped when rl.steps is 0
     oracle    oracle/ar_adapter/       the text-oracle AR: an AR reading the true contexts of ar_sft, the
                                        ceiling eval reports beside the NLA (a measurement, not part of the
@@ -48,7 +51,7 @@ from nla.layout import CALIBRATION_FILE, CONTEXT_COLUMN, EVAL_JSON, STAGES_FILE,
 # annotations (tuple[str, ...], SplitFractions) are left to the stage config's own checks.
 YAML_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "None": (type(None),),
               "Path": (str,), "dict": (dict,)}
-SECTIONS = ("extract", "explain", "ar", "av", "refit", "rl", "oracle", "eval")
+SECTIONS = ("extract", "explain", "ar", "av", "refit", "expert", "rl", "oracle", "eval")
 TRAIN_PRESETS = ("smollm2-135m", "gemma3-270m")  # presets/NAME.yaml
 
 
@@ -64,6 +67,7 @@ class PipelineConfig:
     ar: dict = field(default_factory=dict)  # ARTrainConfig fields (lr, batch_size, epochs, lora_rank, ...)
     av: dict = field(default_factory=dict)  # AVTrainConfig fields (injection, lr, epochs, ...)
     refit: dict = field(default_factory=dict)  # RefitConfig fields (lr, epochs, ...); epochs 0 skips it
+    expert: dict = field(default_factory=dict)  # ExpertConfig fields (rounds, rows, ...); absent: not run
     rl: dict = field(default_factory=dict)  # RLConfig fields; steps 0 skips RL
     oracle: dict = field(default_factory=dict)  # ARTrainConfig fields of the text-oracle AR; absent: not trained
     eval: dict = field(default_factory=dict)  # EvalConfig fields (max_rows, ...)
@@ -121,7 +125,7 @@ def stage_configs(cfg: PipelineConfig, out: Path) -> dict:
     from nla.eval.config import EvalConfig
     from nla.explainers.config import ExplainDataConfig
     from nla.rl.config import RLConfig
-    from nla.train.config import ARTrainConfig, AVTrainConfig
+    from nla.train.config import ARTrainConfig, AVTrainConfig, ExpertConfig
     from nla.train.refit import RefitConfig
 
     acts, sft, refit, rl = out / "acts", out / "sft", out / "refit", out / "rl"
@@ -138,6 +142,13 @@ def stage_configs(cfg: PipelineConfig, out: Path) -> dict:
         configs["refit"] = _build(RefitConfig, cfg.refit, "refit", nla=sft, data=explained / "ar_sft.parquet",
                                   out=refit)
         nla = refit
+    if cfg.expert and cfg.expert.get("rounds", 1):
+        if cfg.av.get("lora_rank", 1) == 0:
+            raise NLAError("section 'expert' trains on the AV's LoRA adapter, but av.lora_rank is 0 (full "
+                           "fine-tuning); drop the expert section or train the AV with LoRA")
+        configs["expert"] = _build(ExpertConfig, cfg.expert, "expert", nla=nla, data=explained / "av_sft.parquet",
+                                   out=out / "expert")
+        nla = out / "expert"
     if cfg.rl.get("steps", 1):
         configs["rl"] = _build(RLConfig, cfg.rl, "rl", nla=nla, data=acts / "rl.parquet", out=rl,
                                eval_data=acts / "validation.parquet")
@@ -181,7 +192,7 @@ def finished(stage: str, config) -> bool:
         # LoRA: the adapter folder, renamed in last (after the merged folder, with export); else the released
         # one. RL writes its AR after its AV.
         return trained(out, "av" if stage == "sft-av" else "ar")
-    marker = {"extract": out / SUMMARY, "explain": out / SUMMARY, "refit": out / "refit.json",
+    marker = {"extract": out / SUMMARY, "explain": out / SUMMARY, "refit": out / "refit.json", "expert": out / "expert.json",
               "eval": out / EVAL_JSON, "calibrate": out / CALIBRATION_FILE}[stage]
     return marker.exists()
 
@@ -189,7 +200,7 @@ def finished(stage: str, config) -> bool:
 # stage -> (module, function): imported only when the stage runs, so `nla train --help` stays light
 STAGE_FUNCTIONS = {"extract": ("nla.data.extract", "extract"), "explain": ("nla.explainers.stage", "explain_data"),
                    "sft-ar": ("nla.train.ar", "train_ar"), "sft-av": ("nla.train.av", "train_av"),
-                   "refit": ("nla.train.refit", "refit_ar"),
+                   "refit": ("nla.train.refit", "refit_ar"), "expert": ("nla.train.expert", "expert_iteration"),
                    "rl": ("nla.rl.run", "rl"), "oracle": ("nla.train.ar", "train_ar"),
                    "eval": ("nla.eval.evaluate", "evaluate"),
                    "calibrate": ("nla.pipeline.train", "calibrate_stage")}

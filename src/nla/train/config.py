@@ -107,3 +107,37 @@ class AVTrainConfig(SFTConfig):
             raise NLAError(f"injection-soft-tokens {self.injection_soft_tokens} is negative; pass a count of at least 1, or 0 for none")
         if self.injection_layer is not None and self.injection_layer < 0:
             raise NLAError(f"injection-layer {self.injection_layer} is negative; pass a block index 0..K")
+
+
+@dataclass
+class ExpertConfig:
+    """Expert iteration on an NLA's AV (the `expert` stage of nla train; train/expert.py)."""
+
+    nla: Path = setting(help="The NLA whose AV trains on: a folder with LoRA adapters (av_adapter/ and "
+                        "ar_adapter/), e.g. a refit/ stage's, or default.")
+    data: Path = setting(help="av_sft explanations from nla explain-data: the activations the rounds draw from.")
+    out: Path = setting(help="Folder: round-R/ (each round's candidates, pairs and AV), then av_adapter/, "
+                        "ar_adapter/ (a complete NLA) and expert.json, written last.")
+    rounds: int = setting(3, "Rounds, each from the last one's AV (three measured best: docs/open-vocabulary.md "
+                          "section 7).")
+    rows: int = setting(128, "Fresh activations a round: no two rounds draw the same row.")
+    samples: int = setting(3, "Sampled explanations beside the greedy one; the AR keeps the best of them.")
+    temperature: float = setting(1.0, "The samples' temperature.")
+    lr: float = setting(5e-4, "The AV's peak learning rate in each round.")
+    batch_size: int = setting(8, "The AV's training batch.")
+    epochs: float = setting(2.0, "Epochs over a round's chosen pairs.")
+    max_new_tokens: int = setting(120, "Longest explanation, in tokens.")
+    explain_batch_size: int = setting(32, "Activations the AV explains together.")
+    seed: int = setting(0, "Which rows each round draws, and the sampling.")
+    device: str = setting("auto", "auto (the GPU, else the CPU), cpu, cuda, cuda:N.")
+    dtype: str = setting("auto", "auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16 or float16.")
+
+    def __post_init__(self):
+        self.nla, self.data, self.out = Path(self.nla), Path(self.data), Path(self.out)
+        if min(self.rounds, self.rows, self.samples, self.batch_size, self.explain_batch_size,
+               self.max_new_tokens) < 1:
+            raise NLAError("expert: rounds, rows, samples, batch-size, explain-batch-size and max-new-tokens "
+                           "must be at least 1")
+        if self.lr <= 0 or self.epochs <= 0 or self.temperature <= 0:
+            raise NLAError("expert: lr, epochs and temperature must be positive (samples at temperature 0 "
+                           "would all repeat the greedy explanation)")

@@ -6,14 +6,17 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 
+from nla.atomic import atomic_path, write_yaml
 from nla.autoencoder.meta import META_FILE, ModelMeta, read_model_meta
 from nla.autoencoder.shared import trained
 from nla.autoencoder.shipped import resolve as resolve_default
 from nla.errors import NLAError
-from nla.inputs import ACTIVATIONS, EXPLANATIONS, Dataset, check_match, open_dataset
-from nla.layout import ADAPTER_DIRS
+from nla.inputs import ACTIVATIONS, EXPLANATIONS, Dataset, check_match, open_dataset, read_dataset_sidecar
+from nla.layout import ADAPTER_DIRS, sidecar_path
 
 
 def read_pairs(path: Path, text_column: str = "explanation") -> tuple[list[str], torch.Tensor, Dataset]:
@@ -29,6 +32,24 @@ def read_pairs(path: Path, text_column: str = "explanation") -> tuple[list[str],
     if any(t is None for t in texts):
         raise NLAError(f"{path} has empty {text_column} values; drop those rows or pick another --text-column")
     return texts, data.vectors(), data
+
+
+def write_text_pairs(table: pa.Table, texts: list[str | None], source: Path, dest: Path) -> Path:
+    """DEST: the rows of `table` (read from `source`) that have a text, `explanation` now that text (the
+    table's own kept as warm_explanation), with the source's sidecar and its row count, so train-ar and
+    train-av read the data's model and layer. A text of None (an answer without its closing tag) drops its
+    row: no AR ever reads such an answer."""
+    keep = [i for i, t in enumerate(texts) if t is not None]
+    pairs = table.drop_columns([c for c in ("warm_explanation",) if c in table.column_names])
+    pairs = pairs.append_column("warm_explanation", pairs.column("explanation"))
+    pairs = pairs.set_column(pairs.column_names.index("explanation"), "explanation",
+                             pa.array(texts, pa.string())).take(pa.array(keep, pa.int64()))
+    with atomic_path(dest) as tmp:
+        pq.write_table(pairs, tmp)
+    sidecar = read_dataset_sidecar(source)
+    if sidecar:
+        write_yaml(sidecar_path(dest), {**sidecar, "row_count": pairs.num_rows})
+    return dest
 
 
 class BatchOrder:

@@ -20,7 +20,6 @@ so its row is left out of the pairs.
 from __future__ import annotations
 
 import gc
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -28,15 +27,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from nla.atomic import atomic_path, write_json
+from nla.atomic import copy_folder, write_json
 from nla.autoencoder.nla import NLA
 from nla.autoencoder.shared import trained
 from nla.errors import NLAError
-from nla.eval.evaluate import explain_all
+from nla.eval.evaluate import Generation, explain_all
 from nla.inputs import EXPLANATIONS, damaged_file, vectors_of
-from nla.layout import META_FILE, sidecar_path
+from nla.layout import META_FILE
 from nla.train.ar import train_ar
 from nla.train.config import ARTrainConfig
+from nla.train.pairs import write_text_pairs
 
 TEXTS_FILE, PAIRS_FILE, DONE_FILE = "av_texts.jsonl", "pairs.parquet", "refit.json"
 
@@ -64,13 +64,6 @@ class RefitConfig:
             raise NLAError("refit: max_new_tokens must be at least 1")
 
 
-class _Generation:
-    """The three settings eval's explain_all reads, under its names."""
-
-    def __init__(self, cfg: RefitConfig):
-        self.batch_size, self.max_new_tokens, self.temperature = cfg.explain_batch_size, cfg.max_new_tokens, 0.0
-
-
 def av_texts(cfg: RefitConfig, table: pa.Table, progress: bool) -> tuple[list[str | None], str, int]:
     """The SFT AV's greedy explanation of every row (None where it wrote no closing tag), resumable; and the
     SFT NLA's target and layer, which the new AR keeps."""
@@ -81,7 +74,7 @@ def av_texts(cfg: RefitConfig, table: pa.Table, progress: bool) -> tuple[list[st
         raise NLAError(f"{cfg.data} holds d={golds.shape[1]} activations but {cfg.nla} reads d_model {nla.d_model}")
     settings = {"nla": str(cfg.nla.resolve()), "av_created_at": nla.av_meta.created_at,
                 "data": str(cfg.data.resolve()), "max_new_tokens": cfg.max_new_tokens, "dtype": cfg.dtype}
-    records = explain_all(nla, {"nla": golds}, _Generation(cfg), cfg.out / TEXTS_FILE, settings, progress,
+    records = explain_all(nla, {"nla": golds}, Generation(cfg.explain_batch_size, cfg.max_new_tokens), cfg.out / TEXTS_FILE, settings, progress,
                           desc="refit: the AV explains ar_sft")["nla"]
     model, layer = nla.ar_meta.base_checkpoint, nla.layer
     del nla
@@ -89,21 +82,13 @@ def av_texts(cfg: RefitConfig, table: pa.Table, progress: bool) -> tuple[list[st
     return [r["text"] for r in records], model, layer
 
 
-def write_pairs(cfg: RefitConfig, table: pa.Table, texts: list[str | None]) -> tuple[Path, int]:
-    """OUT/pairs.parquet: the tagged rows, `explanation` now the AV's text (the warm start kept beside it)."""
-    keep = [i for i, t in enumerate(texts) if t is not None]
-    if len(keep) < 2:
-        raise NLAError(f"the AV in {cfg.nla} closed its explanation for {len(keep)} of {len(texts)} rows; "
+def check_tagged(cfg: RefitConfig, texts: list[str | None]) -> int:
+    """How many rows the AV left without a closing tag (dropped from the pairs); too few left is an error."""
+    kept = sum(t is not None for t in texts)
+    if kept < 2:
+        raise NLAError(f"the AV in {cfg.nla} closed its explanation for {kept} of {len(texts)} rows; "
                        "train it longer before re-fitting the AR")
-    pairs = table.append_column("warm_explanation", table.column("explanation"))
-    pairs = pairs.set_column(pairs.column_names.index("explanation"), "explanation",
-                             pa.array(texts, pa.string())).take(pa.array(keep))
-    path = cfg.out / PAIRS_FILE
-    with atomic_path(path) as tmp:
-        pq.write_table(pairs, tmp)
-    if sidecar_path(cfg.data).exists():  # the dataset's model and layer, which train_ar reads
-        shutil.copyfile(sidecar_path(cfg.data), sidecar_path(path))
-    return path, len(texts) - len(keep)
+    return len(texts) - kept
 
 
 def copy_av(cfg: RefitConfig) -> Path:
@@ -111,10 +96,7 @@ def copy_av(cfg: RefitConfig) -> Path:
     for name in ("av_adapter", "av"):
         source = cfg.nla / name
         if (source / META_FILE).exists():
-            with atomic_path(cfg.out / name) as tmp:
-                shutil.copytree(source, tmp)
-                shutil.rmtree(cfg.out / name, ignore_errors=True)  # a copy left by a killed run: replaced whole
-            return cfg.out / name
+            return copy_folder(source, cfg.out / name)
     raise NLAError(f"{cfg.nla} holds no AV (av_adapter/ or av/); pass the folder nla train-av wrote")
 
 
@@ -128,7 +110,8 @@ def refit_ar(cfg: RefitConfig, *, progress: bool = True) -> dict:
     if "explanation" not in table.column_names:
         raise NLAError(f"{cfg.data} has no explanation column; pass the output of nla explain-data")
     texts, model, layer = av_texts(cfg, table, progress)
-    pairs, dropped = write_pairs(cfg, table, texts)
+    dropped = check_tagged(cfg, texts)
+    pairs = write_text_pairs(table, texts, cfg.data, cfg.out / PAIRS_FILE)
     if cfg.overwrite or not trained(cfg.out, "ar"):  # a kill after training but before the AV copy resumes here
         train_ar(ARTrainConfig(data=pairs, out=cfg.out, model=model, layer=layer, lr=cfg.lr,
                                batch_size=cfg.batch_size, epochs=cfg.epochs,
