@@ -81,8 +81,9 @@ def narrow_split(path: Path) -> Path:
 def world(tmp_path_factory, tiny_models, tiny_llama) -> dict[str, Path]:
     from nla.data.extract import ExtractConfig, extract
     from nla.explainers.stage import ExplainDataConfig, explain_data
+    from nla.train.ar import train_ar
     from nla.train.av import train_av
-    from nla.train.config import AVTrainConfig
+    from nla.train.config import ARTrainConfig, AVTrainConfig
 
     root = tmp_path_factory.mktemp("sweep")
     corpus = root / "corpus.txt"
@@ -142,6 +143,10 @@ def world(tmp_path_factory, tiny_models, tiny_llama) -> dict[str, Path]:
     shutil.copytree(lora / "av_adapter", w["lora_cut"] / "av_adapter")
     truncate(w["lora_cut"] / "av_adapter" / "adapter_model.safetensors")
     shutil.rmtree(lora)
+    w["lora_nla"] = root / "lora-nla"  # an NLA of LoRA adapters, the kind nla expert trains on
+    for config, train in ((AVTrainConfig, train_av), (ARTrainConfig, train_ar)):
+        train(config(data=w["pairs"], out=w["lora_nla"], lora_rank=2, epochs=0.1, checkpoint_every=1000,
+                     device="cpu"), progress=False)
 
     for name, damage in (("acts_cut", "truncate"), ("acts_text", "text"), ("acts_kind", "kind"),
                          ("acts_config", "config")):
@@ -287,6 +292,20 @@ CASES["train-av/--init-from a folder with no AV"] = lambda w: ["train-av", "--da
 CASES["train-ar/--init-from a folder with no AR"] = lambda w: ["train-ar", "--data", str(w["pairs"]), "--out",
                                                                str(w["root"] / "new-ar"), "--init-from",
                                                                str(w["acts"]), "--model", str(w["model"])]
+def expert(nla: str = "lora_nla", data: str = "pairs", *extra: str, out: str | None = None):
+    return lambda w: ["expert", "--nla", str(w[nla]), "--data", str(w[data]), "--out",
+                      str(w[out] if out else w["root"] / "new-expert"), "--device", "cpu", "--rows", "2",
+                      "--rounds", "1", *extra]
+
+
+for bad in ("not_parquet", "missing", "layer2", "heldout"):
+    CASES[f"expert/--data {bad}"] = expert(data=bad)
+CASES["expert/--nla without LoRA adapters"] = expert("nla")
+CASES["expert/--rows more than the data holds"] = expert("lora_nla", "pairs", "--rows", "100000")
+CASES["expert/--samples 0"] = expert("lora_nla", "pairs", "--samples", "0")
+CASES["expert/--out is the NLA"] = expert(out="lora_nla")
+
+
 def steering(*args):
     return lambda w: ["steer", "Rivers carry water.", "--nla", str(w["nla"]), "--model", str(w["model"]), "--out",
                       str(w["root"] / "new-steer"), "--device", "cpu", *args]
@@ -382,7 +401,7 @@ def test_a_bad_input_is_one_line_exit_2_and_changes_nothing(case, world, offline
 
 def test_the_sweep_covers_every_command_that_reads_user_files():
     commands = {case.split("/")[0] for case in CASES}
-    assert commands == {"train-ar", "train-av", "eval", "rl", "calibrate", "explain-data", "explain", "plot",
+    assert commands == {"train-ar", "train-av", "expert", "eval", "rl", "calibrate", "explain-data", "explain", "plot",
                         "export", "info", "extract", "trace", "train", "demo", "serve", "index", "search", "steer"}
     assert len(CASES) >= 70
 

@@ -123,9 +123,11 @@ def check_inputs(cfg: ExpertConfig) -> pa.Table:
             raise NLAError(f"expert iteration trains on the NLA's LoRA adapters; {cfg.nla} has no {folder}/ "
                            f"({role.upper()} trained with lora_rank 0?); train with LoRA, or drop the expert stage")
     meta = read_model_meta(start / ADAPTER_DIRS["av"])
-    data = open_dataset(cfg.data, expect=EXPLANATIONS, columns=("explanation",), min_rows=cfg.rows * cfg.rounds,
-                        against=f"the NLA {cfg.nla}", layer=meta.extraction_layer_index, d_model=meta.d_model,
-                        target=meta.base_checkpoint)
+    data = open_dataset(cfg.data, expect=EXPLANATIONS, columns=("explanation",), against=f"the NLA {cfg.nla}",
+                        layer=meta.extraction_layer_index, d_model=meta.d_model, target=meta.base_checkpoint)
+    if data.table.num_rows < cfg.rows * cfg.rounds:
+        raise NLAError(f"{cfg.data} has {data.table.num_rows} rows, fewer than rows × rounds = "
+                       f"{cfg.rows * cfg.rounds} (each round draws rows no other did); lower rows or rounds")
     return data.table
 
 
