@@ -66,6 +66,13 @@ def read_lora(folder: Path):
     return LoraConfig.from_pretrained(folder), weights_in_memory(load_file(folder / ADAPTER_WEIGHTS))
 
 
+def adapter_rank(folder: Path) -> int:
+    """The LoRA rank an adapter folder was saved at (a warm start keeps training at it)."""
+    from peft import LoraConfig
+
+    return LoraConfig.from_pretrained(folder).r
+
+
 def write_lora(folder: Path, config, weights: dict) -> None:
     """An adapter folder in peft's format and key layout: its config and weights, nothing of the base."""
     from safetensors.torch import save_file

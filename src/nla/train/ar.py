@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nla.autoencoder.lora import add_lora, load_adapter
+from nla.autoencoder.lora import adapter_rank, add_lora, load_adapter
 from nla.autoencoder.meta import ModelMeta
 from nla.autoencoder.nla import ar_input_ids
 from nla.autoencoder.reconstructor import Reconstructor, read_value_head, reconstruction_mse
@@ -85,17 +85,10 @@ def train_ar(cfg: ARTrainConfig, *, progress: bool = True) -> dict:
                        warmup_fraction=cfg.warmup_fraction,
                        max_grad_norm=cfg.max_grad_norm, checkpoint_every=cfg.checkpoint_every, out=cfg.out,
                        settings=settings, overwrite=cfg.overwrite, stage="ar", progress=progress)
-    rank = _adapter_rank(init_adapter) if init_adapter is not None else cfg.lora_rank
+    rank = adapter_rank(init_adapter) if init_adapter is not None else cfg.lora_rank  # a warm start keeps its own
     written = _export(cfg, ar, target, model_spec, steps, rank) if accelerator.is_main_process else None
     accelerator.wait_for_everyone()
     return {"steps": steps, "out": str(written or cfg.out), "main_process": accelerator.is_main_process}
-
-
-def _adapter_rank(folder: Path) -> int:
-    """A warm start trains at its adapter's own rank, whatever --lora-rank says."""
-    from peft import LoraConfig
-
-    return LoraConfig.from_pretrained(folder).r
 
 
 def _check_memory(cfg: ARTrainConfig, ar: Reconstructor, target, rows: list[list[int]], processes: int) -> None:

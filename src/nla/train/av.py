@@ -24,7 +24,7 @@ import torch
 
 from nla.autoencoder.checkpoint import verbalizer_tokens
 from nla.autoencoder.injection import RESIDUAL, Injection
-from nla.autoencoder.lora import add_lora, load_adapter
+from nla.autoencoder.lora import adapter_rank, add_lora, load_adapter
 from nla.autoencoder.meta import ModelMeta
 from nla.autoencoder.shared import write_trained
 from nla.autoencoder.soft_tokens import load_soft_tokens
@@ -115,9 +115,7 @@ def build_verbalizer(model_spec: str, injection_scale: float, lora_rank: int, de
 
 def _check_save_rank(rank: int, adapter: Path) -> None:
     """A warm start trains at its adapter's rank: --save-rank must be below it (checked before any training)."""
-    from peft import LoraConfig
-
-    trained = LoraConfig.from_pretrained(adapter).r
+    trained = adapter_rank(adapter)
     if rank >= trained:
         raise NLAError(f"save-rank {rank} is not below the rank of init-from's adapter ({trained}); pass "
                        f"1..{trained - 1}, or drop it")
