@@ -136,13 +136,21 @@ def test_a_warm_start_continues_from_the_given_avs_own_weights(tmp_path, toy_pai
     assert meta.injection_scale == first_meta.injection_scale != 99.0
 
 
-def test_a_warm_start_of_another_layer_or_no_av_is_refused(tmp_path, toy_pairs, tiny_llama):
+def test_a_warm_start_of_another_layer_prompt_or_no_av_is_refused(tmp_path, toy_pairs, tiny_llama):
+    import yaml
+
     first = config(tmp_path, "first", toy_pairs, tiny_llama, epochs=0.25)
     train_av(first, progress=False)
     with pytest.raises(NLAError, match="at layer 1, this data is of .* at layer 0"):
         train_av(config(tmp_path, "other", toy_pairs, tiny_llama, layer=0, init_from=str(first.out)), progress=False)
     with pytest.raises(NLAError, match="holds no AV adapter"):
         train_av(config(tmp_path, "none", toy_pairs, tiny_llama, init_from=str(tmp_path)), progress=False)
+    sidecar = first.out / "av_adapter" / "nla_meta.yaml"  # an AV whose weights learnt another prompt
+    meta = yaml.safe_load(sidecar.read_text())
+    meta["prompt_templates"]["av"] = "Say what this is ({injection_char})."
+    sidecar.write_text(yaml.safe_dump(meta))
+    with pytest.raises(NLAError, match="its AV reads another prompt template than nla's"):
+        train_av(config(tmp_path, "template", toy_pairs, tiny_llama, init_from=str(first.out)), progress=False)
 
 
 def test_save_rank_stores_a_smaller_adapter_that_loads_and_says_what_it_kept(tmp_path, toy_pairs, tiny_llama):

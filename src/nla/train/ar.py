@@ -58,10 +58,8 @@ def build_reconstructor(model_spec: str, layer: int | None, lora_rank: int, devi
 
 def train_ar(cfg: ARTrainConfig, *, progress: bool = True) -> dict:
     texts, golds, model_spec, layer = sft_inputs(cfg, "ar", cfg.text_column)  # every check before any work
-    init_adapter, warm = warm_start(cfg.init_from, "ar", model_spec, int(layer)) if cfg.init_from else (None, None)
-    if warm is not None and warm.prompt_templates.get("ar") != AR_TEMPLATE:  # its weights read another prompt
-        raise NLAError(f"init-from {cfg.init_from}: its AR reads another prompt template than nla's; warm-start from "
-                       "an AR trained by nla train-ar, or drop --init-from")
+    init_adapter, _ = (warm_start(cfg.init_from, "ar", model_spec, int(layer), AR_TEMPLATE) if cfg.init_from
+                       else (None, None))
     accelerator = start_processes(cfg.device)
     torch.manual_seed(cfg.seed)
     ar, target = build_reconstructor(model_spec, layer, cfg.lora_rank, process_device(accelerator, cfg.device),

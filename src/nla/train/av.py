@@ -135,7 +135,8 @@ def _injection(cfg: AVTrainConfig, layer: int, warm: ModelMeta | None) -> Inject
 
 def train_av(cfg: AVTrainConfig, *, progress: bool = True) -> dict:
     texts, golds, model_spec, layer = sft_inputs(cfg, "av")  # every check before any work
-    init_adapter, warm = warm_start(cfg.init_from, "av", model_spec, int(layer)) if cfg.init_from else (None, None)
+    init_adapter, warm = (warm_start(cfg.init_from, "av", model_spec, int(layer), AV_TEMPLATE) if cfg.init_from
+                          else (None, None))
     if init_adapter is not None and cfg.save_rank is not None:
         _check_save_rank(cfg.save_rank, init_adapter)
     scale = (warm.injection_scale if warm else cfg.injection_scale) or suggest_injection_scale(

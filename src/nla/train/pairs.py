@@ -110,9 +110,10 @@ def sft_inputs(cfg, role: str, text_column: str = "explanation") -> tuple[list[s
     return texts, golds, model_spec, layer
 
 
-def warm_start(init_from: str, role: str, model_spec: str, layer: int) -> tuple[Path, ModelMeta]:
+def warm_start(init_from: str, role: str, model_spec: str, layer: int, template: str) -> tuple[Path, ModelMeta]:
     """The `role` adapter folder of --init-from (an NLA folder, or default) and its sidecar, checked against
-    this run's target and layer: a warm start of another model or layer would train on vectors it never read."""
+    this run's target, layer and prompt `template`: a warm start of another model or layer would train on
+    vectors it never read, one of another prompt on text its weights never saw."""
     folder = resolve_default(init_from) / ADAPTER_DIRS[role]
     if not (folder / META_FILE).is_file() or read_model_meta(folder).role != role:
         raise NLAError(f"init-from {init_from}: {folder} holds no {role.upper()} adapter ({ADAPTER_DIRS[role]}/ "
@@ -122,4 +123,7 @@ def warm_start(init_from: str, role: str, model_spec: str, layer: int) -> tuple[
         raise NLAError(f"init-from {init_from} is an {role.upper()} of {meta.base_checkpoint} at layer "
                        f"{meta.extraction_layer_index}, this data is of {model_spec} at layer {layer}; "
                        f"warm-start from an {role.upper()} of the same target and layer")
+    if meta.prompt_templates.get(role) != template:
+        raise NLAError(f"init-from {init_from}: its {role.upper()} reads another prompt template than nla's; "
+                       f"warm-start from an {role.upper()} trained by nla train-{role}, or drop --init-from")
     return folder, meta
