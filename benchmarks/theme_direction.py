@@ -31,16 +31,16 @@ import pyarrow.parquet as pq
 import torch
 from nla_links import link_adapters
 
-from nla.atomic import atomic_path, write_yaml
 from nla.autoencoder.hub import role_folder
 from nla.autoencoder.nla import reconstruct_texts
 from nla.autoencoder.shared import load_ar_folder
 from nla.eval.metrics import baseline, text_fidelity
 from nla.explainers.offline import split_about
-from nla.inputs import read_dataset_sidecar, vectors_of
-from nla.layout import ACTIVATION_COLUMN, sidecar_path
+from nla.inputs import vectors_of
+from nla.layout import ACTIVATION_COLUMN
 from nla.train.ar import train_ar
 from nla.train.config import ARTrainConfig
+from nla.train.pairs import write_pairs
 
 SHIPPED_AV = Path(__file__).resolve().parents[1] / "src" / "nla" / "default_nla" / "av_adapter"
 
@@ -76,14 +76,6 @@ def pair_table(table: pa.Table, rows: list[int], texts: list[str], directions: n
     column = pa.FixedSizeListArray.from_arrays(pa.array(directions.reshape(-1), pa.float32()), d)
     table = table.set_column(table.column_names.index(ACTIVATION_COLUMN), ACTIVATION_COLUMN, column)
     return table.set_column(table.column_names.index("explanation"), "explanation", pa.array(texts, pa.string()))
-
-
-def write_pairs(table: pa.Table, source: Path, dest: Path) -> Path:
-    """The pairs as one parquet with the source split's sidecar (row count updated), as explain-data writes them."""
-    with atomic_path(dest) as tmp:
-        pq.write_table(table, tmp)
-    write_yaml(sidecar_path(dest), {**read_dataset_sidecar(source), "row_count": table.num_rows})
-    return dest
 
 
 def pair_folder(out: Path, ar_adapter: Path) -> Path:

@@ -75,15 +75,16 @@ def resolve(spec) -> Path:
 
 def last_nla(run: Path) -> Path:
     """The NLA a finished `nla train` run evaluated: rl/, else expert/ (expert iteration's AV beside refit's
-    AR), else refit/ (the re-fitted AR beside the SFT AV), else sft/; the package ships LoRA adapters only (megabytes), never merged folders."""
+    AR), else refit/ (the re-fitted AR beside the SFT AV), else sft/; the package ships LoRA adapters only
+    (megabytes), never merged folders."""
     for stage in ("rl", "expert", "refit", "sft"):
         folder = run / stage
         if (folder / "av" / META_FILE).exists() or (folder / "ar" / META_FILE).exists():
             raise NLAError(f"{folder} holds merged folders (av/, ar/); the package ships LoRA adapters only")
         if all((folder / ADAPTER_DIRS[role] / META_FILE).exists() for role in ("av", "ar")):
             return folder
-    raise NLAError(f"{run} holds no finished NLA (rl/, expert/, refit/ or sft/ with av_adapter/ and ar_adapter/); "
-                   "ship a finished LoRA run of nla train")
+    raise NLAError(f"{run} holds no finished NLA (rl/, expert/, refit/ or sft/ with av_adapter/ and "
+                   "ar_adapter/); ship a finished LoRA run of nla train")
 
 
 def ship(run: Path, dest: Path | None = None) -> Path:

@@ -192,7 +192,8 @@ def finished(stage: str, config) -> bool:
         # LoRA: the adapter folder, renamed in last (after the merged folder, with export); else the released
         # one. RL writes its AR after its AV.
         return trained(out, "av" if stage == "sft-av" else "ar")
-    marker = {"extract": out / SUMMARY, "explain": out / SUMMARY, "refit": out / "refit.json", "expert": out / "expert.json",
+    marker = {"extract": out / SUMMARY, "explain": out / SUMMARY, "refit": out / "refit.json",
+              "expert": out / "expert.json",
               "eval": out / EVAL_JSON, "calibrate": out / CALIBRATION_FILE}[stage]
     return marker.exists()
 

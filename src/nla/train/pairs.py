@@ -44,6 +44,11 @@ def write_text_pairs(table: pa.Table, texts: list[str | None], source: Path, des
     pairs = pairs.append_column("warm_explanation", pairs.column("explanation"))
     pairs = pairs.set_column(pairs.column_names.index("explanation"), "explanation",
                              pa.array(texts, pa.string())).take(pa.array(keep, pa.int64()))
+    return write_pairs(pairs, source, dest)
+
+
+def write_pairs(pairs: pa.Table, source: Path, dest: Path) -> Path:
+    """DEST: `pairs` as they are, with `source`'s sidecar (its row count updated) where it has one."""
     with atomic_path(dest) as tmp:
         pq.write_table(pairs, tmp)
     sidecar = read_dataset_sidecar(source)

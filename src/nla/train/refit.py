@@ -74,7 +74,8 @@ def av_texts(cfg: RefitConfig, table: pa.Table, progress: bool) -> tuple[list[st
         raise NLAError(f"{cfg.data} holds d={golds.shape[1]} activations but {cfg.nla} reads d_model {nla.d_model}")
     settings = {"nla": str(cfg.nla.resolve()), "av_created_at": nla.av_meta.created_at,
                 "data": str(cfg.data.resolve()), "max_new_tokens": cfg.max_new_tokens, "dtype": cfg.dtype}
-    records = explain_all(nla, {"nla": golds}, Generation(cfg.explain_batch_size, cfg.max_new_tokens), cfg.out / TEXTS_FILE, settings, progress,
+    records = explain_all(nla, {"nla": golds}, Generation(cfg.explain_batch_size, cfg.max_new_tokens),
+                          cfg.out / TEXTS_FILE, settings, progress,
                           desc="refit: the AV explains ar_sft")["nla"]
     model, layer = nla.ar_meta.base_checkpoint, nla.layer
     del nla
