@@ -30,6 +30,16 @@ def test_the_best_candidate_is_kept_failed_ones_never_and_rows_with_none_dropped
     assert stats["chosen_mse"] < stats["greedy_mse"]  # (0.2 + 0.1) / 2 against (0.7 + 0.1) / 2
 
 
+def test_with_contexts_a_candidate_inventing_a_quote_is_passed_over_where_the_row_has_a_grounded_one():
+    drafts = [['says "xyz"', 'says "abc" here ok', None], ['"qq" x', '"qqq"', None]]
+    contexts = ["so the ABC  here", "nothing quoted"]
+    assert best_of(_ScoredByLength(), torch.zeros(2, 2), drafts)[0] == ['says "xyz"', '"qqq"']  # the shortest
+    chosen, stats = best_of(_ScoredByLength(), torch.zeros(2, 2), drafts, contexts)
+    assert chosen == ['says "abc" here ok', '"qqq"']  # row 2: every candidate invents, so the AR decides
+    assert stats["greedy_invented"] == 1.0 and stats["chosen_invented"] == 0.5
+    assert stats["chosen_mse"] == (1.8 + 0.5) / 2  # the errors of what was chosen, not of the AR's favourites
+
+
 def test_an_av_that_never_closes_its_tag_is_one_line():
     with pytest.raises(NLAError, match="closed its explanation in 0 of 2 rows"):
         best_of(_ScoredByLength(), torch.zeros(2, 2), [[None, None], [None, None]])

@@ -17,21 +17,24 @@ from nla.eval.claim_text import locate_quote, looks_ahead, quote_spans, split_cl
 from nla.models.activations import pad_right
 
 
-def quote_precision(explanations: list[str | None], contexts: list[str]) -> dict:
-    """Of the quoted spans that claim to quote the context (not those in a claim about what comes next),
-    the share found there; the same quote finder and matcher as `nla trace`'s claim checks."""
-    found = total = 0
-    for text, context in zip(explanations, contexts):
-        if not text:
+def quote_counts(text: str, context: str) -> tuple[int, int]:
+    """(found, total) of the explanation's quoted spans that claim to quote the context (not those in a claim
+    about what comes next); the same quote finder and matcher as `nla trace`'s claim checks."""
+    spans, found, total = quote_spans(text), 0, 0
+    for claim in split_claims(text):
+        if looks_ahead(claim.text):
             continue
-        spans = quote_spans(text)
-        for claim in split_claims(text):
-            if looks_ahead(claim.text):
-                continue
-            for start, end in spans:
-                if claim.start <= start < claim.end:
-                    total += 1
-                    found += locate_quote(text[start:end], context) == "context"
+        for start, end in spans:
+            if claim.start <= start < claim.end:
+                total += 1
+                found += locate_quote(text[start:end], context) == "context"
+    return found, total
+
+
+def quote_precision(explanations: list[str | None], contexts: list[str]) -> dict:
+    """Of the quoted spans that claim to quote the context, the share found there."""
+    counts = [quote_counts(text, context) for text, context in zip(explanations, contexts) if text]
+    found, total = sum(c[0] for c in counts), sum(c[1] for c in counts)
     return {"quotes": total, "found_in_context": found, "precision": found / total if total else math.nan}
 
 

@@ -4,7 +4,8 @@ The AR judges what the AV writes, and the AV learns from its own best texts; no 
 
     1. for `rows` fresh activations of av_sft, the AV writes its greedy explanation and `samples` sampled
        ones                                                  OUT/round-R/greedy.jsonl, samples.jsonl (resumable)
-    2. the input NLA's AR scores each (2(1 - cos)); a row's best becomes its SFT target
+    2. the input NLA's AR scores each (2(1 - cos)); a row's best becomes its SFT target (with
+       grounded_quotes, the best of those that invent no quote, where a row has one)
                                                              OUT/round-R/pairs.parquet (+ sidecar)
     3. the AV trains on from them (nla train-av --init-from's function) beside a copy of that AR
                                                              OUT/round-R/av_adapter/, ar_adapter/
@@ -35,8 +36,9 @@ from nla.autoencoder.shared import trained
 from nla.autoencoder.shipped import resolve as resolve_default
 from nla.errors import NLAError
 from nla.eval.evaluate import Generation, explain_all
+from nla.eval.readability import quote_counts
 from nla.inputs import EXPLANATIONS, open_dataset, vectors_of
-from nla.layout import ADAPTER_DIRS
+from nla.layout import ADAPTER_DIRS, CONTEXT_COLUMN
 from nla.train.av import train_av
 from nla.train.config import AVTrainConfig, ExpertConfig
 from nla.train.pairs import write_text_pairs
@@ -62,21 +64,38 @@ def candidates(nla: NLA, vectors: torch.Tensor, cfg: ExpertConfig, folder: Path,
     return [[greedy[i]["text"]] + [sampled[name][i]["text"] for name in names] for i in range(len(vectors))]
 
 
-def best_of(nla: NLA, vectors: torch.Tensor, texts: list[list[str | None]]) -> tuple[list[str | None], dict]:
+def invents_a_quote(text: str, context: str) -> bool:
+    found, total = quote_counts(text, context)
+    return found < total
+
+
+def best_of(nla: NLA, vectors: torch.Tensor, texts: list[list[str | None]],
+            contexts: list[str] | None = None) -> tuple[list[str | None], dict]:
     """Each row's candidate the AR reconstructs best (None where every candidate failed); and what the choice
     saves on these rows: the AR's mean error of the greedy explanations (a failure counted 2) and of the
-    chosen ones, which bounds what the round can teach."""
+    chosen ones, which bounds what the round can teach. With the rows' CONTEXTS, a candidate quoting words
+    its context does not hold is passed over where the row has one that does not (the AR reads some invented
+    quotes best, so the AV learns to invent them); the stats then count the invented quotes of each choice."""
     errors = np.array([[np.inf if m is None else m for m in nla.mse(vectors, [row[k] for row in texts])]
                        for k in range(len(texts[0]))]).T  # (rows, candidates)
     keep = np.isfinite(errors).any(axis=1)
     if keep.sum() < 2:
         raise NLAError(f"the AV closed its explanation in {int(keep.sum())} of {len(texts)} rows' candidates; "
                        "train it longer, or raise max_new_tokens")
-    pick = errors.argmin(axis=1)
+    ranked = errors
+    if contexts is not None:
+        invented = np.array([[t is not None and invents_a_quote(t, c) for t in row] for row, c in zip(texts, contexts)])
+        clean = np.isfinite(errors) & ~invented
+        ranked = np.where(clean.any(axis=1, keepdims=True) & invented, np.inf, errors)
+    pick = ranked.argmin(axis=1)
     chosen = [row[k] if ok else None for row, k, ok in zip(texts, pick, keep)]
     greedy = np.where(np.isfinite(errors[:, 0]), errors[:, 0], 2.0)
+    picked = errors[np.arange(len(texts)), pick]
     stats = {"rows": len(texts), "kept": int(keep.sum()), "greedy_best": float((pick[keep] == 0).mean()),
-             "greedy_mse": float(greedy[keep].mean()), "chosen_mse": float(errors[keep].min(axis=1).mean())}
+             "greedy_mse": float(greedy[keep].mean()), "chosen_mse": float(picked[keep].mean())}
+    if contexts is not None:  # shares of the kept rows whose greedy / chosen text invents a quote
+        stats.update(greedy_invented=float(invented[keep, 0].mean()),
+                     chosen_invented=float(invented[np.arange(len(texts)), pick][keep].mean()))
     return chosen, stats
 
 
@@ -92,7 +111,8 @@ def run_round(cfg: ExpertConfig, source: str, folder: Path, table: pa.Table, num
     vectors = torch.from_numpy(vectors_of(table).copy())
     texts = candidates(nla, vectors, cfg, folder, cfg.seed * 1000 + number, progress)
     sampled = time.perf_counter()
-    chosen, selection = best_of(nla, vectors, texts)
+    contexts = table.column(CONTEXT_COLUMN).to_pylist() if cfg.grounded_quotes else None
+    chosen, selection = best_of(nla, vectors, texts, contexts)
     selection.update(sample_minutes=round((sampled - clock) / 60, 2),
                      score_minutes=round((time.perf_counter() - sampled) / 60, 2))
     model, layer = nla.av_meta.base_checkpoint, nla.layer  # the AV trained on keeps its target and layer
@@ -123,7 +143,8 @@ def check_inputs(cfg: ExpertConfig) -> pa.Table:
             raise NLAError(f"expert iteration trains on the NLA's LoRA adapters; {cfg.nla} has no {folder}/ "
                            f"({role.upper()} trained with lora_rank 0?); train with LoRA, or drop the expert stage")
     meta = read_model_meta(start / ADAPTER_DIRS["av"])
-    data = open_dataset(cfg.data, expect=EXPLANATIONS, columns=("explanation",), against=f"the NLA {cfg.nla}",
+    columns = ("explanation", CONTEXT_COLUMN) if cfg.grounded_quotes else ("explanation",)
+    data = open_dataset(cfg.data, expect=EXPLANATIONS, columns=columns, against=f"the NLA {cfg.nla}",
                         layer=meta.extraction_layer_index, d_model=meta.d_model, target=meta.base_checkpoint)
     if data.table.num_rows < cfg.rows * cfg.rounds:
         raise NLAError(f"{cfg.data} has {data.table.num_rows} rows, fewer than rows × rounds = "
