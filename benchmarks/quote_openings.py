@@ -2,8 +2,8 @@
 
     python benchmarks/quote_openings.py R/eval R/eval-ground
 
-For each folder: the quoted spans that claim to quote the context (eval/claim_text.py's finder; a claim about
-what comes next is left out, as in eval's quote precision), their distinct three-word openings (after a
+For each folder: the quoted spans that claim to quote the context (eval/readability.py's context_quotes, as
+in eval's quote precision: a claim about what comes next is left out), their distinct three-word openings (after a
 leading ellipsis), and the share that opens with "but also", the stock opening the expert stage converged on.
 """
 
@@ -11,27 +11,22 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 from pathlib import Path
 
-from nla.eval.claim_text import looks_ahead, quote_spans, split_claims
+from nla.eval.readability import context_quotes
+from nla.layout import EXPLANATIONS_FILE
+from nla.record_log import complete_records
 
 
 def openings(texts: list[str | None]) -> collections.Counter:
     """Each context quote's first three words (case kept), counted."""
-    counts = collections.Counter()
-    for text in filter(None, texts):
-        spans = quote_spans(text)
-        for claim in split_claims(text):
-            if not looks_ahead(claim.text):
-                counts.update(" ".join(text[s:e].lstrip("…. ").split()[:3]) for s, e in spans
-                              if claim.start <= s < claim.end)
-    return counts
+    return collections.Counter(" ".join(quote.lstrip("…. ").split()[:3])
+                               for text in filter(None, texts) for quote in context_quotes(text))
 
 
 def report(folder: Path) -> dict:
-    lines = (folder / "explanations.jsonl").read_text().splitlines()[1:]  # the first line: settings
-    counts = openings([row["text"] for row in map(json.loads, lines) if row["control"] == "nla"])
+    records = complete_records(folder / EXPLANATIONS_FILE)  # the first record: the log's settings
+    counts = openings([row["text"] for row in records if row.get("control") == "nla"])
     total = sum(counts.values())
     but_also = sum(c for o, c in counts.items() if o.lower().lstrip(", ").startswith("but also"))
     return {"quotes": total, "distinct_openings": len(counts), "but_also": but_also / total if total else 0.0,

@@ -17,18 +17,18 @@ from nla.eval.claim_text import locate_quote, looks_ahead, quote_spans, split_cl
 from nla.models.activations import pad_right
 
 
+def context_quotes(text: str) -> list[str]:
+    """The explanation's quoted spans that claim to quote the context (not those in a claim about what comes
+    next); the same quote finder as `nla trace`'s claim checks."""
+    spans = quote_spans(text)
+    return [text[start:end] for claim in split_claims(text) if not looks_ahead(claim.text)
+            for start, end in spans if claim.start <= start < claim.end]
+
+
 def quote_counts(text: str, context: str) -> tuple[int, int]:
-    """(found, total) of the explanation's quoted spans that claim to quote the context (not those in a claim
-    about what comes next); the same quote finder and matcher as `nla trace`'s claim checks."""
-    spans, found, total = quote_spans(text), 0, 0
-    for claim in split_claims(text):
-        if looks_ahead(claim.text):
-            continue
-        for start, end in spans:
-            if claim.start <= start < claim.end:
-                total += 1
-                found += locate_quote(text[start:end], context) == "context"
-    return found, total
+    """(found, total) of the explanation's context quotes, found with `nla trace`'s matcher."""
+    quotes = context_quotes(text)
+    return sum(locate_quote(quote, context) == "context" for quote in quotes), len(quotes)
 
 
 def quote_precision(explanations: list[str | None], contexts: list[str]) -> dict:

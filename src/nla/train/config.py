@@ -124,8 +124,9 @@ class ExpertConfig:
     samples: int = setting(3, "Sampled explanations beside the greedy one; the AR keeps the best of them.")
     temperature: float = setting(1.0, "The samples' temperature.")
     grounded_quotes: bool = setting(False, "Pass over a candidate that quotes words its context does not hold "
-                                    "where the row has one that does not (data needs the context column). Measured worse: the AV quotes "
-                                    "less, not truer (docs/open-vocabulary.md section 7).")
+                                    "where the row has one that does not (data needs the context column). "
+                                    "Measured worse: the AV quotes less, not truer (docs/open-vocabulary.md "
+                                    "section 7).")
     lr: float = setting(5e-4, "The AV's peak learning rate in each round.")
     batch_size: int = setting(8, "The AV's training batch.")
     epochs: float = setting(2.0, "Epochs over a round's chosen pairs.")

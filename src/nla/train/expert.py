@@ -84,7 +84,8 @@ def best_of(nla: NLA, vectors: torch.Tensor, texts: list[list[str | None]],
                        "train it longer, or raise max_new_tokens")
     ranked = errors
     if contexts is not None:
-        invented = np.array([[t is not None and invents_a_quote(t, c) for t in row] for row, c in zip(texts, contexts)])
+        invented = np.array([[t is not None and invents_a_quote(t, c) for t in row]
+                             for row, c in zip(texts, contexts)])
         clean = np.isfinite(errors) & ~invented
         ranked = np.where(clean.any(axis=1, keepdims=True) & invented, np.inf, errors)
     pick = ranked.argmin(axis=1)
